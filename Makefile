@@ -1,0 +1,38 @@
+# netflowgen — two commands matter: `make demo` and `make test`. Both run `make setup` first.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEMO_DIR ?= demo-out
+
+.PHONY: setup demo test bench clean system-tools
+
+setup: $(STAMP) system-tools
+
+# Debian's flow tools: nfdump (nfcapd, nfdump, nfpcapd) and softflowd.
+system-tools:
+	@if ! command -v nfdump >/dev/null 2>&1 || ! command -v softflowd >/dev/null 2>&1; then \
+	  echo "installing Debian nfdump and softflowd"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq nfdump softflowd >/dev/null; \
+	fi
+
+# torch==2.13.0 is installed first and explicitly: it is the local CPU wheel (an unpinned torch pulls CUDA).
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+test: setup
+	@$(PY) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo 'make test: pytest collected no tests (a failure here)' >&2; exit 1; fi; exit $$rc
+
+demo: setup
+	$(VENV)/bin/netflowgen demo --out $(DEMO_DIR)
+
+bench: setup
+	$(PY) benchmarks/features.py
+
+clean:
+	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache

@@ -1,0 +1,58 @@
+"""Entry point of the `netflowgen` command.
+
+Each command lives in its own module under `netflowgen.cli` and exposes `register(app)`. Heavy
+imports (torch, pyspark) stay inside the command functions so `netflowgen --help` is instant.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from netflowgen import __version__
+from netflowgen.config import ConfigError
+from netflowgen.rejects import InputError
+
+app = typer.Typer(
+    name="netflowgen",
+    help="Per-IP traffic models from NetFlow/IPFIX: ingest flows, build per-minute features, "
+    "pre-train a traffic model and detect DDoS attacks early.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# Pipeline order: sources -> flows -> features -> tokens -> model -> pre-train / fine-tune -> evaluate.
+COMMAND_MODULES: tuple[str, ...] = (
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"netflowgen {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    pass
+
+
+for _name in COMMAND_MODULES:
+    importlib.import_module(f"netflowgen.cli.{_name}").register(app)
+
+
+def main() -> None:
+    """Run the CLI; user errors (bad input, bad config) print one clear line and exit 2."""
+    try:
+        app()
+    except (InputError, ConfigError, FileNotFoundError) as e:
+        typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
