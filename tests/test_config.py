@@ -1,0 +1,83 @@
+"""The TOML settings layer every command uses: defaults <- file <- flags, --dump, saved beside outputs."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from netflowgen.config import ConfigError, load, save_beside, to_toml
+from netflowgen.rejects import RejectCounter
+
+
+@dataclass
+class Inner:
+    rate: float = 0.5
+    names: list[str] = field(default_factory=lambda: ["a"])
+
+
+@dataclass
+class Outer:
+    bins: int = 10
+    engine: str = "polars"
+    out: Path | None = None
+    inner: Inner = field(default_factory=Inner)
+
+
+def test_defaults_file_then_overrides(tmp_path: Path) -> None:
+    f = tmp_path / "c.toml"
+    f.write_text('bins = 12\n[inner]\nrate = 2\n')
+    cfg = load(Outer, f, overrides={"engine": "spark", "bins": None})
+    assert cfg.bins == 12 and cfg.engine == "spark"
+    assert cfg.inner.rate == 2.0 and isinstance(cfg.inner.rate, float)
+    assert cfg.inner.names == ["a"]
+
+
+def test_dump_round_trips(tmp_path: Path) -> None:
+    cfg = Outer(bins=7, out=tmp_path / "x", inner=Inner(rate=1.5, names=["p", "q"]))
+    text = to_toml(cfg)
+    f = tmp_path / "d.toml"
+    f.write_text(text)
+    assert load(Outer, f) == cfg
+
+
+def test_unknown_key_and_wrong_type_name_the_file(tmp_path: Path) -> None:
+    f = tmp_path / "bad.toml"
+    f.write_text("binz = 3\n")
+    with pytest.raises(ConfigError, match=r"bad\.toml.*binz"):
+        load(Outer, f)
+    f.write_text('bins = "ten"\n')
+    with pytest.raises(ConfigError, match=r"bad\.toml\.bins: expected int"):
+        load(Outer, f)
+    f.write_text("bins = [\n")
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        load(Outer, f)
+
+
+def test_save_beside_file_and_directory(tmp_path: Path) -> None:
+    out_file = tmp_path / "features.parquet"
+    out_file.write_bytes(b"")
+    p = save_beside(out_file, Outer(bins=3))
+    assert p.name == "features.parquet.config.toml"
+    assert tomllib.loads(p.read_text())["bins"] == 3
+    out_dir = tmp_path / "run"
+    out_dir.mkdir()
+    assert save_beside(out_dir, Outer()).name == "config.toml"
+
+
+def test_reject_counter_counts_and_samples() -> None:
+    r = RejectCounter(max_samples=2)
+    r.accept(10)
+    r.reject("negative packets", "a.csv:3 packets=-1")
+    r.reject("negative packets", "a.csv:4 packets=-2")
+    r.reject("negative packets", "a.csv:5 packets=-3")
+    r.reject("bad ip", "a.csv:9 src_ip=1.2.3", n=2)
+    assert r.rejected == 5 and r.accepted == 10
+    assert r.samples["negative packets"] == ["a.csv:3 packets=-1", "a.csv:4 packets=-2"]
+    other = RejectCounter()
+    other.reject("bad ip", n=1)
+    r.merge(other)
+    assert r.as_dict()["by_reason"] == {"negative packets": 3, "bad ip": 3}
+    assert "negative packets: 3" in r.report()
