@@ -1,0 +1,359 @@
+"""The one normalization step every reader ends with (SPEC 1): text columns -> canonical flow records.
+
+A reader turns a chunk of its input into a Polars frame whose columns carry canonical names (values
+still as text, or already numeric) plus `_line`, the 1-based line/record number in the file. This
+module parses and validates every field, counts each bad record by its first failing reason with a
+sample naming `file:line field=value`, resolves the sampling rate, and returns an Arrow batch of
+exactly `schema.FLOW_SCHEMA`.
+
+Columns a reader may give (all text unless noted): ts_start (see `TimeLayout`), ts_end or
+duration, src_ip, dst_ip, src_port, dst_port, proto (number or name), tcp_flags (number or the
+nfdump letter string `CEUAPRSF`), packets, bytes, sampling_rate, exporter, in_if, out_if.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Mapping
+
+import polars as pl
+import pyarrow as pa
+
+from netflowgen.rejects import RejectCounter
+from netflowgen.schema import FLOW_COLUMNS, FLOW_SCHEMA
+
+# IANA numbers for the protocol names that nfdump, Argus, Zeek and CICFlowMeter print.
+PROTOCOL_NUMBERS: dict[str, int] = {
+    "icmp": 1, "igmp": 2, "ggp": 3, "ipip": 4, "ipv4": 4, "tcp": 6, "egp": 8, "igp": 9,
+    "udp": 17, "rdp": 27, "ipv6": 41, "rsvp": 46, "gre": 47, "esp": 50, "ah": 51,
+    "icmp6": 58, "ipv6-icmp": 58, "icmpv6": 58, "eigrp": 88, "ospf": 89, "ospfigp": 89,
+    "pim": 103, "vrrp": 112, "l2tp": 115, "isis": 124, "sctp": 132, "udplite": 136,
+}
+# Names of link-layer or non-IP "protocols" some tools report as flows (Argus: arp, llc, ...).
+NON_IP_PROTOCOLS: frozenset[str] = frozenset({"arp", "rarp", "llc", "lldp", "stp", "ipx", "ipx/spx",
+                                              "man", "mpls", "ipnip", "udt", "esp?", "unas"})
+
+# nfdump prints the cumulative TCP flags as 8 letters, one position per bit, most significant first.
+FLAG_LETTERS = "CEUAPRSF"  # CWR ECE URG ACK PSH RST SYN FIN = 0x80 ... 0x01
+
+# The order in which checks run; a record is counted once, under the first reason it fails.
+REASONS: tuple[str, ...] = (
+    "missing field", "unparsable timestamp", "unparsable field", "non-IP protocol",
+    "unknown protocol name", "bad IP address", "negative count", "port > 65535",
+    "value out of range", "end before start", "bad sampling rate", "no sampling rate",
+)
+
+
+@dataclass(frozen=True)
+class TimeLayout:
+    """How a reader's timestamps are written.
+
+    time_format: "epoch_s" (decimal seconds, e.g. 1655071198.444458), "epoch_ms", "epoch_us", or a
+    Polars/chrono strptime format such as "%Y/%m/%d %H:%M:%S%.f" read in `timezone`.
+    duration_unit: unit of a `duration` column ("s" decimal seconds, "ms", "us"), used when the
+    reader gives no ts_end.
+    """
+
+    time_format: str = "epoch_s"
+    timezone: str = "UTC"
+    duration_unit: str = "s"
+
+
+def flag_letters_to_int(text: str) -> int | None:
+    """nfdump flag string (e.g. "...AP.SF" -> 27) to its bit value; None when it is not one."""
+    s = text.strip()
+    if len(s) != 8:
+        return None
+    value = 0
+    for i, ch in enumerate(s):
+        if ch == ".":
+            continue
+        if ch != FLAG_LETTERS[i]:
+            return None
+        value |= 0x80 >> i
+    return value
+
+
+def _decimal_to_int(col: pl.Expr, scale_digits: int) -> pl.Expr:
+    """Exact decimal text -> integer scaled by 10**scale_digits, truncating further digits.
+
+    Done on the text (not via float) so that "1655071198.444" is 1655071198444 ms, never ...443.
+    Null when the text is not a plain non-negative decimal.
+    """
+    ok = col.str.contains(r"^\d+(\.\d*)?$")
+    parts = col.str.split_exact(".", 1)
+    whole = parts.struct.field("field_0").cast(pl.Int64, strict=False)
+    frac = (parts.struct.field("field_1").fill_null("").str.slice(0, scale_digits)
+            .str.pad_end(scale_digits, "0"))
+    frac_v = frac.cast(pl.Int64, strict=False) if scale_digits else pl.lit(0, pl.Int64)
+    return pl.when(ok).then(whole * (10 ** scale_digits) + frac_v).otherwise(None)
+
+
+def _int_expr(name: str, dtype: pl.DataType, port: bool = False) -> pl.Expr:
+    """Text or number -> Int64; accepts decimal and 0x-hex text (Argus prints ICMP ports in hex).
+
+    For ports also "T.C" (nfdump prints an ICMP destination port as type.code): T * 256 + C, the
+    value NetFlow exporters put in the field, so ICMP type/code stay as-is in the canonical record.
+    """
+    col = pl.col(name)
+    if dtype.is_numeric():
+        if dtype.is_float():
+            return pl.when(col == col.floor()).then(col.cast(pl.Int64, strict=False)).otherwise(None)
+        return col.cast(pl.Int64, strict=False)
+    s = col.str.strip_chars()
+    hexa = s.str.to_lowercase().str.starts_with("0x")
+    expr = pl.when(hexa).then(s.str.slice(2).str.to_integer(base=16, strict=False))
+    if port:
+        tc = s.str.split_exact(".", 1)
+        icmp = (tc.struct.field("field_0").cast(pl.Int64, strict=False) * 256
+                + tc.struct.field("field_1").cast(pl.Int64, strict=False))
+        expr = expr.when(s.str.contains(r"^\d{1,3}\.\d{1,3}$")).then(icmp)
+    return expr.otherwise(s.cast(pl.Int64, strict=False))
+
+
+def _time_expr(name: str, dtype: pl.DataType, layout: TimeLayout) -> pl.Expr:
+    """Timestamp text -> Int64 ms since the epoch (UTC); null when unparsable."""
+    col = pl.col(name)
+    fmt = layout.time_format
+    if dtype.is_numeric():
+        scale = {"epoch_s": 1000.0, "epoch_ms": 1.0, "epoch_us": 0.001}[fmt]
+        return (col.cast(pl.Float64) * scale).floor().cast(pl.Int64, strict=False)
+    s = col.str.strip_chars()
+    if fmt == "epoch_s":
+        return _decimal_to_int(s, 3)
+    if fmt == "epoch_ms":
+        return _decimal_to_int(s, 0)
+    if fmt == "epoch_us":
+        return _decimal_to_int(s, 0) // 1000
+    parsed = s.str.to_datetime(fmt, time_unit="us", time_zone=layout.timezone, strict=False,
+                               ambiguous="earliest")
+    return parsed.dt.convert_time_zone("UTC").dt.epoch("ms")
+
+
+def _duration_expr(name: str, dtype: pl.DataType, layout: TimeLayout) -> pl.Expr:
+    col = pl.col(name)
+    unit = layout.duration_unit
+    if dtype.is_numeric():
+        scale = {"s": 1000.0, "ms": 1.0, "us": 0.001}[unit]
+        return (col.cast(pl.Float64) * scale).floor().cast(pl.Int64, strict=False)
+    s = col.str.strip_chars()
+    if unit == "s":
+        return _decimal_to_int(s, 3)
+    if unit == "ms":
+        return _decimal_to_int(s, 0)
+    return _decimal_to_int(s, 0) // 1000
+
+
+def _proto_expr(dtype: pl.DataType) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
+    """(number or null, is a non-IP name, is an unknown name)."""
+    if dtype.is_numeric():
+        v = pl.col("proto").cast(pl.Int64, strict=False)
+        return v, pl.lit(False), pl.lit(False)
+    s = pl.col("proto").str.strip_chars().str.to_lowercase()
+    num = s.cast(pl.Int64, strict=False)
+    named = s.replace_strict(PROTOCOL_NUMBERS, default=None, return_dtype=pl.Int64)
+    value = pl.coalesce(num, named)
+    is_text = num.is_null() & s.is_not_null()
+    non_ip = is_text & s.is_in(list(NON_IP_PROTOCOLS))
+    unknown = is_text & named.is_null() & ~non_ip & ~s.str.contains(r"^-?\d+$")
+    return value, non_ip, unknown
+
+
+def _flags_expr(dtype: pl.DataType) -> pl.Expr:
+    if dtype.is_numeric():
+        return pl.col("tcp_flags").cast(pl.Int64, strict=False)
+    s = pl.col("tcp_flags").str.strip_chars()
+    # Letters: each of the 8 positions contributes its bit when it holds its letter.
+    letters = pl.lit(0, pl.Int64)
+    for i, ch in enumerate(FLAG_LETTERS):
+        letters = letters + pl.when(s.str.slice(i, 1) == ch).then(0x80 >> i).otherwise(0)
+    is_letters = s.str.contains(r"^[C.][E.][U.][A.][P.][R.][S.][F.]$")
+    hexa = s.str.to_lowercase().str.starts_with("0x")
+    return (pl.when(is_letters).then(letters)
+            .when(hexa).then(s.str.slice(2).str.to_integer(base=16, strict=False))
+            .otherwise(s.cast(pl.Int64, strict=False)))
+
+
+def _canonical_ips(values: pl.Series) -> tuple[dict[str, str], set[str]]:
+    """Map each distinct address text to its canonical text (IPv6 compressed); collect the bad ones."""
+    mapping: dict[str, str] = {}
+    bad: set[str] = set()
+    for v in values.drop_nulls().unique().to_list():
+        try:
+            mapping[v] = str(ipaddress.ip_address(v.strip()))
+        except ValueError:
+            bad.add(v)
+    return mapping, bad
+
+
+def normalize(df: pl.DataFrame, file: str, layout: TimeLayout, rejects: RejectCounter,
+              *, own_rate: int | None = None, exporter_sampling: Mapping[str, int] | None = None,
+              default_rate: int | None = None, exporter: str | None = None) -> pa.RecordBatch:
+    """Validate and convert one chunk of a reader's records to a canonical batch.
+
+    df: columns named as in the module docstring, plus `_line` (Int64, 1-based record position);
+    `sampling_rate` column values of 0 or empty mean "not given by the record".
+    own_rate: the rate every record of this source carries by construction (1 for flows built from
+    every packet of a capture), used where the record has no rate column.
+    Resolution order (SPEC 1): record's rate -> exporter_sampling[exporter] -> default_rate ->
+    reject as "no sampling rate". Returns a batch of FLOW_SCHEMA (possibly empty); rejected records
+    are counted in `rejects` and accepted ones too.
+    """
+    n = df.height
+    if n == 0:
+        return pa.RecordBatch.from_pylist([], schema=FLOW_SCHEMA)
+    schema = df.schema
+    # Empty text and "-" are "not given" in every text format we read.
+    df = df.with_columns([pl.when(pl.col(c).str.strip_chars().is_in(["", "-"])).then(None)
+                          .otherwise(pl.col(c)).alias(c)
+                          for c, t in schema.items() if t == pl.String and c != "_line"])
+    cols = set(df.columns)
+    required = ["ts_start", "src_ip", "dst_ip", "proto", "packets", "bytes"]
+    # Values parsed; a parse failure is null while the raw text is present.
+    parsed: dict[str, pl.Expr] = {"ts_start": _time_expr("ts_start", schema["ts_start"], layout)}
+    if "ts_end" in cols:
+        parsed["ts_end"] = _time_expr("ts_end", schema["ts_end"], layout)
+    elif "duration" in cols:
+        parsed["duration"] = _duration_expr("duration", schema["duration"], layout)
+    for name in ("src_port", "dst_port", "packets", "bytes", "sampling_rate", "in_if", "out_if"):
+        if name in cols:
+            parsed[name] = _int_expr(name, schema[name], port=name.endswith("_port"))
+    if "tcp_flags" in cols:
+        parsed["tcp_flags"] = _flags_expr(schema["tcp_flags"])
+    proto_v, proto_non_ip, proto_unknown = _proto_expr(schema["proto"])
+    parsed["proto"] = proto_v
+    df = df.with_columns([e.alias(f"{k}__v") for k, e in parsed.items()])
+
+    src_map, src_bad = _canonical_ips(df["src_ip"].cast(pl.String))
+    dst_map, dst_bad = _canonical_ips(df["dst_ip"].cast(pl.String))
+
+    def raw(name: str) -> pl.Expr:
+        return pl.col(name).cast(pl.String).fill_null("")
+
+    def sample(name: str) -> pl.Expr:
+        return pl.concat_str([pl.lit(f"{file}:"), pl.col("_line").cast(pl.String),
+                              pl.lit(f" {name}="), raw(name)])
+
+    # (condition, reason, sample) in check order.
+    checks: list[tuple[pl.Expr, str, pl.Expr]] = []
+    for name in required:
+        checks.append((pl.col(name).is_null(), "missing field",
+                       pl.concat_str([pl.lit(f"{file}:"), pl.col("_line").cast(pl.String),
+                                      pl.lit(f" {name} is empty")])))
+    checks.append((pl.col("ts_start__v").is_null(), "unparsable timestamp", sample("ts_start")))
+    if "ts_end" in cols:
+        checks.append((pl.col("ts_end").is_not_null() & pl.col("ts_end__v").is_null(),
+                       "unparsable timestamp", sample("ts_end")))
+    for name in parsed:
+        if name in ("ts_start", "ts_end", "proto"):
+            continue
+        checks.append((pl.col(name).is_not_null() & pl.col(f"{name}__v").is_null(),
+                       "unparsable field", sample(name)))
+    checks.append((proto_non_ip, "non-IP protocol", sample("proto")))
+    checks.append((proto_unknown, "unknown protocol name", sample("proto")))
+    checks.append((pl.col("proto").is_not_null() & pl.col("proto__v").is_null(),
+                   "unparsable field", sample("proto")))
+    checks.append((pl.col("src_ip").is_in(list(src_bad)), "bad IP address", sample("src_ip")))
+    checks.append((pl.col("dst_ip").is_in(list(dst_bad)), "bad IP address", sample("dst_ip")))
+    for name in ("packets", "bytes"):
+        checks.append((pl.col(f"{name}__v") < 0, "negative count", sample(name)))
+    for name in ("src_port", "dst_port"):
+        if name in cols:
+            checks.append((pl.col(f"{name}__v") > 65535, "port > 65535", sample(name)))
+            checks.append((pl.col(f"{name}__v") < 0, "value out of range", sample(name)))
+    checks.append((~pl.col("proto__v").is_between(0, 255), "value out of range", sample("proto")))
+    if "tcp_flags" in cols:
+        checks.append((~pl.col("tcp_flags__v").is_between(0, 255), "value out of range",
+                       sample("tcp_flags")))
+    for name in ("in_if", "out_if"):
+        if name in cols:
+            checks.append((~pl.col(f"{name}__v").is_between(0, 2**32 - 1), "value out of range",
+                           sample(name)))
+    if "ts_end" in cols:
+        checks.append((pl.col("ts_end__v") < pl.col("ts_start__v"), "end before start",
+                       sample("ts_end")))
+    elif "duration" in cols:
+        checks.append((pl.col("duration__v") < 0, "end before start", sample("duration")))
+
+    # Sampling resolution: record -> per-exporter override -> configured default -> reject.
+    if "exporter" in cols:
+        exp = pl.col("exporter").cast(pl.String).str.strip_chars()
+        exp = pl.when(exp.is_in(["0.0.0.0", "::"])).then(pl.lit(exporter)).otherwise(exp)
+    else:
+        exp = pl.lit(exporter, pl.String)
+    df = df.with_columns(exp.alias("_exporter"))
+    rate_parts: list[pl.Expr] = []
+    if "sampling_rate" in cols:
+        checks.append((pl.col("sampling_rate__v") < 0, "bad sampling rate", sample("sampling_rate")))
+        rate_parts.append(pl.when(pl.col("sampling_rate__v") > 0).then(pl.col("sampling_rate__v")))
+    if own_rate is not None:
+        rate_parts.append(pl.lit(own_rate, pl.Int64))
+    if exporter_sampling:
+        rate_parts.append(pl.col("_exporter").replace_strict(
+            {str(k): int(v) for k, v in exporter_sampling.items()}, default=None,
+            return_dtype=pl.Int64))
+    if default_rate is not None:
+        rate_parts.append(pl.lit(default_rate, pl.Int64))
+    rate = pl.coalesce(rate_parts) if rate_parts else pl.lit(None, pl.Int64)
+    df = df.with_columns(rate.alias("_rate"))
+    checks.append((pl.col("_rate") > 2**32 - 1, "bad sampling rate", pl.col("_rate").cast(pl.String)))
+    checks.append((pl.col("_rate").is_null(), "no sampling rate",
+                   pl.concat_str([pl.lit(f"{file}:"), pl.col("_line").cast(pl.String),
+                                  pl.lit(" exporter="), pl.col("_exporter").fill_null("(none)")])))
+
+    reason = pl.lit(None, pl.String)
+    why = pl.lit(None, pl.String)
+    for cond, name, smp in reversed(checks):  # first check wins: build the chain from the end
+        reason = pl.when(cond.fill_null(False)).then(pl.lit(name)).otherwise(reason)
+        why = pl.when(cond.fill_null(False)).then(smp).otherwise(why)
+    df = df.with_columns(reason.alias("_reason"), why.alias("_why"))
+
+    bad = df.filter(pl.col("_reason").is_not_null())
+    if bad.height:
+        for (name,), grp in bad.group_by("_reason", maintain_order=True):
+            samples = grp["_why"].head(rejects.max_samples).to_list()
+            rejects.reject(str(name), samples[0] or "", n=1)
+            for s in samples[1:]:
+                rejects.reject(str(name), s or "", n=1)
+            rejects.reject(str(name), "", n=grp.height - len(samples))
+    good = df.filter(pl.col("_reason").is_null())
+    rejects.accept(good.height)
+
+    start = pl.col("ts_start__v")
+    if "ts_end" in cols:
+        end = pl.coalesce(pl.col("ts_end__v"), start)
+    elif "duration" in cols:
+        end = start + pl.col("duration__v").fill_null(0)
+    else:
+        end = start
+    null_u32 = pl.lit(None, pl.UInt32)
+    out = good.select(
+        start.cast(pl.Datetime("ms", "UTC")).alias("ts_start"),
+        end.cast(pl.Datetime("ms", "UTC")).alias("ts_end"),
+        pl.col("src_ip").cast(pl.String).replace_strict(src_map, default=None).alias("src_ip"),
+        pl.col("dst_ip").cast(pl.String).replace_strict(dst_map, default=None).alias("dst_ip"),
+        (pl.col("src_port__v").fill_null(0) if "src_port" in cols else pl.lit(0)).cast(pl.UInt16)
+        .alias("src_port"),
+        (pl.col("dst_port__v").fill_null(0) if "dst_port" in cols else pl.lit(0)).cast(pl.UInt16)
+        .alias("dst_port"),
+        pl.col("proto__v").cast(pl.UInt8).alias("proto"),
+        (pl.col("tcp_flags__v").fill_null(0) if "tcp_flags" in cols else pl.lit(0)).cast(pl.UInt8)
+        .alias("tcp_flags"),
+        pl.col("packets__v").alias("packets"),
+        pl.col("bytes__v").alias("bytes"),
+        pl.col("_rate").cast(pl.UInt32).alias("sampling_rate"),
+        pl.col("_exporter").alias("exporter"),
+        (pl.col("in_if__v").cast(pl.UInt32) if "in_if" in cols else null_u32).alias("in_if"),
+        (pl.col("out_if__v").cast(pl.UInt32) if "out_if" in cols else null_u32).alias("out_if"),
+    )
+    return to_canonical_batch(out)
+
+
+def to_canonical_batch(frame: pl.DataFrame) -> pa.RecordBatch:
+    """A frame with exactly the canonical columns -> one Arrow batch of FLOW_SCHEMA exactly."""
+    table = frame.select(list(FLOW_COLUMNS)).to_arrow()
+    table = pa.Table.from_arrays([c.cast(f.type) for c, f in zip(table.columns, FLOW_SCHEMA)],
+                                 schema=FLOW_SCHEMA)
+    return table.combine_chunks().to_batches()[0] if table.num_rows else \
+        pa.RecordBatch.from_pylist([], schema=FLOW_SCHEMA)
