@@ -62,9 +62,10 @@ def read_nfcapd(paths: Sequence[str | Path], options: SourceOptions, rejects: Re
 
 
 def read_nfcapd_file(path: str | Path, options: SourceOptions, rejects: RejectCounter,
-                     ) -> Iterator[pa.RecordBatch]:
+                     own_rate: int | None = None) -> Iterator[pa.RecordBatch]:
     """Stream one nfcapd file through `nfdump -r`; at most `options.batch_size` records in memory.
 
+    own_rate: the rate records carry by construction (1 for files nfpcapd made from a capture).
     Record numbers in reject samples are positions in nfdump's output (1-based). The nfdump process
     is killed when the consumer stops early (generator closed).
     """
@@ -82,7 +83,7 @@ def read_nfcapd_file(path: str | Path, options: SourceOptions, rejects: RejectCo
                             if ln and not ln.startswith(_NOT_RECORDS)]
                 df = split_fields(numbered, FIELDS, ",",
                                   on_bad=lambda no, why, text: rejects.reject(why, f"{name}:{no} {text}"))
-                batch = normalize(df, name, LAYOUT, rejects, own_rate=None,
+                batch = normalize(df, name, LAYOUT, rejects, own_rate=own_rate,
                                   exporter_sampling=options.exporter_sampling,
                                   default_rate=options.default_sampling_rate,
                                   exporter=options.exporter)
