@@ -1,0 +1,135 @@
+"""Send canonical flow records to a NetFlow v9 / IPFIX collector over UDP, paced like an exporter.
+
+Pacing: with `speed=X` a datagram leaves when X times the flow time elapsed since the first flow
+has passed on the wall clock (flows start-ordered within their datagram; input that is not sorted
+by `ts_start` is sent as soon as its turn comes, never earlier). With `speed=None` datagrams go out
+as fast as possible but at most `max_pps` per second: UDP has no back-pressure, so a sender that
+outruns the collector's socket buffer loses data silently (the receiver's kernel drops it), even
+on loopback.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Iterable
+
+import pyarrow as pa
+
+from netflowgen.export.encoder import PROTOCOLS, Datagram, FlowEncoder
+from netflowgen.rejects import RejectCounter
+
+
+@dataclass
+class ReplayStats:
+    """What a replay sent. `flows`: flow records; `datagrams`: UDP packets incl. template packets;
+    `payload_bytes`: UDP payload bytes; `seconds`: wall time; `domains`: observation domain (source
+    id) -> sampling rate it announced; `rejected`: records that could not be encoded."""
+
+    protocol: str
+    flows: int = 0
+    datagrams: int = 0
+    template_datagrams: int = 0
+    payload_bytes: int = 0
+    rejected: int = 0
+    refused: int = 0  # sends that reported 'connection refused' (no collector listening)
+    seconds: float = 0.0
+    first_flow_ms: int | None = None
+    domains: dict[int, int] = field(default_factory=dict)
+    rejects: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def flows_per_second(self) -> float:
+        return self.flows / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict[str, object]:
+        d = asdict(self)
+        d["flows_per_second"] = round(self.flows_per_second, 1)
+        d["domains"] = {str(k): v for k, v in self.domains.items()}
+        return d
+
+
+def parse_host_port(text: str) -> tuple[str, int]:
+    """'HOST:PORT' or '[V6ADDR]:PORT' -> (host, port); raises ValueError with the offending text."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected HOST:PORT (e.g. 127.0.0.1:2055), got {text!r}")
+    return host.strip("[]"), int(port)
+
+
+def replay(batches: Iterable[pa.RecordBatch], to: tuple[str, int], protocol: str = "ipfix",
+           speed: float | None = None, *, mtu: int = 1500, template_every: int = 20,
+           template_interval_s: float = 10.0, max_pps: float = 20_000.0,
+           rejects: RejectCounter | None = None,
+           on_datagram: Callable[[Datagram], None] | None = None) -> ReplayStats:
+    """Encode `batches` (canonical FLOW_SCHEMA) as `protocol` and send them to `to` = (host, port).
+
+    Parameters
+    ----------
+    speed : None = as fast as allowed by `max_pps`; X > 0 = X times real time following `ts_start`.
+    mtu : largest IP packet (bytes, IP+UDP headers included).
+    template_every : re-send templates after this many data datagrams of a domain ...
+    template_interval_s : ... and after this many wall-clock seconds (slow real-time replays).
+    max_pps : cap on datagrams per second in every mode (protects the collector's socket buffer).
+    rejects : receives the counts of records that could not be encoded.
+    on_datagram : called with every datagram after it is sent (tests, progress).
+
+    Returns
+    -------
+    ReplayStats with counts and wall time (s).
+    """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+    if speed is not None and not speed > 0:
+        raise ValueError(f"speed must be > 0 (or None for as fast as possible), got {speed}")
+    if not max_pps > 0:
+        raise ValueError("max_pps must be > 0")
+    rejects = rejects if rejects is not None else RejectCounter()
+    encoder = FlowEncoder(protocol, mtu=mtu, template_every=template_every, rejects=rejects)
+    stats = ReplayStats(protocol=protocol)
+    family = socket.AF_INET6 if ":" in to[0] else socket.AF_INET
+    t0 = time.monotonic()
+    gap = 1.0 / max_pps
+    next_slot = t0  # earliest wall time the next datagram may leave (rate cap)
+    last_templates = t0
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+        sock.connect(to)  # connected UDP: ICMP 'port unreachable' surfaces as ConnectionRefusedError
+
+        def send(dg: Datagram) -> None:
+            nonlocal next_slot
+            now = time.monotonic()
+            if dg.first_ms is not None and stats.first_flow_ms is None:
+                stats.first_flow_ms = dg.first_ms
+            if dg.first_ms is not None and speed is not None:
+                due = t0 + (dg.first_ms - stats.first_flow_ms) / 1000.0 / speed
+                next_slot = max(next_slot, due)
+            if next_slot > now:
+                time.sleep(next_slot - now)
+            try:
+                sock.send(dg.payload)
+            except ConnectionRefusedError:
+                # an earlier datagram hit a closed port (ICMP unreachable): it was lost, as on a
+                # network; count it and go on, exporters do not stop for a missing collector
+                stats.refused += 1
+            next_slot = max(next_slot, time.monotonic() - 0.05) + gap  # small bursts, average capped
+            stats.datagrams += 1
+            stats.payload_bytes += len(dg.payload)
+            stats.flows += dg.records
+            stats.template_datagrams += dg.first_ms is None
+            if on_datagram is not None:
+                on_datagram(dg)
+
+        for batch in batches:
+            for dg in encoder.encode(batch):
+                if dg.first_ms is not None and time.monotonic() - last_templates > template_interval_s:
+                    for tdg in encoder.templates(dg.domain):
+                        send(tdg)
+                    last_templates = time.monotonic()
+                send(dg)
+    stats.seconds = time.monotonic() - t0
+    stats.rejected = rejects.rejected
+    stats.rejects = rejects.as_dict()
+    stats.domains = encoder.domains
+    return stats
