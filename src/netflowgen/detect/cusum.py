@@ -1,0 +1,86 @@
+"""One-sided upward CUSUM (Page 1954) on log1p traffic: the attack onset of EarlyDetect (SPEC 9) and
+the operator's CUSUM detector (SPEC 12).
+
+Variant (offline onset, `cusum_onset`): x_t = log1p(series). The reference level mu and scale sigma
+are the median and 1.4826 x MAD of x over the minutes before the alert (robust to a short ramp inside
+that span), sigma floored at `sigma_floor` so flat series do not divide by zero. Standardized
+z_t = (x_t - mu) / sigma; S_t = max(0, S_{t-1} + z_t - k). The alarm is the first t with S_t > h,
+searched up to the alert minute (then to the window end if nothing fired before it); the onset is the
+last minute before the alarm at which S was 0, plus one (Page's change-point estimate). No alarm: the
+onset is the alert minute.
+
+Online variant (`cusum_statistic`): mu and sigma are EWMA estimates from the past minutes only,
+updated only with minutes whose z-score is below `outlier_z`, so an attack does not raise its own
+baseline while slow (diurnal) drift is still followed; the statistic S_t is what a threshold h is
+tuned on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class CusumConfig:
+    k: float = 0.5  # allowance, in sigmas: drift below k sigma is ignored
+    h: float = 8.0  # decision interval, in sigmas
+    sigma_floor: float = 0.25  # in log1p units (~28 % change)
+
+
+def cusum_path(z: np.ndarray, k: float) -> np.ndarray:
+    """(T,) standardized values -> (T,) upward CUSUM S_t = max(0, S_{t-1} + z_t - k), S_{-1} = 0."""
+    s = np.empty_like(z, dtype=np.float64)
+    acc = 0.0
+    for t, v in enumerate(z):
+        acc = max(0.0, acc + float(v) - k)
+        s[t] = acc
+    return s
+
+
+def cusum_onset(series: np.ndarray, alert_t: int, cfg: CusumConfig = CusumConfig()) -> int:
+    """Onset minute (index into `series`, (T,) raw counts) of the rise that led to the alert at
+    index `alert_t`."""
+    x = np.log1p(np.clip(np.asarray(series, dtype=np.float64), 0.0, None))
+    ref = x[:max(alert_t, 1)]
+    mu = float(np.median(ref))
+    sigma = max(1.4826 * float(np.median(np.abs(ref - mu))), cfg.sigma_floor)
+    s = cusum_path((x - mu) / sigma, cfg.k)
+    fired = np.flatnonzero(s[:alert_t + 1] > cfg.h)
+    if fired.size == 0:
+        fired = np.flatnonzero(s > cfg.h)
+    if fired.size == 0:
+        return int(alert_t)
+    alarm = int(fired[0])
+    zeros = np.flatnonzero(s[:alarm] == 0.0)
+    return int(zeros[-1] + 1) if zeros.size else 0
+
+
+def cusum_statistic(series: np.ndarray, k: float = 0.5, alpha: float = 0.02,
+                    sigma_floor: float = 0.25, warmup: int = 30, outlier_z: float = 3.0) -> np.ndarray:
+    """Online upward CUSUM over the last axis of `series` (..., T) raw counts -> (..., T) statistic.
+
+    mu/sigma^2 are EWMAs (weight `alpha` per minute) of log1p(series), updated with minutes whose
+    z-score is below `outlier_z`.
+    The first `warmup` minutes only learn the baseline (statistic 0).
+    """
+    x = np.log1p(np.clip(np.asarray(series, dtype=np.float64), 0.0, None))
+    shape = x.shape
+    x = x.reshape(-1, shape[-1])
+    n, T = x.shape
+    w = min(warmup, T)
+    mu = x[:, :w].mean(axis=1) if w else x[:, 0].copy()
+    var = x[:, :w].var(axis=1) if w else np.zeros(n)
+    s = np.zeros(n)
+    out = np.zeros_like(x)
+    for t in range(w, T):
+        sigma = np.maximum(np.sqrt(var), sigma_floor)
+        z = (x[:, t] - mu) / sigma
+        s = np.maximum(0.0, s + z - k)
+        out[:, t] = s
+        calm = z < outlier_z
+        d = x[:, t] - mu
+        mu = np.where(calm, mu + alpha * d, mu)
+        var = np.where(calm, (1 - alpha) * (var + alpha * d * d), var)
+    return out.reshape(shape)

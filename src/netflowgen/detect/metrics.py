@@ -1,0 +1,187 @@
+"""Detection metrics with bounded overhead (SPEC 11; Xatu's metrics, reconstructed) and the choice
+of the detection threshold on validation data.
+
+Every detector in this package (NetFlowGen, the baselines) produces, per example, a non-increasing
+curve c_t (a survival probability, or exp(-statistic) for the operator baselines); it detects at the
+first minute t >= warmup with c_t < theta. For an attack example with onset t_on, end t_end (both
+minutes inside the window) and detection minute t_det:
+
+- effectiveness = V[max(t_det, t_on) .. t_end] / V[t_on .. t_end] (1 when t_det <= t_on, 0 when
+  missed), where V is the anomalous volume per minute: the chosen volume measure minus the median of
+  the minutes before the onset, clipped at 0 (raw volume when that is all zero);
+- extraneous volume = normal volume scrubbed by the mitigation [t_det, t_det + D) (to the window end
+  when D is None), outside [t_on, t_end];
+- overhead of a customer = its extraneous volume / its normal volume, summed over its examples;
+  the reported overhead is the p-th percentile over customers;
+- TPR, FPR, FNR, F1 at the example level (a detection anywhere in the scanned window is a positive);
+- mitigation time = t_det - t_on in minutes for detected attacks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class MetricConfig:
+    """Every constant of the metrics; printed in every report."""
+
+    overhead_bound: float = 0.80  # p: share of customers whose overhead must stay <= budget
+    overhead_budget: float = 0.10  # B: fraction of a customer's normal volume that may be scrubbed
+    mitigation_minutes: int | None = 60  # D: scrubbing lasts D minutes (None: to the window end)
+    volume: str = "in_all_byt"  # the volume measure (feature name) for effectiveness and overhead
+    warmup: int = 32  # detection is scanned from this minute of the window (EWMA / context warm-up)
+    anomalous_excess: bool = True  # anomalous volume = excess over the pre-onset median
+
+
+@dataclass
+class EvalSet:
+    """What the metrics need about a set of examples (N examples, windows of L minutes).
+
+    volume : (N, L) float, the volume measure per minute (e.g. bytes).
+    is_attack : (N,) bool; onset, end : (N,) int minute indexes in the window (ignored for
+    non-attacks); customer : (N,) str or int labels.
+    """
+
+    volume: np.ndarray
+    is_attack: np.ndarray
+    onset: np.ndarray
+    end: np.ndarray
+    customer: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.volume = np.asarray(self.volume, dtype=np.float64)
+        self.is_attack = np.asarray(self.is_attack, dtype=bool)
+        self.onset = np.asarray(self.onset, dtype=np.int64)
+        self.end = np.asarray(self.end, dtype=np.int64)
+        self.customer = np.asarray(self.customer)
+        n, length = self.volume.shape
+        t = np.arange(length)[None, :]
+        in_attack = self.is_attack[:, None] & (t >= self.onset[:, None]) & (t <= self.end[:, None])
+        self.attack_mask = in_attack  # (N, L)
+        self.normal_volume = np.where(in_attack, 0.0, self.volume)  # (N, L)
+
+
+@dataclass
+class Metrics:
+    effectiveness: float  # mean over attack examples, in [0, 1]
+    overhead: float  # p-th percentile over customers
+    tpr: float
+    fpr: float
+    fnr: float
+    f1: float
+    tp: int
+    fp: int
+    tn: int
+    fn: int
+    mitigation_time: list[int] = field(default_factory=list)  # t_det - t_on per detected attack
+    effectiveness_per_attack: list[float] = field(default_factory=list)
+
+    def summary(self) -> dict[str, float]:
+        mt = np.abs(np.asarray(self.mitigation_time, dtype=float))
+        return {"effectiveness_pct": 100 * self.effectiveness, "overhead": self.overhead,
+                "tpr_pct": 100 * self.tpr, "fpr_pct": 100 * self.fpr, "fnr_pct": 100 * self.fnr,
+                "f1": self.f1, "mitigation_abs_median_min": float(np.median(mt)) if mt.size else float("nan")}
+
+
+def detect(curves: np.ndarray, theta: float, warmup: int = 0) -> np.ndarray:
+    """(N, L) curves -> (N,) first minute >= warmup with curve < theta, -1 where none."""
+    below = np.asarray(curves)[:, warmup:] < theta
+    hit = below.any(axis=1)
+    return np.where(hit, below.argmax(axis=1) + warmup, -1).astype(np.int64)
+
+
+def _anomalous_volume(es: EvalSet, cfg: MetricConfig) -> np.ndarray:
+    """(N, L) anomalous volume inside [onset, end] of attack examples, 0 elsewhere."""
+    out = np.zeros_like(es.volume)
+    for i in np.flatnonzero(es.is_attack):
+        on, en = es.onset[i], es.end[i]
+        seg = es.volume[i, on:en + 1]
+        if cfg.anomalous_excess and on > 0:
+            excess = np.clip(seg - np.median(es.volume[i, :on]), 0.0, None)
+            seg = excess if excess.sum() > 0 else seg
+        out[i, on:en + 1] = seg
+    return out
+
+
+def evaluate(t_det: np.ndarray, es: EvalSet, cfg: MetricConfig) -> Metrics:
+    """Metrics of detection minutes t_det (N,), -1 = no detection, on the examples `es`."""
+    t_det = np.asarray(t_det, dtype=np.int64)
+    n, length = es.volume.shape
+    detected = t_det >= 0
+    tp = int((detected & es.is_attack).sum())
+    fn = int((~detected & es.is_attack).sum())
+    fp = int((detected & ~es.is_attack).sum())
+    tn = int((~detected & ~es.is_attack).sum())
+
+    anom = _anomalous_volume(es, cfg)
+    t = np.arange(length)[None, :]
+    eff = []
+    mit = []
+    for i in np.flatnonzero(es.is_attack):
+        total = anom[i].sum()
+        if t_det[i] < 0:
+            eff.append(0.0)
+            continue
+        mit.append(int(t_det[i] - es.onset[i]))
+        if t_det[i] <= es.onset[i] or total <= 0:
+            eff.append(1.0)
+        else:
+            eff.append(float(anom[i, t_det[i]:].sum() / total))
+
+    # Scrubbed minutes: [t_det, t_det + D) clipped to the window.
+    stop = np.full(n, length) if cfg.mitigation_minutes is None else t_det + cfg.mitigation_minutes
+    scrub = detected[:, None] & (t >= t_det[:, None]) & (t < stop[:, None])
+    extraneous = (es.normal_volume * scrub).sum(axis=1)  # (N,)
+    normal = es.normal_volume.sum(axis=1)
+    per_customer = []
+    for c in np.unique(es.customer):
+        m = es.customer == c
+        denom = normal[m].sum()
+        per_customer.append(extraneous[m].sum() / denom if denom > 0 else float(extraneous[m].sum() > 0))
+    overhead = float(np.quantile(per_customer, cfg.overhead_bound)) if per_customer else 0.0
+
+    pos, neg = tp + fn, fp + tn
+    return Metrics(
+        effectiveness=float(np.mean(eff)) if eff else 0.0,
+        overhead=overhead,
+        tpr=tp / pos if pos else 0.0, fpr=fp / neg if neg else 0.0, fnr=fn / pos if pos else 0.0,
+        f1=2 * tp / (2 * tp + fp + fn) if (tp + fp + fn) else 0.0,
+        tp=tp, fp=fp, tn=tn, fn=fn, mitigation_time=mit, effectiveness_per_attack=eff)
+
+
+@dataclass
+class ThresholdChoice:
+    theta: float
+    validation: Metrics
+    n_candidates: int
+
+
+def candidate_thresholds(curves: np.ndarray, warmup: int = 0, max_candidates: int = 256) -> np.ndarray:
+    """Thresholds that change at least one example's detection: just above each example's minimum
+    of the curve over the scanned minutes, plus 0 (never detect). Thinned to `max_candidates`."""
+    mins = np.unique(np.asarray(curves)[:, warmup:].min(axis=1))
+    cands = np.nextafter(mins, np.inf)
+    if cands.size > max_candidates - 1:
+        cands = np.unique(np.quantile(cands, np.linspace(0, 1, max_candidates - 1), method="nearest"))
+    return np.concatenate([[0.0], cands])
+
+
+def choose_threshold(curves: np.ndarray, es: EvalSet, cfg: MetricConfig,
+                     max_candidates: int = 256) -> ThresholdChoice:
+    """Pick theta on validation curves (N, L): maximize mean effectiveness subject to the p-th
+    percentile customer overhead <= budget; ties go to higher F1, then lower overhead. theta = 0 (no
+    detection, overhead 0) is always feasible, so a choice always exists."""
+    best: tuple[tuple[float, float, float], float, Metrics] | None = None
+    cands = candidate_thresholds(curves, cfg.warmup, max_candidates)
+    for theta in cands:
+        m = evaluate(detect(curves, float(theta), cfg.warmup), es, cfg)
+        if m.overhead > cfg.overhead_budget + 1e-12:
+            continue
+        key = (round(m.effectiveness, 9), round(m.f1, 9), -m.overhead)
+        if best is None or key > best[0]:
+            best = (key, float(theta), m)
+    assert best is not None  # theta = 0 detects nothing: overhead 0, always feasible
+    return ThresholdChoice(theta=best[1], validation=best[2], n_candidates=len(cands))
