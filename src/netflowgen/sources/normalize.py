@@ -116,6 +116,10 @@ def _time_expr(name: str, dtype: pl.DataType, layout: TimeLayout) -> pl.Expr:
     """Timestamp text -> Int64 ms since the epoch (UTC); null when unparsable."""
     col = pl.col(name)
     fmt = layout.time_format
+    if isinstance(dtype, pl.Datetime):  # typed (Parquet): naive times are in layout.timezone
+        if dtype.time_zone is None:
+            col = col.dt.replace_time_zone(layout.timezone, ambiguous="earliest", non_existent="null")
+        return col.dt.convert_time_zone("UTC").dt.epoch("ms")
     if dtype.is_numeric():
         scale = {"epoch_s": 1000.0, "epoch_ms": 1.0, "epoch_us": 0.001}[fmt]
         return (col.cast(pl.Float64) * scale).floor().cast(pl.Int64, strict=False)

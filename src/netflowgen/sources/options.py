@@ -17,3 +17,8 @@ class SourceOptions:
     batch_size: int = 65_536  # records per Arrow batch
     input_timezone: str = "UTC"  # for sources that print local times (nfdump CSV, Argus)
     exporter: str | None = None  # exporter name stamped on records that carry none
+    # Tables only (csv/parquet): strptime format of the time columns when not epoch numbers/ISO
+    # (e.g. "%d/%m/%Y %I:%M:%S %p"), and the start time given to every record of a table that has
+    # no time column at all (NF-* v1/v2 datasets), ISO 8601 in input_timezone.
+    time_format: str | None = None
+    start: str | None = None
