@@ -111,8 +111,11 @@ def _checked(paths: Sequence[str | Path], fmt: str, options: SourceOptions,
         bad = rejects.rejected - rejected0
         if bad:
             reasons = "; ".join(f"{r}: {n}" for r, n in rejects.counts.most_common(3))
+            hint = ("; records carry no sampling rate: give a default (1 = unsampled) or a "
+                    "per-exporter rate" if rejects.counts.get("no sampling rate") else "")
             raise InputError(f"{where}: all {bad:,} records were rejected as {fmt} ({reasons})"
-                             + (f", e.g. {_first_sample(rejects)}" if _first_sample(rejects) else ""))
+                             + (f", e.g. {_first_sample(rejects)}" if _first_sample(rejects) else "")
+                             + hint)
         raise InputError(f"{where}: no flow record found (format {fmt})")
     assert rejects.accepted - accepted0 == yielded
 
