@@ -1,0 +1,211 @@
+"""One detection method, trained and tuned on one label regime, evaluated on the test split.
+
+`DetectionContext` holds what every method shares (the node-minute cube, the EarlyDetect examples
+cropped to the evaluation window, the pre-trained model and its cached hidden states, per-node
+statistics), so that running many methods and seeds costs one backbone pass.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+
+from netflowgen.detect.baselines import VOLUME_FEATURES, CusumDetector, SeasonalBand, StaticEwma, stat_to_curve
+from netflowgen.detect.cube import NodeMinuteCube
+from netflowgen.detect.earlydetect import split_bounds
+from netflowgen.detect.finetune import FinetuneConfig, select_labels, survival_curves, train_survival
+from netflowgen.detect.metrics import EvalSet, MetricConfig, choose_threshold, detect, evaluate
+from netflowgen.detect.models import (BackboneSurvival, FrozenBackboneSurvival, MultiScaleLSTM,
+                                      backbone_hidden_states)
+from netflowgen.progress import progress_bar
+
+LEARNED = ("NetFlowGen", "NetFlowGen-unfrozen", "TF", "MS-LSTM")
+OPERATOR = ("Static-EWMA", "Seasonal-band", "CUSUM")
+METHODS = LEARNED + OPERATOR
+
+
+def crop_examples(examples: pl.DataFrame, window: int, length: int) -> pl.DataFrame:
+    """Keep the last `length` minutes of every `window`-minute example; minute indexes shift."""
+    shift = window - length
+    if shift == 0:
+        return examples
+    assert shift > 0, "cannot crop to a longer window"
+    neg = pl.lit(-1)
+    return examples.with_columns(
+        (pl.col("start") + shift).alias("start"),
+        (pl.col("label_t") - shift).alias("label_t"),
+        pl.when(pl.col("onset_t") >= 0).then((pl.col("onset_t") - shift).clip(0)).otherwise(neg).alias("onset_t"),
+        pl.when(pl.col("end_t") >= 0).then(pl.col("end_t") - shift).otherwise(neg).alias("end_t"),
+        pl.when(pl.col("true_onset_t") >= shift).then(pl.col("true_onset_t") - shift).otherwise(neg)
+        .alias("true_onset_t"))
+
+
+@dataclass
+class DetectionContext:
+    cube: NodeMinuteCube
+    examples: pl.DataFrame  # cropped to `length`, ids 0..N-1 in row order
+    length: int  # minutes per evaluated window
+    split: list[float]
+    pretrained: Any = None  # netflowgen.api.NetFlowGen or None
+    tokens: Any = None  # netflowgen.tokens.TokenData over the cube's nodes and minutes
+    _cache: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, cube: NodeMinuteCube, examples: pl.DataFrame, window: int, length: int | None = None,
+              pretrained: Any = None, split: list[float] | None = None, features: pl.DataFrame | None = None
+              ) -> "DetectionContext":
+        """length None: the full window, capped at the pre-trained model's context."""
+        if length is None:
+            length = window
+            if pretrained is not None:
+                length = min(length, int(pretrained.model.cfg.context))
+        ex = crop_examples(examples, window, length).drop("id").with_row_index("id")
+        tokens = None
+        if pretrained is not None:
+            from netflowgen.tokens import TokenData
+            tokens = TokenData.build(features, pretrained.binner, None)
+            if list(tokens.nodes) != list(cube.nodes):
+                raise ValueError("token data and cube disagree on the node order")
+        return cls(cube, ex, length, split or [0.72, 0.08], pretrained, tokens)
+
+    # --- shared arrays ------------------------------------------------------------------------------
+    def col(self, name: str) -> np.ndarray:
+        return self.examples.get_column(name).to_numpy()
+
+    @property
+    def n(self) -> int:
+        return self.examples.height
+
+    def eval_set(self, ids: np.ndarray, cfg: MetricConfig) -> EvalSet:
+        vol = self.cube.windows(self.col("node_row")[ids], self.col("start")[ids], self.length, [cfg.volume])[..., 0]
+        return EvalSet(vol, self.col("label")[ids] == 1, self.col("onset_t")[ids], self.col("end_t")[ids],
+                       self.col("customer")[ids])
+
+    def train_range(self) -> tuple[int, int]:
+        return split_bounds(len(self.cube.minutes), self.split)["train"]
+
+    def make_inputs(self, ids: np.ndarray) -> Any:
+        return self.tokens.inputs(self.col("node_row")[ids], self.col("start")[ids], self.length)
+
+    def hidden(self) -> torch.Tensor:
+        """(N, L, d) hidden states of the frozen pre-trained backbone for every example (cached)."""
+        if "hidden" not in self._cache:
+            with progress_bar("backbone hidden states", self.n) as adv:
+                self._cache["hidden"] = backbone_hidden_states(self.pretrained.model, self.make_inputs,
+                                                               self.n, progress=adv)
+        return self._cache["hidden"]
+
+    def lstm_features(self) -> torch.Tensor:
+        """(N, L, F) log1p features standardized per (node, feature) on the training range."""
+        if "lstm" not in self._cache:
+            lo, hi = self.train_range()
+            x = np.log1p(np.clip(self.cube.values[:, lo:hi], 0, None))
+            mu, sd = x.mean(axis=1), np.maximum(x.std(axis=1), 0.1)  # (n_nodes, F)
+            rows = self.col("node_row")
+            w = np.log1p(np.clip(self.cube.windows(rows, self.col("start"), self.length), 0, None))
+            self._cache["lstm"] = torch.from_numpy(((w - mu[rows, None]) / sd[rows, None]).astype(np.float32))
+        return self._cache["lstm"]
+
+    def operator_curves(self, method: str) -> np.ndarray:
+        """(N, L) curves of an operator baseline for every example (cached; no labels involved)."""
+        key = f"op:{method}"
+        if key not in self._cache:
+            lo, hi = self.train_range()
+            train = self.cube.windows(np.arange(len(self.cube.nodes)), np.zeros(len(self.cube.nodes), np.int64),
+                                      hi - lo, VOLUME_FEATURES)
+            det: Any
+            if method == "Static-EWMA":
+                det = StaticEwma().fit(train)
+            elif method == "Seasonal-band":
+                det = SeasonalBand().fit(train, self.cube.hours(np.array([lo]), hi - lo)[0])
+            else:
+                det = CusumDetector().fit()
+            rows, starts = self.col("node_row"), self.col("start")
+            win = self.cube.windows(rows, starts, self.length, VOLUME_FEATURES)
+            self._cache[key] = stat_to_curve(det.statistic(win, rows, self.cube.hours(starts, self.length)))
+        return self._cache[key]
+
+
+@dataclass
+class MethodResult:
+    method: str
+    labels: str
+    attack_type: str
+    seed: int
+    counts: dict[str, int]
+    theta: float
+    validation: dict[str, float]
+    test: dict[str, float]
+    test_ids: list[int]
+    test_detection: list[int]
+    test_effectiveness: list[float]
+    test_mitigation: list[int]
+    seconds: float
+    history: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def run_method(ctx: DetectionContext, method: str, labels: str | int = "360", seed: int = 0,
+               attack_type: str = "all", metric_cfg: MetricConfig = MetricConfig(),
+               ft_cfg: FinetuneConfig = FinetuneConfig(), keep_curves: bool = False) -> tuple[MethodResult, np.ndarray | None]:
+    """Train (learned methods) on the regime's labels, choose theta on its tuning ids, and evaluate on
+    the test split. Returns the result and, when keep_curves, the (n_test, L) test curves."""
+    t0 = time.time()
+    ft = FinetuneConfig(**{**ft_cfg.__dict__, "seed": seed})
+    sets = select_labels(ctx.examples, labels, seed, ft.holdout, attack_type)
+    torch.manual_seed(seed)
+    history = None
+    if method in OPERATOR:
+        curves_all = ctx.operator_curves(method)
+
+        def curves(ids: np.ndarray) -> np.ndarray:
+            return curves_all[ids]
+    else:
+        model, groups = _learned_model(ctx, method, ft)
+        history = train_survival(model, ctx.col("label_t"), ctx.col("label") == 1, sets, ft, groups)
+
+        def curves(ids: np.ndarray) -> np.ndarray:
+            return survival_curves(model, ids)
+    choice = choose_threshold(curves(sets.tune), ctx.eval_set(sets.tune, metric_cfg), metric_cfg)
+    test_curves = curves(sets.test)
+    t_det = detect(test_curves, choice.theta, metric_cfg.warmup)
+    m = evaluate(t_det, ctx.eval_set(sets.test, metric_cfg), metric_cfg)
+    res = MethodResult(method, str(labels), attack_type, seed,
+                       {"fit": len(sets.fit), "stop": len(sets.stop), "tune": len(sets.tune), "test": len(sets.test)},
+                       choice.theta, choice.validation.summary(), m.summary(), sets.test.tolist(), t_det.tolist(),
+                       m.effectiveness_per_attack, m.mitigation_time, time.time() - t0, history)
+    return res, (test_curves if keep_curves else None)
+
+
+def _learned_model(ctx: DetectionContext, method: str, ft: FinetuneConfig) -> tuple[torch.nn.Module, list | None]:
+    if method == "MS-LSTM":
+        return MultiScaleLSTM(ctx.lstm_features(), head_hidden=ft.head_hidden, dropout=ft.head_dropout), None
+    if ctx.pretrained is None:
+        raise ValueError(f"{method} needs a pre-trained model (and its binner for the tokens)")
+    if method == "NetFlowGen" and not ft.unfreeze:
+        return FrozenBackboneSurvival(ctx.hidden(), ft.head_hidden, ft.head_dropout), None
+    from netflowgen.model import TrafficGPT
+    src = ctx.pretrained.model
+    if method == "TF":  # same architecture, random initialization, trained end to end
+        backbone = TrafficGPT(src.cfg, src.n_nodes, src.n_customers)
+        model = BackboneSurvival(backbone, ctx.make_inputs, src.cfg.d_model, ft.head_hidden, ft.head_dropout)
+        return model, None
+    import copy
+    model = BackboneSurvival(copy.deepcopy(src), ctx.make_inputs, src.cfg.d_model, ft.head_hidden, ft.head_dropout)
+    groups = [{"params": list(model.head.parameters())},
+              {"params": list(model.backbone.parameters()), "lr": ft.backbone_lr}]
+    return model, groups
+
+
+def load_pretrained(model_dir: str | Path) -> Any:
+    """The pre-trained NetFlowGen (netflowgen.api) from a directory written by `netflowgen pretrain`."""
+    from netflowgen.api import NetFlowGen
+    return NetFlowGen.from_pretrained(model_dir)
