@@ -26,6 +26,7 @@ app = typer.Typer(
 
 # Pipeline order: sources -> flows -> features -> tokens -> model -> pre-train / fine-tune -> evaluate.
 COMMAND_MODULES: tuple[str, ...] = (
+    "simulate",
     "ingest",
 )
 
