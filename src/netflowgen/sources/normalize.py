@@ -79,15 +79,18 @@ def _decimal_to_int(col: pl.Expr, scale_digits: int) -> pl.Expr:
     """Exact decimal text -> integer scaled by 10**scale_digits, truncating further digits.
 
     Done on the text (not via float) so that "1655071198.444" is 1655071198444 ms, never ...443.
-    Null when the text is not a plain non-negative decimal.
+    Null when the text is not a plain decimal (a leading "-" is kept: a negative duration must
+    reach the "end before start" check, not pass as unparsable).
     """
-    ok = col.str.contains(r"^\d+(\.\d*)?$")
-    parts = col.str.split_exact(".", 1)
+    ok = col.str.contains(r"^-?\d+(\.\d*)?$")
+    negative = col.str.starts_with("-")
+    parts = col.str.strip_prefix("-").str.split_exact(".", 1)
     whole = parts.struct.field("field_0").cast(pl.Int64, strict=False)
     frac = (parts.struct.field("field_1").fill_null("").str.slice(0, scale_digits)
             .str.pad_end(scale_digits, "0"))
     frac_v = frac.cast(pl.Int64, strict=False) if scale_digits else pl.lit(0, pl.Int64)
-    return pl.when(ok).then(whole * (10 ** scale_digits) + frac_v).otherwise(None)
+    value = whole * (10 ** scale_digits) + frac_v
+    return pl.when(ok).then(pl.when(negative).then(-value).otherwise(value)).otherwise(None)
 
 
 def _int_expr(name: str, dtype: pl.DataType, port: bool = False) -> pl.Expr:
