@@ -286,7 +286,9 @@ def normalize(df: pl.DataFrame, file: str, layout: TimeLayout, rejects: RejectCo
     # Sampling resolution: record -> per-exporter override -> configured default -> reject.
     if "exporter" in cols:
         exp = pl.col("exporter").cast(pl.String).str.strip_chars()
-        exp = pl.when(exp.is_in(["0.0.0.0", "::"])).then(pl.lit(exporter)).otherwise(exp)
+        # records without an exporter (nfpcapd writes 0.0.0.0) get the configured name
+        exp = pl.when(exp.is_null() | exp.is_in(["0.0.0.0", "::"])).then(pl.lit(exporter, pl.String)) \
+            .otherwise(exp)
     else:
         exp = pl.lit(exporter, pl.String)
     df = df.with_columns(exp.alias("_exporter"))

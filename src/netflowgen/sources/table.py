@@ -132,7 +132,7 @@ def _to_canonical(df: pl.DataFrame, preset: Preset, mapping: dict[str, str],
                                     else pl.lit(0)).alias("resp_tcp_flags"))
         # the split works on text, like the text readers
         out = out.with_columns([pl.col(c).cast(pl.String) for c in
-                                ("src_port", "dst_port", "proto", "tcp_flags", *_RESP)
+                                ("src_port", "dst_port", "proto", "tcp_flags", "packets", "bytes", *_RESP)
                                 if c in out.columns])
         out = split_bidirectional(out)
     return out, layout
