@@ -28,6 +28,8 @@ app = typer.Typer(
 COMMAND_MODULES: tuple[str, ...] = (
     "simulate",
     "ingest",
+    "collect",
+    "replay",
 )
 
 

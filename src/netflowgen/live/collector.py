@@ -172,6 +172,7 @@ class Collector:
     def stop(self, timeout: float = 30.0) -> list[RotationStats]:
         """SIGTERM nfcapd (it closes and renames the current file), convert what is left, stop the
         watcher, write OUT/collector-summary.json. Returns the stats of every rotation."""
+        self._drain()
         self._sample_drops()  # last look at the kernel counters while the socket exists
         self._terminate(timeout)
         self._stop.set()
@@ -269,6 +270,16 @@ class Collector:
             except Exception as e:  # noqa: BLE001 - the watcher must outlive one bad file
                 with open(self._log_path, "a") as log:
                     log.write(f"netflowgen watcher error: {e!r}\n")
+
+    def _drain(self, timeout: float = 2.0) -> None:
+        """Wait (bounded) until nfcapd has read every datagram queued on its socket: on SIGTERM it
+        exits without reading what still waits in the kernel buffer."""
+        deadline = time.monotonic() + timeout
+        while self.running and time.monotonic() < deadline:
+            counters = udp_counters(self.port, self._inodes) if self._inodes else None
+            if counters is None or counters.rx_queue_bytes == 0:
+                return
+            time.sleep(0.02)
 
     def _sample_drops(self) -> None:
         """Read the kernel drop counter of nfcapd's socket (no-op once the socket is closed, so
