@@ -30,6 +30,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "ingest",
     "collect",
     "replay",
+    "pretrain",
+    "evaluate_pretrain",
 )
 
 

@@ -1,0 +1,76 @@
+"""`netflowgen pretrain`: pre-train the traffic model on a node-minute table (SPEC 8)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def pretrain_command(
+    features: Path = typer.Option(..., "--features", "-f", help="Node-minute table (Parquet) from `netflowgen features`."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder: model, binner, tokens, checkpoint, metrics."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML settings (see --dump for every key)."),
+    preset: str = typer.Option("paper", "--preset", help="Starting settings: paper (defaults), demo (a few "
+                               "minutes on a CPU), tiny (seconds, for tests). --config and flags override it."),
+    model: Optional[str] = typer.Option(None, help="4-4-128-512 (= paper), 4-4-256-1024, 4-4-512-1024, 4-4-512-2048, light."),
+    predicted: Optional[str] = typer.Option(None, help="Predicted features: all, light, or comma-separated names."),
+    context: Optional[int] = typer.Option(None, help="Minutes per training window."),
+    batch_size: Optional[int] = typer.Option(None, help="Windows per step (over all processes)."),
+    lr: Optional[float] = typer.Option(None, help="Learning rate."),
+    max_epochs: Optional[int] = typer.Option(None, help="Epochs at most."),
+    max_steps: Optional[int] = typer.Option(None, help="Steps at most (0 = no limit)."),
+    max_minutes: Optional[float] = typer.Option(None, help="Wall-clock budget in minutes (0 = none)."),
+    patience: Optional[int] = typer.Option(None, help="Validations without improvement before stopping."),
+    eval_every: Optional[int] = typer.Option(None, help="Steps between validations (0 = once per epoch)."),
+    device: Optional[str] = typer.Option(None, help="auto, cpu or cuda."),
+    precision: Optional[str] = typer.Option(None, help="auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16."),
+    seed: Optional[int] = typer.Option(None, help="Random seed."),
+    threads: Optional[int] = typer.Option(None, help="Torch threads per process (0 = default)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoint.pt if present."),
+    dump: bool = typer.Option(False, "--dump", help="Print the resolved settings as TOML and exit."),
+) -> None:
+    """Pre-train the GPT traffic model: fit the binner on the training range, tokenize, train with
+    early stopping on validation loss. Run under `torchrun --nproc_per_node N` for data-parallel
+    training (gloo on CPU, NCCL on GPU)."""
+    import tomllib
+
+    from netflowgen import config as C
+    from netflowgen.train.pretrain import PRESETS, PretrainConfig
+
+    if preset not in PRESETS:
+        raise C.ConfigError(f"unknown preset {preset!r}; known: {sorted(PRESETS)}")
+    data = C.merge(C.to_dict(PretrainConfig()), PRESETS[preset])
+    if config is not None:
+        try:
+            data = C.merge(data, tomllib.loads(config.read_text()))
+        except FileNotFoundError as e:
+            raise C.ConfigError(f"config file not found: {config}") from e
+    flags = dict(model=model, predicted=predicted, context=context, batch_size=batch_size, lr=lr,
+                 max_epochs=max_epochs, max_steps=max_steps, max_minutes=max_minutes, patience=patience,
+                 eval_every=eval_every, device=device, precision=precision, seed=seed, threads=threads)
+    data = C.merge(data, {k: v for k, v in flags.items() if v is not None})
+    cfg = C.from_dict(PretrainConfig, data, str(config or "settings"))
+    if dump:
+        typer.echo(C.to_toml(cfg), nl=False)
+        raise typer.Exit()
+    if not features.exists():
+        raise FileNotFoundError(f"features file not found: {features}")
+    from netflowgen.train.pretrain import pretrain
+
+    result = pretrain(features, out, cfg, resume=resume, log=lambda s: typer.echo(s, err=True))
+    import json
+    import os
+
+    if int(os.environ.get("RANK", "0")) == 0:
+        typer.echo(json.dumps(result, indent=1))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("pretrain")(pretrain_command)
+
+
+def standalone() -> None:
+    """Entry point for `torchrun -m netflowgen.train.pretrain` (the pretrain command alone)."""
+    typer.run(pretrain_command)

@@ -1,0 +1,362 @@
+"""Pre-training loop (SPEC 8): random 512-minute windows, AdamW, early stopping on validation loss,
+exactly-resumable checkpoints, JSON-lines metrics, CPU or CUDA, and DDP under `torchrun`.
+
+    netflowgen pretrain --features feats.parquet --out runs/pt [--preset demo] [--config C.toml]
+    torchrun --nproc_per_node 2 -m netflowgen.train.pretrain --features feats.parquet --out runs/pt
+
+Output folder: model.safetensors + config.json + binner.json (best validation loss, loadable with
+`NetFlowGen.from_pretrained`), tokens/ (token data), checkpoint.pt (last state, for --resume),
+metrics.jsonl, config.toml (resolved settings), tb/ (TensorBoard, when installed).
+
+Determinism: the windows of step s come from a generator seeded with (seed, s), and the checkpoint
+holds model, optimizer, torch RNG and loop counters, so an interrupted run resumed from its last
+checkpoint reaches exactly the state of an uninterrupted run. Under DDP every rank draws the same
+global batch and takes its own slice; the loss is normalized by the global number of targets so the
+averaged gradient equals the single-process full-batch gradient.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import polars as pl
+import torch
+import torch.distributed as dist
+
+from netflowgen.api import NetFlowGen
+from netflowgen.config import save_beside
+from netflowgen.evaluate.pretrain_metrics import score_model
+from netflowgen.model import TrafficGPT, model_config, next_minute_loss
+from netflowgen.progress import progress_bar
+from netflowgen.schema import FEATURE_NAMES, LIGHT_FEATURE_NAMES
+from netflowgen.tokens import Binner, ModelInputs, TokenData, random_windows, time_splits
+
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass
+class PretrainConfig:
+    """Settings of `netflowgen pretrain` (defaults: the paper's)."""
+
+    model: str = "paper"  # 4-4-128-512 (= paper), 4-4-256-1024, 4-4-512-1024, 4-4-512-2048, light
+    n_layers: int | None = None  # overrides of the named model configuration
+    n_heads: int | None = None
+    d_model: int | None = None
+    d_ff: int | None = None
+    dropout: float | None = None
+    context: int = 512  # minutes per training window
+    predicted: str = "all"  # "all", "light" (6 volume features) or comma-separated feature names
+    n_bins: int = 10
+    time_zone: str = "UTC"
+    train_fraction: float = 0.72  # SPEC 5: contiguous train / val / test ranges
+    val_fraction: float = 0.08
+    batch_size: int = 32  # windows per step, over all DDP ranks together
+    lr: float = 5e-4  # paper
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0  # 0 = the paper's plain Adam; AdamW decoupled decay when > 0
+    grad_clip: float = 1.0
+    max_epochs: int = 100  # paper: 100 epochs at most, early stopping on validation loss
+    max_steps: int = 0  # 0 = no limit
+    max_minutes: float = 0.0  # wall-clock budget, 0 = no limit
+    patience: int = 5  # evaluations without a validation improvement before stopping
+    eval_every: int = 0  # steps between validations; 0 = once per epoch
+    eval_max_windows: int = 0  # cap on validation windows per evaluation (0 = all)
+    log_every: int = 10
+    seed: int = 0
+    device: str = "auto"  # auto, cpu, cuda
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU), fp32, bf16
+    threads: int = 0  # torch intra-op threads, 0 = torch default
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {},
+    # a few minutes on a 2-core CPU: the paper's model, shorter windows, frequent validation
+    "demo": {"context": 256, "batch_size": 16, "max_minutes": 4.0, "eval_every": 100,
+             "eval_max_windows": 256, "patience": 4, "precision": "bf16", "log_every": 10},
+    # seconds: for tests and CI
+    "tiny": {"model": "paper", "n_layers": 1, "d_model": 32, "d_ff": 64, "n_heads": 2, "dropout": 0.0,
+             "context": 64, "batch_size": 8, "max_steps": 20, "eval_every": 10, "eval_max_windows": 16},
+}
+
+
+def predicted_features(spec: str) -> tuple[str, ...]:
+    """Predicted feature names from a setting: 'all', 'light' or comma-separated names."""
+    if spec == "all":
+        return FEATURE_NAMES
+    if spec == "light":
+        return LIGHT_FEATURE_NAMES
+    names = tuple(n.strip() for n in spec.split(",") if n.strip())
+    bad = [n for n in names if n not in FEATURE_NAMES]
+    if bad:
+        raise ValueError(f"unknown predicted feature(s) {bad}")
+    return tuple(n for n in FEATURE_NAMES if n in names)  # schema order
+
+
+def build_model(cfg: PretrainConfig, binner: Binner) -> TrafficGPT:
+    """The model a config describes, sized to the binner's node and customer vocabularies."""
+    over = {k: getattr(cfg, k) for k in ("n_layers", "n_heads", "d_model", "d_ff", "dropout")
+            if getattr(cfg, k) is not None}
+    base = model_config(cfg.model)  # "light" predicts its own 6 features unless told otherwise
+    predicted = base.predicted_features if cfg.predicted == "all" else predicted_features(cfg.predicted)
+    mcfg = model_config(cfg.model, context=cfg.context, n_bins=cfg.n_bins, token_features=binner.feature_names,
+                        predicted_features=predicted, **over)
+    return TrafficGPT(mcfg, len(binner.nodes), len(binner.customers))
+
+
+# --- distributed ----------------------------------------------------------------------------------
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: torch.device) -> Dist:
+    """Join the torchrun process group when WORLD_SIZE > 1 (gloo on CPU, NCCL on CUDA)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def resolve_device(name: str, d: Dist | None = None) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and d is not None and d.world > 1:
+        return torch.device("cuda", d.local_rank)
+    return torch.device(name)
+
+
+def autocast(device: torch.device, precision: str):
+    """bf16 autocast context (CUDA by default; on CPU only when asked: avx512_bf16 makes it faster)."""
+    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    return torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
+
+
+# --- one step -----------------------------------------------------------------------------------
+def loss_and_backward(model: torch.nn.Module, raw: TrafficGPT, x: ModelInputs, d: Dist,
+                      amp: Callable[[], Any]) -> float:
+    """Forward + backward of this rank's slice; returns the global mean loss of the batch.
+
+    The loss is the sum over this rank's valid targets divided by the global count, times the world
+    size (DDP averages gradients over ranks), so gradients equal those of the full batch.
+    """
+    targets, mask = raw.targets(x)
+    with amp():
+        logits = model(x)  # (B, T, P, N)
+    loss_sum = next_minute_loss(logits, targets, mask, reduction="sum")
+    stats = torch.stack([loss_sum.detach().float(), mask.sum().float() * targets.shape[-1]])
+    if d.world > 1:
+        dist.all_reduce(stats)
+    count = stats[1].clamp_min(1)
+    (loss_sum / count * d.world).backward()
+    return float(stats[0] / count)
+
+
+def validate(raw: TrafficGPT, data: TokenData, lo: int, hi: int, cfg: PretrainConfig, d: Dist,
+             amp: Callable[[], Any]) -> dict[str, float]:
+    """Loss / perplexity / accuracy on the predictions whose targets lie in minutes [lo, hi),
+    windows shared out between DDP ranks and summed."""
+    s = score_model(raw, data, lo, hi, max_windows=cfg.eval_max_windows, seed=cfg.seed,
+                    shard=(d.rank, d.world), amp=amp)
+    tot = torch.tensor([s.nll.sum(), s.correct.sum(), s.count.sum()], dtype=torch.float64)
+    if d.world > 1:
+        dist.all_reduce(tot)
+    n = max(tot[2].item(), 1.0)
+    loss = tot[0].item() / n
+    return {"loss": loss, "perplexity": math.exp(loss), "accuracy": tot[1].item() / n, "targets": int(n)}
+
+
+# --- data preparation -------------------------------------------------------------------------------
+def prepare_data(features: Path, out: Path, cfg: PretrainConfig, d: Dist) -> tuple[Binner, TokenData]:
+    """Fit the binner on the training range and tokenize (rank 0; other ranks wait, then load)."""
+    tok_dir, binner_path = out / "tokens", out / "binner.json"
+    if d.main and not (tok_dir / "index.json").exists():
+        df = pl.read_parquet(features)
+        minutes = df["minute"].dt.epoch("ms")
+        m0 = int(minutes.min())
+        n_minutes = (int(minutes.max()) - m0) // 60_000 + 1
+        train_hi = time_splits(n_minutes, cfg.train_fraction, cfg.val_fraction)["train"][1]
+        binner = Binner.fit(df.filter(minutes < m0 + train_hi * 60_000), n_bins=cfg.n_bins)
+        binner.save(binner_path)
+        TokenData.build(df, binner, tok_dir, cfg.time_zone)
+        del df
+    if d.world > 1:
+        dist.barrier()
+    return Binner.load(binner_path), TokenData.load(tok_dir)
+
+
+# --- the loop -------------------------------------------------------------------------------------
+def pretrain(features: str | Path, out: str | Path, cfg: PretrainConfig, resume: bool = False,
+             log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Pre-train a TrafficGPT on a node-minute table; see the module docstring for outputs.
+
+    Returns
+    -------
+    dict
+        Final state: steps, epochs, best validation metrics, stop reason, throughput.
+    """
+    out = Path(out)
+    probe = resolve_device(cfg.device)
+    d = init_distributed(probe)
+    device = resolve_device(cfg.device, d)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    if d.main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_beside(out, cfg)
+    if d.world > 1:
+        dist.barrier()
+    binner, data = prepare_data(Path(features), out, cfg, d)
+    splits = time_splits(data.n_minutes, cfg.train_fraction, cfg.val_fraction)
+    (tr_lo, tr_hi), (va_lo, va_hi) = splits["train"], splits["val"]
+    T = cfg.context
+    if cfg.batch_size % d.world:
+        raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the {d.world} processes")
+    steps_per_epoch = max(1, math.ceil(len(data.nodes) * (tr_hi - tr_lo) / (cfg.batch_size * T)))
+    eval_every = cfg.eval_every or steps_per_epoch
+
+    torch.manual_seed(cfg.seed)
+    raw = build_model(cfg, binner).to(device)
+    opt = torch.optim.AdamW(raw.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    state: dict[str, Any] = {"step": 0, "best_val": float("inf"), "bad_evals": 0, "best_step": 0,
+                             "train_time_s": 0.0}
+    ckpt = out / CHECKPOINT
+    if resume and ckpt.exists():
+        blob = torch.load(ckpt, map_location=device, weights_only=True)
+        raw.load_state_dict(blob["model"])
+        opt.load_state_dict(blob["optimizer"])
+        torch.set_rng_state(blob["rng_cpu"])
+        if device.type == "cuda" and "rng_cuda" in blob:
+            torch.cuda.set_rng_state(blob["rng_cuda"])
+        state = json.loads(blob["state"])
+        log(f"resumed from {ckpt} at step {state['step']}")
+    model: torch.nn.Module = raw
+    if d.world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(
+            raw, device_ids=[device.index] if device.type == "cuda" else None)
+    amp = lambda: autocast(device, cfg.precision)  # noqa: E731
+    gen = NetFlowGen(raw, binner, {"time_zone": cfg.time_zone, "train_fraction": cfg.train_fraction,
+                                   "val_fraction": cfg.val_fraction})
+    metrics = open(out / "metrics.jsonl", "a") if d.main else None
+    tb = _tensorboard(out) if d.main else None
+
+    def emit(row: dict[str, Any]) -> None:
+        if metrics is not None:
+            metrics.write(json.dumps(row) + "\n")
+            metrics.flush()
+        if tb is not None:
+            for k, v in row.items():
+                if isinstance(v, (int, float)) and k != "step":
+                    tb.add_scalar(k, v, row["step"])
+
+    def save_checkpoint() -> None:
+        if not d.main:
+            return
+        blob = {"model": raw.state_dict(), "optimizer": opt.state_dict(), "rng_cpu": torch.get_rng_state(),
+                "state": json.dumps(state)}
+        if device.type == "cuda":
+            blob["rng_cuda"] = torch.cuda.get_rng_state()
+        tmp = ckpt.with_suffix(".tmp")
+        torch.save(blob, tmp)
+        os.replace(tmp, ckpt)  # atomic: an interruption never leaves half a checkpoint
+
+    max_steps = steps_per_epoch * cfg.max_epochs
+    if cfg.max_steps:
+        max_steps = min(max_steps, cfg.max_steps)
+    B_local = cfg.batch_size // d.world
+    reason = "max_epochs" if max_steps == steps_per_epoch * cfg.max_epochs else "max_steps"
+    t_start = time.perf_counter()
+    time0 = state["train_time_s"]
+    raw.train()
+    log(f"pre-training {raw.num_parameters():,} parameters on {len(data.nodes)} nodes x {tr_hi - tr_lo} "
+        f"training minutes ({steps_per_epoch} steps/epoch, batch {cfg.batch_size} x {T}, {d.world} "
+        f"process(es), {device.type}, precision {cfg.precision})")
+    with progress_bar("pre-training", total=max_steps) if d.main else nullcontext(lambda *a, **k: None) as advance:
+        advance(state["step"])
+        try:
+            while state["step"] < max_steps:
+                step = state["step"]
+                rng = np.random.default_rng([cfg.seed, step])
+                nodes, starts = random_windows(rng, len(data.nodes), tr_lo, tr_hi, T, cfg.batch_size)
+                sl = slice(d.rank * B_local, (d.rank + 1) * B_local)
+                x = data.inputs(nodes[sl], starts[sl], T).to(device)
+                opt.zero_grad(set_to_none=True)
+                loss = loss_and_backward(model, raw, x, d, amp)
+                if cfg.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.grad_clip)
+                opt.step()
+                state["step"] = step = step + 1
+                elapsed = time0 + time.perf_counter() - t_start
+                state["train_time_s"] = elapsed
+                advance(1, description=f"pre-training loss {loss:.4f}")
+                if step % cfg.log_every == 0 or step == 1:
+                    emit({"step": step, "epoch": step / steps_per_epoch, "train_loss": loss,
+                          "lr": cfg.lr, "elapsed_s": round(elapsed, 2),
+                          "node_minutes_per_s": round(step * cfg.batch_size * T / max(elapsed, 1e-9), 1)})
+                out_of_time = cfg.max_minutes and elapsed >= cfg.max_minutes * 60
+                if step % eval_every == 0 or step == max_steps or out_of_time:
+                    val = validate(raw, data, va_lo, va_hi, cfg, d, amp)
+                    improved = val["loss"] < state["best_val"]
+                    if improved:
+                        state.update(best_val=val["loss"], best_step=step, bad_evals=0)
+                        if d.main:
+                            gen.save_pretrained(out)
+                    else:
+                        state["bad_evals"] += 1
+                    emit({"step": step, "epoch": step / steps_per_epoch, "val_loss": val["loss"],
+                          "val_perplexity": val["perplexity"], "val_accuracy": val["accuracy"],
+                          "best": improved})
+                    log(f"step {step}: train {loss:.4f}  val loss {val['loss']:.4f} ppl "
+                        f"{val['perplexity']:.4f} acc {val['accuracy']:.4f}{'  (best)' if improved else ''}")
+                    save_checkpoint()
+                    if state["bad_evals"] >= cfg.patience:
+                        reason = "early_stopping"
+                        break
+                if out_of_time:
+                    reason = "max_minutes"
+                    break
+        except KeyboardInterrupt:
+            # The step in flight may be half applied: the last checkpoint (written at each
+            # validation) is the exact resume point, so nothing is saved here.
+            reason = "interrupted"
+            log("interrupted: rerun with --resume to continue from the last checkpoint")
+    if metrics is not None:
+        metrics.close()
+    if tb is not None:
+        tb.close()
+    result = {"steps": state["step"], "epochs": state["step"] / steps_per_epoch, "best_val_loss": state["best_val"],
+              "best_step": state["best_step"], "stop": reason, "train_time_s": round(state["train_time_s"], 1),
+              "node_minutes_per_s": round(state["step"] * cfg.batch_size * T / max(state["train_time_s"], 1e-9), 1),
+              "parameters": raw.num_parameters(), "world_size": d.world}
+    if d.main:
+        (out / "train_summary.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+def _tensorboard(out: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except Exception:  # tensorboard is optional
+        return None
+    return SummaryWriter(str(out / "tb"))
+
+
+if __name__ == "__main__":  # torchrun --nproc_per_node N -m netflowgen.train.pretrain ...
+    from netflowgen.cli.pretrain import standalone
+
+    standalone()
