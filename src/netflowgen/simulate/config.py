@@ -56,7 +56,7 @@ class EventConfig:
     underreported_alerts: float = 0.05  # alerts whose reported volume is below 95 % of the flows
     outages_per_exporter_day: float = 0.4
     outage_minutes: list[int] = field(default_factory=lambda: [1, 30])
-    max_attack_flows_per_minute: int = 600  # exporter flow-cache limit under attack (records/min)
+    max_attack_flows_per_minute: int = 200  # exporter flow-cache limit under attack (records/min)
 
 
 @dataclass

@@ -78,7 +78,7 @@ def envelope(offset: np.ndarray, ramp: np.ndarray, plateau: np.ndarray, decay: n
              ) -> np.ndarray:
     """Strength in [0, 1] at integer minute `offset` after onset (all arrays broadcast together)."""
     ramp_f = np.maximum(ramp, 1).astype(float)
-    rising = RAMP_FLOOR ** (1.0 - (offset + 1) / ramp_f)
+    rising = RAMP_FLOOR ** np.clip(1.0 - (offset + 1) / ramp_f, 0.0, 1.0)
     falling = 1.0 - (offset - ramp - plateau + 1) / (decay + 1.0)
     s = np.where(offset < ramp, rising, np.where(offset < ramp + plateau, 1.0, falling))
     return np.where((offset < 0) | (offset >= ramp + plateau + decay), 0.0, np.clip(s, 0.0, 1.0))
@@ -123,7 +123,7 @@ def plan_events(cfg: EventConfig, topo: Topology, minutes: int, seed: int) -> Pl
         return None
 
     # --- attacks ---
-    weight = rng.lognormal(0.0, 1.3, V)  # some nodes attacked again and again, most now and then
+    weight = rng.lognormal(0.0, 1.0, V)  # some nodes attacked again and again, most now and then
     weight[rng.random(V) < cfg.never_attacked] = 0.0
     if weight.sum() == 0:
         weight[rng.integers(V)] = 1.0

@@ -66,6 +66,7 @@ class ChunkGenerator:
                  max_attack_flows: int) -> None:
         self.topo, self.plan, self.start_ms, self.minutes, self.seed = topo, plan, start_ms, minutes, seed
         self.max_attack_flows = max_attack_flows
+        self.exporter_strings = pa.array(topo.exporter_ip, pa.string())
         self.kinds: KindTable = build_kind_table()
         self.mix_cdf = archetype_mix_cdf()
         self.sigs = SignatureTable.build()
@@ -193,52 +194,54 @@ class ChunkGenerator:
         """Records of minutes [t0, t1) as a FLOW_SCHEMA table sorted by ts_start, and the (2, V, M)
         estimated (sampling-scaled) incoming packets and bytes per node-minute."""
         rng = np.random.default_rng([self.seed, 7, index])
-        r = _concat(self.sessions(t0, t1, rng) + self.volumetric(t0, t1, rng))
-        topo = self.topo
-        # 1:N packet sampling: each packet is kept with probability 1/N; a flow with no packet kept
-        # leaves no record. Bytes scale with the kept share of packets.
-        rate = topo.node_rate[r["node"]]
-        true_p = r["pkts"].astype(np.int64)
-        kept = np.where(rate > 1, rng.binomial(true_p, 1.0 / rate), true_p)
-        bpp = r["bytes"] / np.maximum(true_p, 1)
-        rec_b = np.maximum(kept, np.rint(kept * bpp)).astype(np.int64)
-        keep = kept > 0
-        # exporter outages: the exporter sent nothing for these minutes
+        topo, M = self.topo, t1 - t0
+        # exporter outages: the exporter sent nothing at all for these minutes
+        down = np.zeros((len(topo.exporter_ip), M), bool)
         out = self.plan.outages
-        exp_of = topo.node_exporter[r["node"]]
-        abs_minute = r["minute"] + t0
         for x, a, b in zip(out.exporter, out.start, out.end):
-            if a < t1 and b > t0:
-                keep &= ~((exp_of == x) & (abs_minute >= a) & (abs_minute < b))
-        idx = np.flatnonzero(keep)
-        order = idx[np.argsort(r["ts"][idx], kind="stable")]
-        node = r["node"][order]
-        to_node = r["node_is_dst"][order]
-        remote = r["remote"][order]
-        src = np.where(to_node, remote, node)
-        dst = np.where(to_node, node, remote)
-        ts = self.start_ms + t0 * MS_PER_MIN + r["ts"][order]
-        n_rate = rate[order]
+            down[x, max(a, t0) - t0:max(min(b, t1) - t0, 0)] = True
+        kept_parts = []
+        for part in self.sessions(t0, t1, rng) + self.volumetric(t0, t1, rng):
+            # 1:N packet sampling: each packet is kept with probability 1/N; a flow with no packet
+            # kept leaves no record. Bytes scale with the kept share of packets. Thinning each part
+            # before concatenating keeps the work proportional to the records written.
+            rate = topo.node_rate[part["node"]]
+            true_p = part["pkts"].astype(np.int64)
+            kept = np.where(rate > 1, rng.binomial(true_p, 1.0 / rate), true_p)
+            mask = (kept > 0) & ~down[topo.node_exporter[part["node"]], part["minute"]]
+            rec = {f: v[mask] for f, v in part.items()}
+            rec["pkts"] = kept[mask]
+            rec["bytes"] = np.maximum(rec["pkts"], np.rint(part["bytes"][mask] / true_p[mask] * rec["pkts"]))
+            kept_parts.append(rec)
+        r = _concat(kept_parts)
+        order = np.argsort(r["ts"], kind="stable")
+        r = {f: v[order] for f, v in r.items()}
+        node, to_node = r["node"], r["node_is_dst"]
+        src = np.where(to_node, r["remote"], node)
+        dst = np.where(to_node, node, r["remote"])
+        ts = self.start_ms + t0 * MS_PER_MIN + r["ts"]
+        n_rate = topo.node_rate[node]
+        exp_of = topo.node_exporter[node]
         cust_if = 100 + topo.node_customer[node]
-        exporters = pa.array(topo.exporter_ip, pa.string())
+        pkts = r["pkts"].astype(np.int64)
+        byts = r["bytes"].astype(np.int64)
         table = pa.Table.from_arrays([
             pa.array(ts, pa.int64()).cast(FLOW_SCHEMA.field("ts_start").type),
-            pa.array(ts + r["dur"][order], pa.int64()).cast(FLOW_SCHEMA.field("ts_end").type),
+            pa.array(ts + r["dur"], pa.int64()).cast(FLOW_SCHEMA.field("ts_end").type),
             topo.addresses.take(pa.array(src)), topo.addresses.take(pa.array(dst)),
-            pa.array(r["src_port"][order].astype(np.uint16)), pa.array(r["dst_port"][order].astype(np.uint16)),
-            pa.array(r["proto"][order].astype(np.uint8)), pa.array(r["flags"][order].astype(np.uint8)),
-            pa.array(kept[order]), pa.array(rec_b[order]), pa.array(n_rate.astype(np.uint32)),
-            exporters.take(pa.array(exp_of[order])),
+            pa.array(r["src_port"].astype(np.uint16)), pa.array(r["dst_port"].astype(np.uint16)),
+            pa.array(r["proto"].astype(np.uint8)), pa.array(r["flags"].astype(np.uint8)),
+            pa.array(pkts), pa.array(byts), pa.array(n_rate.astype(np.uint32)),
+            self.exporter_strings.take(pa.array(exp_of)),
             pa.array(np.where(to_node, 1, cust_if).astype(np.uint32)),
             pa.array(np.where(to_node, cust_if, 1).astype(np.uint32)),
         ], schema=FLOW_SCHEMA)
         # estimated incoming volume per node-minute (what a collector would show), for alert reports
-        M = t1 - t0
-        cell = node[to_node] * M + r["minute"][order][to_node]
+        cell = node[to_node] * M + r["minute"][to_node]
         V = topo.n_nodes
         inbound = np.stack([
-            np.bincount(cell, weights=(kept[order] * n_rate)[to_node], minlength=V * M),
-            np.bincount(cell, weights=(rec_b[order] * n_rate)[to_node], minlength=V * M),
+            np.bincount(cell, weights=(pkts * n_rate)[to_node], minlength=V * M),
+            np.bincount(cell, weights=(byts * n_rate)[to_node], minlength=V * M),
         ]).reshape(2, V, M)
         return table, inbound
 
