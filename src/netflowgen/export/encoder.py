@@ -10,8 +10,8 @@ What a collector sees:
   PSAMP fields (302-306). nfcapd then multiplies packets and bytes by the rate when it stores them.
   One domain announces one rate, so records with different `sampling_rate` go out under different
   observation domain / source ids, as if sent by different routers;
-- sequence numbers per domain (v9: datagrams sent; IPFIX: data records sent before this message),
-  so the collector can count lost datagrams;
+- sequence numbers per domain (v9: datagrams sent; IPFIX: flow records sent before this message,
+  options records not counted, as nfcapd expects), so the collector can count lost datagrams;
 - time: IPFIX carries absolute start/end in ms (IE 152/153). NetFlow v9 carries them relative to the
   exporter's boot (IE 22/21, sysUptime ms); we choose a boot time before the first flow so that the
   collector's `export_secs*1000 - sysUptime + first_switched` restores the exact ms. The export time
@@ -53,8 +53,12 @@ _COMMON = [
     (10, ">u4", "in_if"),  # ingressInterface / INPUT_SNMP
     (14, ">u4", "out_if"),  # egressInterface / OUTPUT_SNMP
 ]
-_ADDR = {4: [(8, "V4", "src_ip"), (12, "V4", "dst_ip")],  # sourceIPv4Address, destinationIPv4Address
-         6: [(27, "V16", "src_ip"), (28, "V16", "dst_ip")]}  # sourceIPv6Address, destinationIPv6Address
+# ICMP type/code (type * 256 + code, canonically in dst_port) also go in icmpTypeCodeIPv4 (32) /
+# icmpTypeIPv6 + icmpCodeIPv6 (178, 179): nfcapd 1.7.1 takes them only from there (it ignores
+# icmpTypeCodeIPv6, 139) and stores 0.0 otherwise.
+_ADDR = {4: [(8, "V4", "src_ip"), (12, "V4", "dst_ip"), (32, ">u2", "icmp")],
+         6: [(27, "V16", "src_ip"), (28, "V16", "dst_ip"), (178, "u1", "icmp_type"),
+             (179, "u1", "icmp_code")]}
 _TIMES = {"netflow-v9": [(22, ">u4", "start"), (21, ">u4", "end")],  # FIRST/LAST_SWITCHED (uptime ms)
           "ipfix": [(152, ">u8", "start"), (153, ">u8", "end")]}  # flowStart/EndMilliseconds
 # Options record: scope = the domain itself (v9 scope type 1 "System"; IPFIX IE 149
@@ -171,6 +175,11 @@ class FlowEncoder:
             rec = np.zeros(idx.size, dtype=dtype)
             rec["src_ip"] = cols[f"src{fam}"][idx]
             rec["dst_ip"] = cols[f"dst{fam}"][idx]
+            icmp = np.where(np.isin(cols["proto"][idx], (1, 58)), cols["dst_port"][idx], 0)
+            if fam == 4:
+                rec["icmp"] = icmp
+            else:
+                rec["icmp_type"], rec["icmp_code"] = icmp >> 8, icmp & 0xFF
             for name in ("bytes", "packets", "proto", "tcp_flags", "src_port", "dst_port", "in_if",
                          "out_if"):
                 rec[name] = cols[name][idx]
@@ -216,8 +225,10 @@ class FlowEncoder:
             sets = [(2, data_tpl), (3, opt_tpl + b"".join(struct.pack("!HH", *f) for f in _OPTIONS))]
         sets.append((TEMPLATE_OPTIONS, struct.pack("!II", dom.domain_id, dom.sampling_rate)))
         dom.since_template = 0
-        # v9 'count' covers template and option records too: 2 templates + 1 options tpl + 1 options
-        return Datagram(self._message(dom, export_s, sets, 4, 1), None, 0, dom.domain_id)
+        # v9 'count' covers template and option records too: 2 templates + 1 options tpl + 1 options.
+        # The IPFIX sequence counts flow records only: RFC 7011 counts the options record too, but
+        # nfcapd 1.7.1 then reports a sequence failure after every template packet (measured).
+        return Datagram(self._message(dom, export_s, sets, 4, 0), None, 0, dom.domain_id)
 
     def _message(self, dom: _Domain, export_s: int, sets: list[tuple[int, bytes]], v9_count: int,
                  data_records: int) -> bytes:
