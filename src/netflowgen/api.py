@@ -179,7 +179,8 @@ class NetFlowGen:
             values = reps[np.arange(len(feat_idx))[None, :], bins]  # (steps, P)
             frames.append(pl.DataFrame({
                 "node": [node] * len(sampled), "customer": [cust[i]] * len(sampled),
-                "minute": pl.Series([s[0] for s in sampled]).cast(pl.Datetime("ms")).dt.replace_time_zone("UTC"),
+                "minute": pl.Series(np.array([s[0] for s in sampled], dtype="datetime64[ms]"))
+                .dt.replace_time_zone("UTC"),
                 "missing": [False] * len(sampled),
                 **{n: values[:, j] for j, n in enumerate(cfg.predicted_features)}}))
         return pl.concat(frames)

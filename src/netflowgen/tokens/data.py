@@ -112,9 +112,10 @@ def random_windows(rng: np.random.Generator, n_nodes: int, lo: int, hi: int, len
 def scoring_windows(lo: int, hi: int, length: int, n_minutes: int) -> list[tuple[int, int, int]]:
     """Windows that score every prediction whose target minute lies in [lo, hi) exactly once.
 
-    Position t of a window predicts minute t+1. Each window scores a stretch of `length // 2`
-    positions and starts up to `length // 2` minutes earlier, so every scored prediction sees at
-    least half a window of context (earlier splits may serve as context, never as targets).
+    Position t of a window predicts minute t+1 (so the window's last position predicts nothing).
+    Each window scores a stretch of `length // 2` positions that starts `length - 1 - length // 2`
+    positions into it, so every scored prediction sees about half a window of context or more
+    (earlier splits may serve as context, never as targets).
 
     Returns
     -------
@@ -127,7 +128,7 @@ def scoring_windows(lo: int, hi: int, length: int, n_minutes: int) -> list[tuple
     p = max(lo - 1, 0)
     while p < hi - 1:
         q = min(p + stride, hi - 1)
-        start = min(max(0, p - (length - stride)), n_minutes - length)
+        start = min(max(0, p - (length - 1 - stride)), n_minutes - length)  # last position has no target
         out.append((start, p, q))
         p = q
     return out
