@@ -190,6 +190,11 @@ class Collector:
         self.stop()
 
     @property
+    def pid(self) -> int | None:
+        """Process id of nfcapd (None before start)."""
+        return self._proc.pid if self._proc is not None else None
+
+    @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
