@@ -79,7 +79,7 @@ def read_nfcapd_file(path: str | Path, options: SourceOptions, rejects: RejectCo
         finished = False
         try:
             for first, lines in line_chunks(proc.stdout, options.batch_size):
-                numbered = [(first + i, ln.replace(b" ", b"")) for i, ln in enumerate(lines)
+                numbered = [(first + i, ln) for i, ln in enumerate(lines)
                             if ln and not ln.startswith(_NOT_RECORDS)]
                 df = split_fields(numbered, FIELDS, ",",
                                   on_bad=lambda no, why, text: rejects.reject(why, f"{name}:{no} {text}"))

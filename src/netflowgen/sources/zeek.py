@@ -13,7 +13,6 @@ separated by three spaces instead of a tab. Mapping (docs/sources.md has the ful
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -93,7 +92,7 @@ def _read_file(path: Path, options: SourceOptions, rejects: RejectCounter) -> It
     name = str(path)
     sep = "\t"
     fields: list[str] | None = None
-    splitter = None
+    three_spaces = False
     with open(path, "rb") as f:
         body_start = 1
         for raw in f:  # the header: "#key value" lines up to #types
@@ -105,12 +104,8 @@ def _read_file(path: Path, options: SourceOptions, rejects: RejectCounter) -> It
             if line.startswith("#separator"):
                 sep = line.split(" ", 1)[1].encode().decode("unicode_escape")
             elif line.startswith("#fields"):
-                if "   " in line:  # IoT-23: last columns separated by three spaces
-                    pattern = re.compile(re.escape(sep) + "|   ")
-                    splitter = pattern.split
-                    fields = pattern.split(line)[1:]
-                else:
-                    fields = line.split(sep)[1:]
+                three_spaces = "   " in line  # IoT-23: last columns separated by three spaces
+                fields = line.replace("   ", sep).split(sep)[1:] if three_spaces else line.split(sep)[1:]
             elif line.startswith("#types"):
                 break
         if fields is None:
@@ -122,7 +117,7 @@ def _read_file(path: Path, options: SourceOptions, rejects: RejectCounter) -> It
 
         for first, lines in line_chunks(f, options.batch_size, first_line=body_start):
             numbered = [(first + i, ln) for i, ln in enumerate(lines) if ln and not ln.startswith(b"#")]
-            df = split_fields(numbered, fields, sep, on_bad=bad, splitter=splitter)
+            df = split_fields(numbered, fields, sep, on_bad=bad, three_spaces=three_spaces)
             batch = normalize(_to_flows(df), name, LAYOUT, rejects, own_rate=1,
                               exporter_sampling=options.exporter_sampling,
                               default_rate=options.default_sampling_rate, exporter=options.exporter)
