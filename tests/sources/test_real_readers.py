@@ -33,7 +33,8 @@ def totals(t: pa.Table) -> tuple[int, int, int]:
 
 @pytest.mark.parametrize("capture", ["stopddos/nfcapd/amp.UDP.isakmp",
                                      "stopddos/nfcapd/amp.TCP.syn.optionallyACK.optionallysamePort",
-                                     "cicddos2019-excerpts/nfcapd/CIC-DDoS-2019-WebDDoS"])
+                                     "cicddos2019-excerpts/nfcapd/CIC-DDoS-2019-WebDDoS",
+                                     "cicddos2019-excerpts/nfcapd/CIC-DDoS-2019-SynFlood"])
 def test_nfdump_csv_agrees_with_nfcapd(real_data: Path, capture: str) -> None:
     binary = table([real_data / capture], "nfcapd")
     text = table([real_data / f"{capture}.flows.csv"], "nfdump-csv")
@@ -47,13 +48,18 @@ def test_nfdump_csv_agrees_with_nfcapd(real_data: Path, capture: str) -> None:
     assert keys(text) == keys(binary)
 
 
-def test_pcap_through_nfpcapd_matches_shared_nfcapd(real_data: Path) -> None:
-    # the shared nfcapd folder was made with the same `nfpcapd -e 60,15` from this pcap
-    pcap = table([real_data / "cicddos2019-excerpts/pcap/CIC-DDoS-2019-WebDDoS.pcap"], "pcap",
-                 SourceOptions())  # a capture is unsampled by construction: no default needed
-    ref = table([real_data / "cicddos2019-excerpts/nfcapd/CIC-DDoS-2019-WebDDoS"], "nfcapd")
-    assert totals(pcap) == totals(ref) == (309, 3104, pc.sum(ref["bytes"]).as_py())
-    assert set(pcap["sampling_rate"].to_pylist()) == {1}
+@pytest.mark.parametrize("pcap,flows,packets", [
+    ("cicddos2019-excerpts/pcap/CIC-DDoS-2019-WebDDoS.pcap", 309, 3104),  # SOURCE.md: 3,104 pkts
+    ("stopddos/pcap/amp.UDP.isakmp.pcap", 3978, 3984),  # SOURCE.md: 3,984 pkts
+])
+def test_pcap_through_nfpcapd_matches_shared_nfcapd(real_data: Path, pcap: str, flows: int,
+                                                    packets: int) -> None:
+    # the shared nfcapd folders were made with the same `nfpcapd -e 60,15` from these pcaps
+    got = table([real_data / pcap], "pcap", SourceOptions())  # a capture is unsampled: no default
+    ref_dir = pcap.replace("/pcap/", "/nfcapd/").removesuffix(".pcap")
+    ref = table([real_data / ref_dir], "nfcapd")
+    assert totals(got) == totals(ref) == (flows, packets, pc.sum(ref["bytes"]).as_py())
+    assert set(got["sampling_rate"].to_pylist()) == {1}
 
 
 def test_pcap_errors(tmp_path: Path) -> None:

@@ -43,6 +43,8 @@ def _reader(fmt: str) -> Callable[..., Iterator[pa.RecordBatch]]:
 def guess_format(path: str | Path) -> str:
     """Guess the format of a file or directory from its name and first bytes ("auto")."""
     p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: no such file or directory")
     if p.is_dir():
         names = [f.name for f in sorted(p.rglob("*")) if f.is_file()]
         if any(n.startswith("nfcapd.") for n in names):
