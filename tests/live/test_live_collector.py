@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-from conftest import TINY_START, need, run_softflowd
+from live_helpers import TINY_START, need, run_softflowd
 
 from netflowgen.live import Collector, CollectorConfig, CollectorError
 from netflowgen.schema import FLOW_SCHEMA

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
-from conftest import need
+from live_helpers import need
 
 from netflowgen.export import replay
 from netflowgen.schema import FLOW_SCHEMA
