@@ -31,18 +31,12 @@ PROTOCOL_NUMBERS: dict[str, int] = {
     "pim": 103, "vrrp": 112, "l2tp": 115, "isis": 124, "sctp": 132, "udplite": 136,
 }
 # Names of link-layer or non-IP "protocols" some tools report as flows (Argus: arp, llc, ...).
+# ("man" is Argus's own management record.)
 NON_IP_PROTOCOLS: frozenset[str] = frozenset({"arp", "rarp", "llc", "lldp", "stp", "ipx", "ipx/spx",
-                                              "man", "mpls", "ipnip", "udt", "esp?", "unas"})
+                                              "man", "mpls"})
 
 # nfdump prints the cumulative TCP flags as 8 letters, one position per bit, most significant first.
 FLAG_LETTERS = "CEUAPRSF"  # CWR ECE URG ACK PSH RST SYN FIN = 0x80 ... 0x01
-
-# The order in which checks run; a record is counted once, under the first reason it fails.
-REASONS: tuple[str, ...] = (
-    "missing field", "unparsable timestamp", "unparsable field", "non-IP protocol",
-    "unknown protocol name", "bad IP address", "negative count", "port > 65535",
-    "value out of range", "end before start", "bad sampling rate", "no sampling rate",
-)
 
 
 @dataclass(frozen=True)
@@ -58,21 +52,6 @@ class TimeLayout:
     time_format: str = "epoch_s"
     timezone: str = "UTC"
     duration_unit: str = "s"
-
-
-def flag_letters_to_int(text: str) -> int | None:
-    """nfdump flag string (e.g. "...AP.SF" -> 27) to its bit value; None when it is not one."""
-    s = text.strip()
-    if len(s) != 8:
-        return None
-    value = 0
-    for i, ch in enumerate(s):
-        if ch == ".":
-            continue
-        if ch != FLAG_LETTERS[i]:
-            return None
-        value |= 0x80 >> i
-    return value
 
 
 def _decimal_to_int(col: pl.Expr, scale_digits: int) -> pl.Expr:

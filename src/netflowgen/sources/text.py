@@ -5,7 +5,7 @@ from __future__ import annotations
 import fnmatch
 from itertools import islice
 from pathlib import Path
-from typing import IO, Callable, Iterable, Iterator, Sequence
+from typing import IO, Callable, Iterator, Sequence
 
 import polars as pl
 
