@@ -76,3 +76,10 @@ def quiet_flows(sim: Sim) -> pl.DataFrame:
                                .otherwise(pl.col("src_ip")).alias("node"))
     busy_df = pl.DataFrame({"node": [b[0] for b in busy], "minute": np.array([b[1] for b in busy], np.int64)})
     return f.join(busy_df, on=["node", "minute"], how="anti")
+
+
+@pytest.fixture(scope="session")
+def quiet(sim: Sim) -> pl.DataFrame:
+    """quiet_flows(sim) plus columns node (the node's IP), archetype and inbound (bool)."""
+    q = quiet_flows(sim).join(sim.nodes.select(pl.col("ip").alias("node"), "archetype"), on="node")
+    return q.with_columns((pl.col("dst_ip") == pl.col("node")).alias("inbound"))

@@ -83,7 +83,7 @@ def build_topology(cfg: TopologyConfig, seed: int) -> Topology:
     arch_scale = np.array([ARCHETYPES[a].scale for a in arch])
     scale = np.exp(rng.uniform(np.log(cfg.scale_min), np.log(cfg.scale_max), V)) * arch_scale
     hour_offset = rng.uniform(-1.5, 1.5, V)  # customers' users are not all on the same clock
-    exporter_of_customer = rng.integers(0, cfg.exporters, C)
+    exporter_of_customer = rng.permutation(C) % cfg.exporters  # every exporter serves someone
     rates = np.array([cfg.sampling_rates[i % len(cfg.sampling_rates)] for i in range(cfg.exporters)],
                      np.int64)
     if (rates < 1).any():
