@@ -9,6 +9,8 @@ import pyarrow.parquet as pq
 import tomllib
 from typer.testing import CliRunner
 
+from live_helpers import need
+
 from netflowgen.cli.main import app
 from netflowgen.live import Collector
 from test_live_roundtrip import synthetic_flows
@@ -54,3 +56,33 @@ def test_collect_cli_dump_reads_config_table(tmp_path: Path) -> None:
     assert dumped == {**dumped, "rotate": 300, "sampling": 100, "listen": "0.0.0.0:9995"}
     bad = runner.invoke(app, ["collect", "--rotate", "1"])
     assert bad.exit_code == 2
+
+
+def test_collect_cli_reports_a_dead_nfcapd(tmp_path: Path, free_port: int) -> None:
+    """If nfcapd dies under it, `collect` stops with an error instead of hanging."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    need("nfcapd", "nfdump")
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "netflowgen.cli.main", "collect", "--listen",
+                             f"127.0.0.1:{free_port}", "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        pid = None
+        while pid is None and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+            pids = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True)
+            pid = int(pids.stdout.split()[0]) if pids.stdout.split() else None
+        assert pid is not None, "nfcapd child not found"
+        os.kill(pid, signal.SIGKILL)
+        output, _ = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1 and "nfcapd exited unexpectedly" in output

@@ -198,3 +198,14 @@ def test_replay_paces_by_flow_time() -> None:
         while received < stats.datagrams + fast.datagrams:  # bounded by the 2 s timeout
             sink.recv(65535)
             received += 1
+
+
+def test_replay_to_a_closed_port_counts_refusals() -> None:
+    """Nobody listening: ICMP 'port unreachable' comes back; replay counts it and carries on."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again when the block ends
+    stats = replay(flows(500).to_batches(max_chunksize=50), ("127.0.0.1", port), "ipfix",
+                   max_pps=2000)
+    assert stats.refused > 0
+    assert stats.flows == 500  # every datagram still went out after the refusals

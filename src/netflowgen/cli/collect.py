@@ -68,13 +68,25 @@ def collect(
     config.save_beside(Path(cfg.out), cfg)
     typer.echo(f"listening on {cfg.listen} (UDP; NetFlow v5/v9/IPFIX), writing {cfg.out}/, "
                f"a file every {cfg.rotate} s; Ctrl-C to stop", err=False)
+    import time
+    deadline = None if duration is None else time.monotonic() + duration
+    died = False
     try:
-        stop.wait(duration)
+        while not stop.wait(0.5):
+            if not collector.running:  # nfcapd crashed or was killed: say so, do not hang
+                died = True
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                break
     finally:
         rotations = collector.stop()
     flows = sum(r.flows_written for r in rotations)
     typer.echo(f"stopped: {len(rotations)} file(s), {flows:,} flows; "
                f"summary in {Path(cfg.out) / 'collector-summary.json'}")
+    if died:
+        typer.secho(f"error: nfcapd exited unexpectedly; see {Path(cfg.out) / 'nfcapd.log'}",
+                    fg=typer.colors.RED, err=True)
+        raise typer.Exit(1)
 
 
 def _section(path: Path | None) -> str | None:

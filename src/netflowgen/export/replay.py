@@ -33,7 +33,7 @@ class ReplayStats:
     template_datagrams: int = 0
     payload_bytes: int = 0
     rejected: int = 0
-    refused: int = 0  # sends that reported 'connection refused' (no collector listening)
+    refused: int = 0  # ICMP 'port unreachable' reports (nobody listening at `to`)
     seconds: float = 0.0
     first_flow_ms: int | None = None
     domains: dict[int, int] = field(default_factory=dict)
@@ -110,9 +110,15 @@ def replay(batches: Iterable[pa.RecordBatch], to: tuple[str, int], protocol: str
             try:
                 sock.send(dg.payload)
             except ConnectionRefusedError:
-                # an earlier datagram hit a closed port (ICMP unreachable): it was lost, as on a
-                # network; count it and go on, exporters do not stop for a missing collector
+                # the kernel reports an ICMP 'port unreachable' of an EARLIER datagram on this send,
+                # which did not go out: count the refusal and send again (the error is cleared).
+                # Exporters do not stop for a missing collector, neither do we.
                 stats.refused += 1
+                try:
+                    sock.send(dg.payload)
+                except ConnectionRefusedError:
+                    stats.refused += 1
+                    return
             next_slot = max(next_slot, time.monotonic() - 0.05) + gap  # small bursts, average capped
             stats.datagrams += 1
             stats.payload_bytes += len(dg.payload)
