@@ -28,6 +28,8 @@ def simulate_cmd(
     to: Optional[str] = typer.Option(None, "--to", help="Collector HOST:PORT for --export (e.g. 127.0.0.1:2055)."),
     speed: Optional[float] = typer.Option(None, "--speed", help="Replay at X times real time; default as fast as "
                                           "the rate cap allows."),
+    max_pps: Optional[float] = typer.Option(None, "--max-pps", help="Cap on datagrams per second sent "
+                                            "(protects a slow collector; default: the exporter's)."),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML file with any setting (topology, time, "
                                           "events, output tables; see --dump)."),
     dump: bool = typer.Option(False, "--dump", help="Print the resolved configuration as TOML and exit."),
@@ -60,7 +62,7 @@ def simulate_cmd(
         _write(cfg, out)
     if export is not None:
         assert to is not None
-        _replay(cfg, export, to, speed)
+        _replay(cfg, export, to, speed, max_pps)
 
 
 def _write(cfg, out: Path) -> None:
@@ -77,7 +79,7 @@ def _write(cfg, out: Path) -> None:
                + (f"; {res.dropped_events} events found no free slot" if res.dropped_events else ""))
 
 
-def _replay(cfg, protocol: str, to: str, speed: float | None) -> None:
+def _replay(cfg, protocol: str, to: str, speed: float | None, max_pps: float | None) -> None:
     # imported lazily: the encoder belongs to netflowgen.export (the live path)
     from netflowgen.export import replay
     from netflowgen.export.replay import parse_host_port
@@ -87,6 +89,7 @@ def _replay(cfg, protocol: str, to: str, speed: float | None) -> None:
         target = parse_host_port(to)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from e
-    stats = replay(Simulation(cfg).batches(), target, protocol, speed)
+    kwargs = {"max_pps": max_pps} if max_pps is not None else {}
+    stats = replay(Simulation(cfg).batches(), target, protocol, speed, **kwargs)
     typer.echo(f"sent {stats.flows:,} flows in {stats.datagrams:,} {protocol} datagrams to {to} "
                f"in {stats.seconds:.1f} s")
