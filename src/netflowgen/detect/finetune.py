@@ -33,6 +33,7 @@ class FinetuneConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     patience: int = 6  # epochs without a better early-stopping loss before stopping
+    min_epochs: int = 10  # never stop earlier: the loss on held-out attacks often rises first
     holdout: float = 0.2  # share of label pairs held out for early stopping in the "360" regime
     head_hidden: int = 512
     head_dropout: float = 0.1
@@ -56,7 +57,7 @@ def _pairs(ex: pl.DataFrame) -> np.ndarray:
 
 
 def _ids_of_pairs(ex: pl.DataFrame, pairs: np.ndarray) -> np.ndarray:
-    return ex.filter(pl.col("pair").is_in(pairs.tolist())).get_column("id").to_numpy()
+    return ex.filter(pl.col("pair").is_in(pairs.tolist())).get_column("id").to_numpy().astype(np.int64)
 
 
 def select_labels(examples: pl.DataFrame, labels: str | int, seed: int = 0, holdout: float = 0.2,
@@ -65,11 +66,11 @@ def select_labels(examples: pl.DataFrame, labels: str | int, seed: int = 0, hold
     ex = examples if attack_type in (None, "all") else examples.filter(pl.col("attack_type") == attack_type)
     by = {s: ex.filter(pl.col("split") == s) for s in ("train", "val", "test")}
     rng = np.random.default_rng(seed)
-    val_ids = by["val"].get_column("id").to_numpy()
-    test_ids = by["test"].get_column("id").to_numpy()
+    val_ids = by["val"].get_column("id").to_numpy().astype(np.int64)
+    test_ids = by["test"].get_column("id").to_numpy().astype(np.int64)
     lab = str(labels)
     if lab == "all":
-        return LabelSets(by["train"].get_column("id").to_numpy(), val_ids, val_ids, test_ids, "all")
+        return LabelSets(by["train"].get_column("id").to_numpy().astype(np.int64), val_ids, val_ids, test_ids, "all")
     if lab in ("360", "val"):
         pool, regime = by["val"], "val"
         pairs = rng.permutation(_pairs(pool))
@@ -88,8 +89,8 @@ def train_survival(model: nn.Module, label_t: np.ndarray, event: np.ndarray, set
     early-stopping loss. label_t, event : (N_examples,) for all example ids. Returns the history."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    lt = torch.as_tensor(label_t, dtype=torch.long)
-    ev = torch.as_tensor(event, dtype=torch.bool)
+    lt = torch.as_tensor(np.array(label_t, dtype=np.int64))
+    ev = torch.as_tensor(np.array(event, dtype=bool))
     params = param_groups or [{"params": [p for p in model.parameters() if p.requires_grad]}]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     stop_ids = sets.stop if len(sets.stop) else sets.fit
@@ -105,7 +106,7 @@ def train_survival(model: nn.Module, label_t: np.ndarray, event: np.ndarray, set
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
-            total += float(loss) * len(ids)
+            total += float(loss.detach()) * len(ids)
         stop_loss = evaluate_loss(model, stop_ids, lt, ev, cfg)
         hist["fit"].append(total / max(1, len(order)))
         hist["stop"].append(stop_loss)
@@ -114,7 +115,7 @@ def train_survival(model: nn.Module, label_t: np.ndarray, event: np.ndarray, set
             best_state = copy.deepcopy({k: v for k, v in model.state_dict().items()})
         else:
             bad += 1
-            if bad >= cfg.patience:
+            if bad >= cfg.patience and epoch + 1 >= cfg.min_epochs:
                 break
     if best_state is not None:
         model.load_state_dict(best_state)

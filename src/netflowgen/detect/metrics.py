@@ -34,6 +34,7 @@ class MetricConfig:
     volume: str = "in_all_byt"  # the volume measure (feature name) for effectiveness and overhead
     warmup: int = 32  # detection is scanned from this minute of the window (EWMA / context warm-up)
     anomalous_excess: bool = True  # anomalous volume = excess over the pre-onset median
+    effectiveness_tolerance: float = 0.01  # threshold choice: effectiveness this close to the best ties
 
 
 @dataclass
@@ -160,28 +161,37 @@ class ThresholdChoice:
 
 
 def candidate_thresholds(curves: np.ndarray, warmup: int = 0, max_candidates: int = 256) -> np.ndarray:
-    """Thresholds that change at least one example's detection: just above each example's minimum
-    of the curve over the scanned minutes, plus 0 (never detect). Thinned to `max_candidates`."""
-    mins = np.unique(np.asarray(curves)[:, warmup:].min(axis=1))
-    cands = np.nextafter(mins, np.inf)
-    if cands.size > max_candidates - 1:
-        cands = np.unique(np.quantile(cands, np.linspace(0, 1, max_candidates - 1), method="nearest"))
+    """Candidate thresholds, ascending: 0 (never detect), just above each example's minimum over the
+    scanned minutes (where a detection appears), and a grid of quantiles of all scanned curve values
+    in log scale (where detections move earlier); thinned to about `max_candidates`."""
+    c = np.asarray(curves)[:, warmup:]
+    mins = np.nextafter(np.unique(c.min(axis=1)), np.inf)
+    logs = np.log(np.clip(c, 1e-300, None)).ravel()
+    grid = np.exp(np.quantile(logs, np.linspace(0, 1, max_candidates)))
+    cands = np.unique(np.concatenate([mins, grid]))
+    if cands.size > 2 * max_candidates:
+        cands = np.unique(np.quantile(cands, np.linspace(0, 1, 2 * max_candidates), method="nearest"))
     return np.concatenate([[0.0], cands])
 
 
 def choose_threshold(curves: np.ndarray, es: EvalSet, cfg: MetricConfig,
                      max_candidates: int = 256) -> ThresholdChoice:
-    """Pick theta on validation curves (N, L): maximize mean effectiveness subject to the p-th
-    percentile customer overhead <= budget; ties go to higher F1, then lower overhead. theta = 0 (no
-    detection, overhead 0) is always feasible, so a choice always exists."""
-    best: tuple[tuple[float, float, float], float, Metrics] | None = None
+    """Pick theta on validation curves (N, L).
+
+    Among thetas whose p-th percentile customer overhead is <= the budget, take those within
+    `effectiveness_tolerance` of the best mean effectiveness, then those with the best F1, then the
+    lowest overhead; theta = 0 (no detection, overhead 0) is always feasible. Of the thetas still tied
+    the middle one (by rank in the log-spaced candidates) is chosen: the edge of a tied interval sits
+    on one validation curve and would overfit it.
+    """
     cands = candidate_thresholds(curves, cfg.warmup, max_candidates)
-    for theta in cands:
-        m = evaluate(detect(curves, float(theta), cfg.warmup), es, cfg)
-        if m.overhead > cfg.overhead_budget + 1e-12:
-            continue
-        key = (round(m.effectiveness, 9), round(m.f1, 9), -m.overhead)
-        if best is None or key > best[0]:
-            best = (key, float(theta), m)
-    assert best is not None  # theta = 0 detects nothing: overhead 0, always feasible
-    return ThresholdChoice(theta=best[1], validation=best[2], n_candidates=len(cands))
+    results = [evaluate(detect(curves, float(t), cfg.warmup), es, cfg) for t in cands]
+    feasible = [i for i, m in enumerate(results) if m.overhead <= cfg.overhead_budget + 1e-12]
+    best_eff = max(results[i].effectiveness for i in feasible)
+    pool = [i for i in feasible if results[i].effectiveness >= best_eff - cfg.effectiveness_tolerance - 1e-12]
+    best_f1 = max(round(results[i].f1, 9) for i in pool)
+    pool = [i for i in pool if round(results[i].f1, 9) == best_f1]
+    best_ov = min(round(results[i].overhead, 12) for i in pool)
+    pool = [i for i in pool if round(results[i].overhead, 12) == best_ov]
+    pick = pool[len(pool) // 2]
+    return ThresholdChoice(theta=float(cands[pick]), validation=results[pick], n_candidates=len(cands))

@@ -161,6 +161,10 @@ def run_method(ctx: DetectionContext, method: str, labels: str | int = "360", se
     t0 = time.time()
     ft = FinetuneConfig(**{**ft_cfg.__dict__, "seed": seed})
     sets = select_labels(ctx.examples, labels, seed, ft.holdout, attack_type)
+    for role in ("fit", "tune", "test"):
+        if len(getattr(sets, role)) == 0:
+            raise ValueError(f"{method}, labels={labels}, attack type {attack_type}: no {role} examples "
+                             f"(regime {sets.regime}); the splits are too short for the alerts")
     torch.manual_seed(seed)
     history = None
     if method in OPERATOR:
