@@ -187,13 +187,16 @@ def test_replay_paces_by_flow_time() -> None:
         to = sink.getsockname()
         table = flows(4, step_ms=1000)
         sent_at: list[float] = []
+        t_before = time.monotonic()
         stats = replay(table.to_batches(max_chunksize=1), to, "ipfix", speed=10.0,
                        on_datagram=lambda g: sent_at.append(time.monotonic()) if g.records else None)
         assert stats.flows == 4 and len(sent_at) == 4
-        gaps = np.diff(sent_at)
-        assert np.all(gaps > 0.08) and np.all(gaps < 0.4), gaps
+        # flow i (i s after the first) may not leave before i / 10 s; sleeps never end early, and
+        # the upper bound is loose because the test machine is shared
+        earliest = t_before + np.arange(4) * 0.1
+        assert np.all(np.array(sent_at) >= earliest) and stats.seconds < 3, np.array(sent_at) - t_before
         fast = replay(table.to_batches(max_chunksize=1), to, "netflow-v9")
-        assert fast.seconds < 0.2 and fast.flows == 4
+        assert fast.seconds < stats.seconds / 2 and fast.flows == 4
         received = 0
         while received < stats.datagrams + fast.datagrams:  # bounded by the 2 s timeout
             sink.recv(65535)

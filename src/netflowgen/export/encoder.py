@@ -29,6 +29,7 @@ from typing import Iterator, Literal
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from netflowgen.rejects import RejectCounter
 
@@ -165,32 +166,35 @@ class FlowEncoder:
         fields, dtype = self._layouts[fam]
         per_datagram = (self.mtu - _IP_UDP_HEADERS - self._header_size - 4 - 3) // dtype.itemsize
         tid = TEMPLATE_V4 if fam == 4 else TEMPLATE_V6
+        # all records of the group at once (numpy), then one slice of bytes per datagram
+        rec = np.zeros(rows.size, dtype=dtype)
+        rec["src_ip"] = cols[f"src{fam}"][rows]
+        rec["dst_ip"] = cols[f"dst{fam}"][rows]
+        icmp = cols["icmp"][rows]
+        if fam == 4:
+            rec["icmp"] = icmp
+        else:
+            rec["icmp_type"], rec["icmp_code"] = icmp >> 8, icmp & 0xFF
+        for name in ("bytes", "packets", "proto", "tcp_flags", "src_port", "dst_port", "in_if",
+                     "out_if"):
+            rec[name] = cols[name][rows]
+        starts, ends = cols["ts_start"][rows], cols["ts_end"][rows]
+        if self.protocol == "ipfix":
+            rec["start"], rec["end"] = starts, ends
         for lo in range(0, rows.size, per_datagram):
-            idx = rows[lo:lo + per_datagram]
-            start, end = cols["ts_start"][idx], cols["ts_end"][idx]
+            hi = min(lo + per_datagram, rows.size)
+            start, end = starts[lo:hi], ends[lo:hi]
+            first_ms = int(start.min())
             export_s = int(-(-int(end.max()) // 1000))  # ceil: the exporter sends after the flows end
             if dom.since_template < 0 or dom.since_template >= self.template_every:
                 # templates carry the export time of the data that follows, keeping v9 boot in range
-                yield self._template_datagram(dom, export_s, int(start.min()))
-            rec = np.zeros(idx.size, dtype=dtype)
-            rec["src_ip"] = cols[f"src{fam}"][idx]
-            rec["dst_ip"] = cols[f"dst{fam}"][idx]
-            icmp = np.where(np.isin(cols["proto"][idx], (1, 58)), cols["dst_port"][idx], 0)
-            if fam == 4:
-                rec["icmp"] = icmp
-            else:
-                rec["icmp_type"], rec["icmp_code"] = icmp >> 8, icmp & 0xFF
-            for name in ("bytes", "packets", "proto", "tcp_flags", "src_port", "dst_port", "in_if",
-                         "out_if"):
-                rec[name] = cols[name][idx]
-            if self.protocol == "ipfix":
-                rec["start"], rec["end"] = start, end
-            else:
-                boot = self._boot(dom, export_s, int(start.min()))
-                rec["start"], rec["end"] = start - boot, end - boot
-            body = rec.tobytes()
-            yield Datagram(self._message(dom, export_s, [(tid, body)], idx.size, idx.size),
-                           int(start.min()), int(idx.size), dom.domain_id)
+                yield self._template_datagram(dom, export_s, first_ms)
+            if self.protocol == "netflow-v9":  # uptime-relative times depend on this datagram's boot
+                boot = self._boot(dom, export_s, first_ms)
+                rec["start"][lo:hi], rec["end"][lo:hi] = start - boot, end - boot
+            body = rec[lo:hi].tobytes()
+            yield Datagram(self._message(dom, export_s, [(tid, body)], hi - lo, hi - lo),
+                           first_ms, hi - lo, dom.domain_id)
             dom.since_template += 1
 
     def _boot(self, dom: _Domain, export_s: int, min_start_ms: int) -> int:
@@ -297,21 +301,43 @@ def _columns(batch: pa.RecordBatch | pa.Table, rejects: RejectCounter) -> dict[s
     fam = np.zeros(n, dtype=np.int8)
     src4, dst4 = np.zeros(n, dtype="V4"), np.zeros(n, dtype="V4")
     src6, dst6 = np.zeros(n, dtype="V16"), np.zeros(n, dtype="V16")
-    srcs = batch.column("src_ip").to_pylist()
-    dsts = batch.column("dst_ip").to_pylist()
-    bad_ip = np.zeros(n, dtype=bool)
-    for i, (s, d) in enumerate(zip(srcs, dsts)):
+    src_col, dst_col = batch.column("src_ip"), batch.column("dst_ip")
+    # either side v6 -> v6 template (a v4 peer is then an error); IPv4 text parsed vectorized
+    is6 = pc.fill_null(pc.or_(pc.match_substring(src_col, ":"), pc.match_substring(dst_col, ":")),
+                       False).to_numpy(zero_copy_only=False)
+    src_v4, src_ok = _ipv4_bytes(src_col)
+    dst_v4, dst_ok = _ipv4_bytes(dst_col)
+    bad_ip = ~is6 & ~(src_ok & dst_ok)
+    src4[~is6], dst4[~is6] = src_v4[~is6], dst_v4[~is6]
+    fam[~is6 & ~bad_ip] = 4
+    srcs, dsts = src_col.to_pylist(), dst_col.to_pylist()
+    for i in np.flatnonzero(is6):  # few rows in practice: one call each is fine
         try:
-            if ":" in s or ":" in d:  # either side v6 -> v6 template (a v4 peer is then an error)
-                src6[i], dst6[i] = socket.inet_pton(socket.AF_INET6, s), socket.inet_pton(socket.AF_INET6, d)
-                fam[i] = 6
-            else:
-                src4[i], dst4[i] = socket.inet_pton(socket.AF_INET, s), socket.inet_pton(socket.AF_INET, d)
-                fam[i] = 4
+            src6[i] = socket.inet_pton(socket.AF_INET6, srcs[i])
+            dst6[i] = socket.inet_pton(socket.AF_INET6, dsts[i])
+            fam[i] = 6
         except (OSError, TypeError):  # None, malformed or mixed-family addresses
             bad_ip[i] = True
     check(bad_ip, "bad ip address")
     fam[~ok] = 0  # rejected rows belong to no family, so no template picks them
+    out["icmp"] = np.where((out["proto"] == 1) | (out["proto"] == 58), out["dst_port"], 0)
     out.update(family=fam, src4=src4, dst4=dst4, src6=src6, dst6=dst6)
     rejects.accept(int(ok.sum()))
     return out
+
+
+_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4 = rf"^{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}$"
+
+
+def _ipv4_bytes(col: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """Dotted-quad text -> (4-byte network-order values as dtype V4, valid mask); what
+    socket.inet_pton(AF_INET) accepts, without a Python call per row."""
+    ok = pc.fill_null(pc.match_substring_regex(col, _IPV4), False).to_numpy(zero_copy_only=False)
+    value = np.zeros(len(col), dtype=">u4")
+    if ok.any():
+        parts = pc.split_pattern(pc.if_else(ok, col, "0.0.0.0"), ".")
+        octets = pc.list_flatten(parts).cast(pa.int64()).to_numpy().reshape(-1, 4)
+        value = ((octets[:, 0] << 24) | (octets[:, 1] << 16) | (octets[:, 2] << 8)
+                 | octets[:, 3]).astype(">u4")
+    return value.view("V4"), ok
