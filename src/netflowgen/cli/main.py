@@ -30,6 +30,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "ingest",
     "collect",
     "replay",
+    "features",
     "pretrain",
     "evaluate_pretrain",
 )

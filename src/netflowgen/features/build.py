@@ -1,0 +1,135 @@
+"""`build_features`: flows -> nodes -> the dense node-minute Parquet table, with either engine.
+
+    flows (canonical Parquet, or any source format converted first)
+      -> survey (pass 1: candidate node IPs, minute range, minutes with data)
+      -> node table (customers.csv longest prefix, or the default rule)       netflowgen.nodes
+      -> sparse node-minute aggregates (pass 2)                               polars_ / spark_engine
+      -> dense table written node chunk by node chunk                          dense
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import polars as pl
+import pyarrow.parquet as pq
+
+from netflowgen import nodes as nodes_mod
+from netflowgen.features.dense import write_dense
+from netflowgen.features.settings import FeatureConfig
+from netflowgen.features.timeline import Survey, TimeRange, resolve_range
+from netflowgen.rejects import InputError, RejectCounter
+
+# Columns the features need from the canonical flow record (SPEC 1).
+NEEDED_COLUMNS: tuple[str, ...] = ("ts_start", "ts_end", "src_ip", "dst_ip", "src_port", "dst_port",
+                                   "proto", "tcp_flags", "packets", "bytes", "sampling_rate")
+
+
+@dataclass
+class FeatureSummary:
+    """What a run produced; `rows` = nodes x minutes."""
+
+    out: Path
+    engine: str
+    flows: int
+    nodes: int
+    customers: int
+    minutes: int
+    missing_minutes: int
+    rows: int
+    first_minute: str
+    seconds: float
+    rejects: dict[str, object] = field(default_factory=dict)
+
+    def lines(self) -> list[str]:
+        return [f"engine {self.engine}: {self.flows:,} flows read in {self.seconds:.1f} s "
+                f"({self.flows / max(self.seconds, 1e-9):,.0f} flows/s)",
+                f"nodes {self.nodes:,} ({self.customers:,} customers), minutes {self.minutes:,} "
+                f"from {self.first_minute} UTC, missing minutes {self.missing_minutes:,}",
+                f"rows {self.rows:,} -> {self.out}"]
+
+
+def check_flow_parquet(paths: Sequence[Path]) -> None:
+    """InputError naming the file when one is not Parquet or lacks a needed column."""
+    if not paths:
+        raise InputError("no flow files given")
+    for p in paths:
+        if not Path(p).is_file():
+            raise InputError(f"{p}: flow file not found")
+        try:
+            names = pq.read_schema(p).names
+        except Exception as e:  # pyarrow raises several types for non-Parquet bytes
+            raise InputError(f"{p}: not a Parquet file ({e}); pass --format for other formats") from e
+        missing = [c for c in NEEDED_COLUMNS if c not in names]
+        if missing:
+            raise InputError(f"{p}: flow Parquet lacks column(s) {missing} of the canonical "
+                             f"flow record (has {names})")
+
+
+def build_features(paths: Sequence[str | Path], out: str | Path, cfg: FeatureConfig | None = None,
+                   fmt: str = "parquet", rejects: RejectCounter | None = None,
+                   spark: object | None = None) -> FeatureSummary:
+    """Build the dense node-minute table (SPEC 3) from flow files and write it to `out` (Parquet,
+    schema `NODE_MINUTE_SCHEMA`). Non-Parquet `fmt` is converted to canonical Parquet first (in a
+    temporary folder) through `netflowgen.sources`. `spark`: an existing SparkSession to reuse."""
+    cfg = cfg or FeatureConfig()
+    cfg.validate()
+    rejects = rejects if rejects is not None else RejectCounter()
+    t0 = time.perf_counter()
+    out = Path(out)
+    with tempfile.TemporaryDirectory(prefix="netflowgen-features-") as tmp:
+        flow_paths = _canonical(paths, fmt, Path(tmp), rejects)
+        check_flow_parquet(flow_paths)
+        table = nodes_mod.CustomerTable.from_csv(cfg.customers) if cfg.customers else None
+        what = ", ".join(str(p) for p in flow_paths[:3]) + (" ..." if len(flow_paths) > 3 else "")
+        if cfg.engine == "polars":
+            from netflowgen.features import polars_engine as eng
+
+            surv = eng.survey(flow_paths, table is not None, cfg.spread_over_minutes)
+            node_tab = _nodes(surv, table, cfg, rejects)
+            rng = resolve_range(surv, cfg.start_minute(), cfg.end_minute(), what)
+            semi = eng.semi_aggregate(flow_paths, node_tab, rng, cfg.spread_over_minutes)
+            rows = write_dense(out, node_tab, rng, eng.PolarsChunks(semi), cfg.chunk_rows)
+        else:
+            from netflowgen.features import spark_engine as seng
+
+            session = spark or seng.spark_session(cfg)
+            surv = seng.survey(session, flow_paths, table is not None, cfg.spread_over_minutes)
+            node_tab = _nodes(surv, table, cfg, rejects)
+            rng = resolve_range(surv, cfg.start_minute(), cfg.end_minute(), what)
+            sparse_dir = Path(tmp) / "sparse"
+            chunks = seng.aggregate(session, flow_paths, node_tab, rng, cfg.spread_over_minutes,
+                                    sparse_dir)
+            rows = write_dense(out, node_tab, rng, chunks, cfg.chunk_rows)
+    first = pl.Series([rng.first * 60_000]).cast(pl.Datetime("ms", "UTC"))[0]
+    return FeatureSummary(out, cfg.engine, surv.n_flows, node_tab.height,
+                          node_tab["customer"].n_unique() if node_tab.height else 0, rng.n,
+                          rng.n_missing, rows, f"{first:%Y-%m-%d %H:%M}",
+                          time.perf_counter() - t0, rejects.as_dict())
+
+
+def _nodes(surv: Survey, table: nodes_mod.CustomerTable | None, cfg: FeatureConfig,
+           rejects: RejectCounter) -> pl.DataFrame:
+    if table is not None:
+        found = table.assign(surv.ips["ip"], rejects)
+    else:
+        found = nodes_mod.default_nodes(surv.ips, cfg.min_flows)
+    return nodes_mod.node_table(found)
+
+
+def _canonical(paths: Sequence[str | Path], fmt: str, tmp: Path,
+               rejects: RejectCounter) -> list[Path]:
+    """Canonical flow Parquet paths: the inputs themselves for Parquet, else a converted copy."""
+    if fmt == "parquet":
+        return [Path(p) for p in paths]
+    from netflowgen.sources import FORMATS, open_source, write_flows
+
+    if fmt not in FORMATS:
+        raise InputError(f"unknown flow format {fmt!r}; known: {list(FORMATS)}")
+    target = tmp / "flows.parquet"
+    write_flows(open_source([Path(p) for p in paths], fmt, None, rejects), target, rejects)
+    return [target]

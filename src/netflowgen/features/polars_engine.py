@@ -1,0 +1,171 @@
+"""Flows -> node-minute features with Polars' embedded streaming engine.
+
+Two streaming passes over the canonical flow Parquet, memory bounded by the output, not the input:
+
+1. `survey`: distinct IPs (or destination counts), the minute range and the minutes with data.
+2. `semi_aggregate`: each flow becomes one row per node end (in: dst is a node, out: src is a node)
+   with its class codes (see `definition`); rows are summed per (node, minute, dir, proto, port,
+   flag) under one packed 64-bit key. That "semi" table holds 3 sums per combination (~32 bytes)
+   instead of 86 per node-minute, and is much cheaper per flow than 86 conditional sums.
+3. `PolarsChunks`: for a range of nodes, the compiled 86 feature expressions pivot the semi rows
+   into wide sparse node-minute rows; `dense` writes them out chunk by chunk.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from netflowgen.features.definition import (DIR_IN, DIR_OUT, FEATURES, FLAG_CODES, FLAG_NOT_TCP,
+                                            FLAG_UNLISTED, PORT0_CODE, PORT_BEARING_PROTOCOLS,
+                                            TCP, protocol_rules, port_rules)
+from netflowgen.features.timeline import MS_PER_MINUTE, Survey, TimeRange
+from netflowgen.schema import FEATURE_NAMES
+
+ENGINE = "streaming"
+
+# Packed group key, low bits first: flag (4) | port (3) | proto (2) | dir (1) | minute | node.
+_FLAG_BITS, _PORT_BITS, _PROTO_BITS, _DIR_BITS = 4, 3, 2, 1
+_CLS_BITS = _FLAG_BITS + _PORT_BITS + _PROTO_BITS + _DIR_BITS
+_MINUTE_BITS = 30  # 2^30 minutes ~ 2000 years of range
+_NODE_SHIFT = _CLS_BITS + _MINUTE_BITS  # leaves 23 bits: up to 8 M nodes
+MAX_NODES = 1 << (63 - _NODE_SHIFT)
+assert FLAG_NOT_TCP < (1 << _FLAG_BITS) and len(port_rules()) <= (1 << _PORT_BITS)
+
+
+def scan(paths: list[Path]) -> pl.LazyFrame:
+    """Canonical flow Parquet files (columns checked by the caller) as one LazyFrame."""
+    return pl.scan_parquet([str(p) for p in paths])
+
+
+def _minutes(spread: bool) -> tuple[pl.Expr, pl.Expr]:
+    """(first, last) attributed minute of a flow, minutes since the epoch (Int64)."""
+    start = pl.col("ts_start").dt.epoch("ms") // MS_PER_MINUTE
+    if not spread:
+        return start, start
+    end = pl.max_horizontal(pl.col("ts_end").dt.epoch("ms") // MS_PER_MINUTE, start)
+    return start, end
+
+
+def survey(paths: list[Path], customers: bool, spread: bool) -> Survey:
+    """First pass: flow count, minute range, coverage events and the candidate node IPs."""
+    lf = scan(paths)
+    start, end = _minutes(spread)
+    q_stats = lf.select(n=pl.len(), lo=start.min(), hi=end.max())
+    spans = lf.select(s=start, e=end)
+    if spread:
+        q_events = pl.concat([spans.select(minute="s", delta=pl.lit(1, pl.Int64)),
+                              spans.select(minute=pl.col("e") + 1, delta=pl.lit(-1, pl.Int64))]
+                             ).group_by("minute").agg(pl.col("delta").sum())
+    else:  # one minute per flow: +n at m, -n at m + 1
+        q_events = spans.group_by(pl.col("s").alias("minute")).agg(delta=pl.len().cast(pl.Int64))
+    if customers:
+        q_ips = pl.concat([lf.select(ip="src_ip"), lf.select(ip="dst_ip")]).unique()
+    else:
+        q_ips = lf.group_by("dst_ip").agg(n=pl.len())
+    stats, events, ips = pl.collect_all([q_stats, q_events, q_ips], engine=ENGINE)
+    if not spread:
+        events = pl.concat([events, events.select(pl.col("minute") + 1, -pl.col("delta"))])
+    n = int(stats["n"][0])
+    return Survey(n, stats["lo"][0] if n else None, stats["hi"][0] if n else None, events, ips)
+
+
+def _codes(port: str) -> list[pl.Expr]:
+    """The class codes of a flow seen from one end (`port`: the port column of that end)."""
+    proto = pl.col("proto").cast(pl.Int32)
+    rules, other = protocol_rules()
+    pc = pl.when(proto.is_in(rules[0][0])).then(rules[0][1])
+    for nums, code in rules[1:]:
+        pc = pc.when(proto.is_in(nums)).then(code)
+    p = pl.col(port).cast(pl.Int32)
+    port_code = pl.when(~proto.is_in(PORT_BEARING_PROTOCOLS)).then(PORT0_CODE)
+    for lo, hi, code in port_rules():
+        port_code = port_code.when(p.is_between(lo, hi)).then(code)
+    flags = pl.col("tcp_flags").cast(pl.Int32)
+    fc = pl.when(proto != TCP).then(FLAG_NOT_TCP)
+    for value, code in FLAG_CODES.items():
+        fc = fc.when(flags == value).then(code)
+    return [pc.otherwise(other).alias("proto_c"), port_code.otherwise(PORT0_CODE).alias("port_c"),
+            fc.otherwise(FLAG_UNLISTED).alias("flag_c")]
+
+
+def semi_aggregate(paths: list[Path], nodes: pl.DataFrame, rng: TimeRange,
+                   spread: bool) -> pl.DataFrame:
+    """Second pass: sums (est_pkt, est_byt, est_flow) per packed key (node, minute, class codes),
+    sorted by key, i.e. by node then minute. Minutes are offsets from `rng.first`; flows outside the
+    range are left out (the survey counted them). Integer sums unless `spread` (then Float64)."""
+    if nodes.height > MAX_NODES:
+        raise ValueError(f"{nodes.height:,} nodes exceed the supported {MAX_NODES:,}")
+    start, end = _minutes(spread)
+    rate = pl.col("sampling_rate").cast(pl.Int64)
+    base = scan(paths).select(
+        "src_ip", "dst_ip", "src_port", "dst_port", "proto", "tcp_flags",
+        s=start - rng.first, e=end - rng.first,
+        est_pkt=pl.col("packets").cast(pl.Int64) * rate,
+        est_byt=pl.col("bytes").cast(pl.Int64) * rate,
+        est_flow=rate)
+    if not spread:  # cheap range filter before the joins (spread needs the whole span)
+        base = base.filter(pl.col("s").is_between(0, rng.n - 1))
+    lazy_nodes = nodes.lazy().select("node", "node_idx")
+    ends = []
+    for direction, ip, port in ((DIR_IN, "dst_ip", "dst_port"), (DIR_OUT, "src_ip", "src_port")):
+        ends.append(base.join(lazy_nodes, left_on=ip, right_on="node", how="inner").select(
+            "node_idx", "s", "e", "est_pkt", "est_byt", "est_flow",
+            *_codes(port), dir=pl.lit(direction, pl.Int32)))
+    rows = pl.concat(ends)
+    values = ["est_pkt", "est_byt", "est_flow"]
+    if spread:
+        k = (pl.col("e") - pl.col("s") + 1).cast(pl.Float64)
+        rows = rows.with_columns(pl.col(v) / k for v in values).with_columns(
+            minute=pl.int_ranges("s", pl.col("e") + 1)).explode("minute").filter(
+            pl.col("minute").is_between(0, rng.n - 1))
+    else:
+        rows = rows.rename({"s": "minute"})
+    key = ((pl.col("node_idx").cast(pl.Int64) * (1 << _NODE_SHIFT))
+           + pl.col("minute").cast(pl.Int64) * (1 << _CLS_BITS)
+           + pl.col("dir").cast(pl.Int64) * (1 << (_FLAG_BITS + _PORT_BITS + _PROTO_BITS))
+           + pl.col("proto_c").cast(pl.Int64) * (1 << (_FLAG_BITS + _PORT_BITS))
+           + pl.col("port_c").cast(pl.Int64) * (1 << _FLAG_BITS)
+           + pl.col("flag_c").cast(pl.Int64))
+    semi = rows.group_by(key.alias("key")).agg(pl.col(v).sum() for v in values)
+    return semi.collect(engine=ENGINE).sort("key")
+
+
+def feature_aggs() -> list[pl.Expr]:
+    """The 86 features compiled to Polars aggregations over class-coded rows with columns
+    dir, proto_c, port_c, flag_c, est_pkt, est_byt, est_flow (contract order)."""
+    code_col = {"proto": "proto_c", "port": "port_c", "flag": "flag_c"}
+    out = []
+    for f in FEATURES:
+        cond = pl.col("dir") == f.direction
+        if f.code_column is not None:
+            cond = cond & (pl.col(code_col[f.code_column]) == f.code)
+        out.append(pl.when(cond).then(pl.col(f.value_column)).otherwise(0).sum()
+                   .cast(pl.Float64).alias(f.name))
+    return out
+
+
+class PolarsChunks:
+    """Sparse wide rows (node_idx, minute, 86 features) for a node range, from the semi table."""
+
+    def __init__(self, semi: pl.DataFrame) -> None:
+        self.semi = semi
+        self._aggs = feature_aggs()
+
+    def __call__(self, lo: int, hi: int) -> pl.DataFrame:
+        keys = self.semi["key"]
+        a = int(keys.search_sorted(lo << _NODE_SHIFT, side="left"))
+        b = int(keys.search_sorted(hi << _NODE_SHIFT, side="left"))
+        part = self.semi.slice(a, b - a)
+        k = pl.col("key")
+        decoded = part.lazy().select(
+            node_idx=(k // (1 << _NODE_SHIFT)).cast(pl.Int32),
+            minute=((k // (1 << _CLS_BITS)) % (1 << _MINUTE_BITS)).cast(pl.Int32),
+            dir=((k // (1 << (_FLAG_BITS + _PORT_BITS + _PROTO_BITS))) % 2).cast(pl.Int32),
+            proto_c=((k // (1 << (_FLAG_BITS + _PORT_BITS))) % (1 << _PROTO_BITS)).cast(pl.Int32),
+            port_c=((k // (1 << _FLAG_BITS)) % (1 << _PORT_BITS)).cast(pl.Int32),
+            flag_c=(k % (1 << _FLAG_BITS)).cast(pl.Int32),
+            est_pkt="est_pkt", est_byt="est_byt", est_flow="est_flow")
+        return decoded.group_by("node_idx", "minute").agg(self._aggs).select(
+            "node_idx", "minute", *FEATURE_NAMES).collect()

@@ -1,0 +1,65 @@
+"""Settings of the `features` stage (SPEC 2-3), read from `[features]` of a TOML config."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from netflowgen.config import ConfigError
+
+ENGINES: tuple[str, ...] = ("polars", "spark")
+
+
+@dataclass
+class FeatureConfig:
+    """How flows become the dense node-minute table.
+
+    `start`/`end` are ISO-8601 UTC times (e.g. "2024-01-01T00:00"); `start` is inclusive, `end`
+    exclusive, both rounded down to the minute. Unset, the range is the first to the last minute
+    that any flow is attributed to.
+    """
+
+    engine: str = "polars"  # "polars" (embedded, streaming) or "spark" (any master URL)
+    customers: str | None = None  # CSV `customer_id,prefix`; unset: the default node rule
+    min_flows: int = 10  # default rule: a destination IP with >= min_flows flow records is a node
+    spread_over_minutes: bool = False  # False: a flow counts in the minute of ts_start
+    start: str | None = None
+    end: str | None = None
+    spark_master: str = "local[2]"
+    spark_driver_memory: str = "4g"
+    spark_shuffle_partitions: int = 8
+    chunk_rows: int = 262_144  # dense rows per written row group (bounds memory of densifying)
+
+    def validate(self) -> None:
+        if self.engine not in ENGINES:
+            raise ConfigError(f"features.engine: {self.engine!r} is not one of {list(ENGINES)}")
+        if self.min_flows < 1:
+            raise ConfigError(f"features.min_flows must be >= 1, got {self.min_flows}")
+        if self.chunk_rows < 1:
+            raise ConfigError(f"features.chunk_rows must be >= 1, got {self.chunk_rows}")
+        s, e = self.start_minute(), self.end_minute()
+        if s is not None and e is not None and e <= s:
+            raise ConfigError(f"features.end ({self.end}) must be after features.start ({self.start})")
+
+    def start_minute(self) -> int | None:
+        """`start` as minutes since the Unix epoch (UTC), or None."""
+        return _to_minute(self.start, "start")
+
+    def end_minute(self) -> int | None:
+        """`end` (exclusive) as minutes since the Unix epoch, rounded up so that a partial minute
+        before `end` is kept; None when unset."""
+        m = _to_minute(self.end, "end", ceil=True)
+        return m
+
+
+def _to_minute(text: str | None, key: str, ceil: bool = False) -> int | None:
+    if text is None:
+        return None
+    try:
+        t = dt.datetime.fromisoformat(text)
+    except ValueError as e:
+        raise ConfigError(f"features.{key}: {text!r} is not an ISO-8601 time") from e
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=dt.timezone.utc)  # the project's times are UTC
+    ms = int(t.timestamp() * 1000)
+    return -(-ms // 60_000) if ceil else ms // 60_000

@@ -1,0 +1,173 @@
+"""Flows -> node-minute features with PySpark (any master URL: local[N], spark://, yarn, k8s).
+
+The same declarative `FEATURES` compile to Spark column expressions. Spark does the two passes
+(survey; join to the broadcast node table, class codes, 86 conditional sums per node-minute) and
+writes the sparse node-minute rows as Parquet range-partitioned by node; the driver then densifies
+them chunk by chunk with the same `dense` writer as the Polars engine, so both outputs are one
+Parquet file with the same schema and metadata. Sums are of integers (default attribution), so the
+two engines agree exactly; with `spread_over_minutes` they agree to float rounding.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import polars as pl
+
+from netflowgen.features.definition import (DIR_IN, DIR_OUT, FEATURES, FLAG_CODES, FLAG_NOT_TCP,
+                                            FLAG_UNLISTED, PORT0_CODE, PORT_BEARING_PROTOCOLS,
+                                            TCP, protocol_rules, port_rules)
+from netflowgen.features.settings import FeatureConfig
+from netflowgen.features.timeline import MS_PER_MINUTE, Survey, TimeRange
+from netflowgen.schema import FEATURE_NAMES
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column, DataFrame, SparkSession
+
+
+def spark_session(cfg: FeatureConfig) -> "SparkSession":
+    """A SparkSession for `cfg.spark_master` (an already running one is reused), UTC times."""
+    from pyspark.sql import SparkSession
+
+    return (SparkSession.builder.master(cfg.spark_master).appName("netflowgen-features")
+            .config("spark.sql.session.timeZone", "UTC")
+            .config("spark.driver.memory", cfg.spark_driver_memory)
+            .config("spark.sql.shuffle.partitions", str(cfg.spark_shuffle_partitions))
+            .config("spark.ui.enabled", "false")
+            .config("spark.ui.showConsoleProgress", "false")
+            .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+            .getOrCreate())
+
+
+def _read(spark: "SparkSession", paths: list[Path]) -> "DataFrame":
+    return spark.read.parquet(*[str(Path(p).resolve()) for p in paths])
+
+
+def _minutes(spread: bool) -> tuple["Column", "Column"]:
+    """(first, last) attributed minute since the epoch; exact integer floor division."""
+    from pyspark.sql import functions as F
+
+    def minute(col: str) -> "Column":
+        ms = F.unix_millis(F.col(col))
+        return ((ms - F.pmod(ms, F.lit(MS_PER_MINUTE))) / MS_PER_MINUTE).cast("long")
+
+    start = minute("ts_start")
+    return (start, F.greatest(minute("ts_end"), start)) if spread else (start, start)
+
+
+def survey(spark: "SparkSession", paths: list[Path], customers: bool, spread: bool) -> Survey:
+    """First pass (see `polars_engine.survey`), computed by Spark, results collected to Polars."""
+    from pyspark.sql import functions as F
+
+    df = _read(spark, paths)
+    start, end = _minutes(spread)
+    spans = df.select(start.alias("s"), end.alias("e"))
+    stats = spans.agg(F.count(F.lit(1)).alias("n"), F.min("s").alias("lo"),
+                      F.max("e").alias("hi")).collect()[0]
+    ev = spans.select(F.col("s").alias("minute"), F.lit(1).cast("long").alias("delta")).unionByName(
+        spans.select((F.col("e") + 1).alias("minute"), F.lit(-1).cast("long").alias("delta")))
+    events = _to_polars(ev.groupBy("minute").agg(F.sum("delta").alias("delta")),
+                        {"minute": pl.Int64, "delta": pl.Int64})
+    if customers:
+        ips = _to_polars(df.select(F.col("src_ip").alias("ip")).unionByName(
+            df.select(F.col("dst_ip").alias("ip"))).distinct(), {"ip": pl.String})
+    else:
+        ips = _to_polars(df.groupBy("dst_ip").agg(F.count(F.lit(1)).alias("n")),
+                         {"dst_ip": pl.String, "n": pl.Int64})
+    n = int(stats["n"])
+    return Survey(n, stats["lo"] if n else None, stats["hi"] if n else None, events, ips)
+
+
+def _to_polars(df: "DataFrame", schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    """Collect a (small) Spark result to Polars through Arrow."""
+    table = df.toArrow()
+    return pl.from_arrow(table).cast(schema) if table.num_rows else pl.DataFrame(schema=schema)
+
+
+def _codes(port: str) -> list["Column"]:
+    """Class codes of a flow seen from one end: the Spark twin of `polars_engine._codes`."""
+    from pyspark.sql import functions as F
+
+    proto = F.col("proto").cast("int")
+    rules, other = protocol_rules()
+    pc = None
+    for nums, code in rules:
+        cond = proto.isin(*nums)
+        pc = F.when(cond, code) if pc is None else pc.when(cond, code)
+    p = F.col(port).cast("int")
+    port_code = F.when(~proto.isin(*PORT_BEARING_PROTOCOLS), PORT0_CODE)
+    for lo, hi, code in port_rules():
+        port_code = port_code.when(p.between(lo, hi), code)
+    flags = F.col("tcp_flags").cast("int")
+    fc = F.when(proto != TCP, FLAG_NOT_TCP)
+    for value, code in FLAG_CODES.items():
+        fc = fc.when(flags == value, code)
+    return [pc.otherwise(other).alias("proto_c"),  # type: ignore[union-attr]
+            port_code.otherwise(PORT0_CODE).alias("port_c"), fc.otherwise(FLAG_UNLISTED).alias("flag_c")]
+
+
+def feature_aggs() -> list["Column"]:
+    """The 86 features compiled to Spark aggregations (contract order)."""
+    from pyspark.sql import functions as F
+
+    code_col = {"proto": "proto_c", "port": "port_c", "flag": "flag_c"}
+    out = []
+    for f in FEATURES:
+        cond = F.col("dir") == f.direction
+        if f.code_column is not None:
+            cond = cond & (F.col(code_col[f.code_column]) == f.code)
+        out.append(F.sum(F.when(cond, F.col(f.value_column)).otherwise(F.lit(0)))
+                   .cast("double").alias(f.name))
+    return out
+
+
+def aggregate(spark: "SparkSession", paths: list[Path], nodes: pl.DataFrame, rng: TimeRange,
+              spread: bool, workdir: Path) -> "SparkChunks":
+    """Second pass: sparse (node_idx, minute offset, 86 features) rows written as Parquet under
+    `workdir` (range-partitioned by node); returns a chunk reader for `dense.write_dense`."""
+    from pyspark.sql import functions as F
+
+    start, end = _minutes(spread)
+    rate = F.col("sampling_rate").cast("long")
+    base = _read(spark, paths).select(
+        "src_ip", "dst_ip", "src_port", "dst_port", "proto", "tcp_flags",
+        (start - rng.first).alias("s"), (end - rng.first).alias("e"),
+        (F.col("packets").cast("long") * rate).alias("est_pkt"),
+        (F.col("bytes").cast("long") * rate).alias("est_byt"), rate.alias("est_flow"))
+    node_df = F.broadcast(spark.createDataFrame(
+        nodes.select("node", "node_idx").to_arrow(), schema="node string, node_idx int"))
+    ends = []
+    for direction, ip, port in ((DIR_IN, "dst_ip", "dst_port"), (DIR_OUT, "src_ip", "src_port")):
+        ends.append(base.join(node_df, base[ip] == node_df["node"], "inner").select(
+            "node_idx", "s", "e", "est_pkt", "est_byt", "est_flow", *_codes(port),
+            F.lit(direction).alias("dir")))
+    rows = ends[0].unionByName(ends[1])
+    if spread:
+        k = (F.col("e") - F.col("s") + 1).cast("double")
+        rows = rows.select(
+            "node_idx", "dir", "proto_c", "port_c", "flag_c",
+            *[(F.col(v) / k).alias(v) for v in ("est_pkt", "est_byt", "est_flow")],
+            F.explode(F.sequence("s", "e")).alias("minute"))
+    else:
+        rows = rows.withColumnRenamed("s", "minute")
+    rows = rows.where(F.col("minute").between(0, rng.n - 1))
+    sparse = rows.groupBy("node_idx", F.col("minute").cast("int").alias("minute")).agg(*feature_aggs())
+    (sparse.repartitionByRange("node_idx").sortWithinPartitions("node_idx", "minute")
+     .write.mode("overwrite").parquet(str(workdir)))
+    return SparkChunks(workdir)
+
+
+class SparkChunks:
+    """Reads the sparse rows of a node range back from Spark's Parquet output (row-group
+    statistics on node_idx let each read skip the other ranges)."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.files = sorted(str(p) for p in Path(workdir).glob("*.parquet"))
+
+    def __call__(self, lo: int, hi: int) -> pl.DataFrame:
+        schema = {"node_idx": pl.Int32, "minute": pl.Int32, **{n: pl.Float64 for n in FEATURE_NAMES}}
+        if not self.files:
+            return pl.DataFrame(schema=schema)
+        return (pl.scan_parquet(self.files).filter(pl.col("node_idx").is_between(lo, hi - 1))
+                .select(list(schema)).collect().cast(schema))
