@@ -61,10 +61,10 @@ def test_collect_cli_dump_reads_config_table(tmp_path: Path) -> None:
 def test_collect_cli_reports_a_dead_nfcapd(tmp_path: Path, free_port: int) -> None:
     """If nfcapd dies under it, `collect` stops with an error instead of hanging."""
     import os
+    import select
     import signal
     import subprocess
     import sys
-    import time
 
     need("nfcapd", "nfdump")
     out = tmp_path / "out"
@@ -72,14 +72,13 @@ def test_collect_cli_reports_a_dead_nfcapd(tmp_path: Path, free_port: int) -> No
                              f"127.0.0.1:{free_port}", "--out", str(out)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + 20
-        pid = None
-        while pid is None and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.1)
-            pids = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True)
-            pid = int(pids.stdout.split()[0]) if pids.stdout.split() else None
-        assert pid is not None, "nfcapd child not found"
-        os.kill(pid, signal.SIGKILL)
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], 20)  # bounded wait: socket bound
+        first = proc.stdout.readline() if ready else ""
+        assert first.startswith("listening on"), first
+        pids = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True)
+        assert pids.stdout.split(), "nfcapd child not found"
+        os.kill(int(pids.stdout.split()[0]), signal.SIGKILL)
         output, _ = proc.communicate(timeout=20)
     finally:
         if proc.poll() is None:

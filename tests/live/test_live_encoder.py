@@ -158,14 +158,15 @@ def test_each_sampling_rate_gets_its_own_domain(protocol: str) -> None:
 def test_bad_rows_are_counted_not_sent() -> None:
     good = flows(4).to_pylist()
     bad = [dict(good[0], src_ip="not-an-ip"), dict(good[1], src_ip="10.0.0.1", dst_ip="2001:db8::1"),
+           dict(good[0], dst_ip="256.0.0.1"), dict(good[1], dst_ip="10.0.0.01"),
            dict(good[2], ts_end=good[2]["ts_start"].replace(year=2000)),
            dict(good[3], packets=-1)]
     table = pa.Table.from_pylist(good + bad, schema=FLOW_SCHEMA)
     rejects = RejectCounter()
     grams = list(FlowEncoder("ipfix", rejects=rejects).encode(table))
     assert sum(g.records for g in grams) == 4
-    assert rejects.accepted == 4 and rejects.rejected == 4
-    assert rejects.counts == {"bad ip address": 2, "end before start": 1, "negative count": 1}
+    assert rejects.accepted == 4 and rejects.rejected == 6
+    assert rejects.counts == {"bad ip address": 4, "end before start": 1, "negative count": 1}
 
 
 def test_settings_are_validated() -> None:
