@@ -4,11 +4,15 @@ pcap (helpers in live_helpers.py)."""
 from __future__ import annotations
 
 import socket
+import sys
 from pathlib import Path
 from typing import Iterator
 
 import pytest
-from live_helpers import need, write_tiny_pcap
+
+# the test modules import live_helpers (and each other) by name, whatever pytest's import mode
+sys.path.insert(0, str(Path(__file__).parent))
+from live_helpers import need, write_tiny_pcap  # noqa: E402
 
 from netflowgen.live import Collector, CollectorConfig
 
