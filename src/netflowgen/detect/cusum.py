@@ -1,13 +1,17 @@
 """One-sided upward CUSUM (Page 1954) on log1p traffic: the attack onset of EarlyDetect (SPEC 9) and
 the operator's CUSUM detector (SPEC 12).
 
-Variant (offline onset, `cusum_onset`): x_t = log1p(series). The reference level mu and scale sigma
-are the median and 1.4826 x MAD of x over the minutes before the alert (robust to a short ramp inside
-that span), sigma floored at `sigma_floor` so flat series do not divide by zero. Standardized
-z_t = (x_t - mu) / sigma; S_t = max(0, S_{t-1} + z_t - k). The alarm is the first t with S_t > h,
-searched up to the alert minute (then to the window end if nothing fired before it); the onset is the
-last minute before the alarm at which S was 0, plus one (Page's change-point estimate). No alarm: the
-onset is the alert minute.
+Variant (offline onset, `cusum_onset`): x_t = log1p(series). The search span is the `search` minutes
+before the alert minute (plus the minutes after it, up to the window end, only if nothing fires
+inside it); the reference is the `reference` minutes before the search span. Its median is mu and
+the larger of 1.4826 x its MAD and its standard deviation is sigma (the
+latter for sparse series whose MAD is 0), floored at `sigma_floor` so flat series do not divide by zero; a median is
+robust to the tail of an earlier event inside the reference. Standardized z_t = (x_t - mu) / sigma;
+S_t = max(0, S_{t-1} + z_t - k) from the start of the search span. The alarm is the first t with
+S_t > h; the onset is one minute after the last minute before the alarm at which S was 0 (Page's
+change-point estimate). No alarm: the onset is the alert minute. A local reference matters: over a
+whole 512-minute window, diurnal drift and earlier attacks of the same node pull a global CUSUM
+hundreds of minutes too early.
 
 Online variant (`cusum_statistic`): mu and sigma are EWMA estimates from the past minutes only,
 updated only with minutes whose z-score is below `outlier_z`, so an attack does not raise its own
@@ -27,6 +31,8 @@ class CusumConfig:
     k: float = 0.5  # allowance, in sigmas: drift below k sigma is ignored
     h: float = 8.0  # decision interval, in sigmas
     sigma_floor: float = 0.25  # in log1p units (~28 % change)
+    search: int = 60  # minutes before the alert in which the onset is searched
+    reference: int = 120  # minutes before the search span that set the normal level
 
 
 def cusum_path(z: np.ndarray, k: float) -> np.ndarray:
@@ -43,18 +49,21 @@ def cusum_onset(series: np.ndarray, alert_t: int, cfg: CusumConfig = CusumConfig
     """Onset minute (index into `series`, (T,) raw counts) of the rise that led to the alert at
     index `alert_t`."""
     x = np.log1p(np.clip(np.asarray(series, dtype=np.float64), 0.0, None))
-    ref = x[:max(alert_t, 1)]
+    # short windows: keep at least half of the minutes before the alert (up to `reference`) as reference
+    s0 = max(alert_t - cfg.search, min(cfg.reference, alert_t // 2), 1)
+    ref = x[max(s0 - cfg.reference, 0):s0]
     mu = float(np.median(ref))
-    sigma = max(1.4826 * float(np.median(np.abs(ref - mu))), cfg.sigma_floor)
-    s = cusum_path((x - mu) / sigma, cfg.k)
-    fired = np.flatnonzero(s[:alert_t + 1] > cfg.h)
+    # MAD for dense series, the standard deviation for sparse ones (MAD 0 but occasional bursts)
+    sigma = max(1.4826 * float(np.median(np.abs(ref - mu))), float(np.std(ref)), cfg.sigma_floor)
+    s = cusum_path((x[s0:] - mu) / sigma, cfg.k)  # s[i] is minute s0 + i
+    fired = np.flatnonzero(s[:alert_t - s0 + 1] > cfg.h)
     if fired.size == 0:
         fired = np.flatnonzero(s > cfg.h)
     if fired.size == 0:
         return int(alert_t)
     alarm = int(fired[0])
     zeros = np.flatnonzero(s[:alarm] == 0.0)
-    return int(zeros[-1] + 1) if zeros.size else 0
+    return s0 + (int(zeros[-1]) + 1 if zeros.size else 0)
 
 
 def cusum_statistic(series: np.ndarray, k: float = 0.5, alpha: float = 0.02,

@@ -185,14 +185,14 @@ def _draw_clean_window(rng: np.random.Generator, busy: list[tuple[int, int]], bo
 def _truth_onset_lookup(truth: pl.DataFrame | None, t0: int, step: int) -> Callable[[str, int], int | None]:
     """(target, alert start minute) -> true onset minute index of the simulated attack whose span
     holds the alert start (5 minutes of slack), the latest such onset; None when there is none.
-    Reads the simulator's truth.csv: columns target_ip (or node), onset, end, and kind when present
+    Reads the simulator's truth.csv: columns target (or target_ip, node), onset, end, and kind when present
     (only rows whose kind contains 'attack' are attacks)."""
     spans: dict[str, list[tuple[int, int]]] = {}
     if truth is not None and truth.height:
         t = truth
         if "kind" in t.columns:
             t = t.filter(pl.col("kind").cast(pl.Utf8).str.contains("attack"))
-        tgt_col = "target_ip" if "target_ip" in t.columns else "node"
+        tgt_col = next(c for c in ("target_ip", "target", "node") if c in t.columns)
         on = (_to_ms(t.get_column("onset")) - t0) // step
         en = (_to_ms(t.get_column("end")) - t0) // step
         for tg, a, b in zip(t.get_column(tgt_col).cast(pl.Utf8).to_list(), on, en):
