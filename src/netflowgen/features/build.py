@@ -43,13 +43,16 @@ class FeatureSummary:
     rows: int
     first_minute: str
     seconds: float
-    rejects: dict[str, object] = field(default_factory=dict)
+    outside_range: int = 0  # flow records starting outside --start/--end, not counted
+    rejects: dict[str, object] = field(default_factory=dict)  # RejectCounter.as_dict()
 
     def lines(self) -> list[str]:
         return [f"engine {self.engine}: {self.flows:,} flows read in {self.seconds:.1f} s "
                 f"({self.flows / max(self.seconds, 1e-9):,.0f} flows/s)",
                 f"nodes {self.nodes:,} ({self.customers:,} customers), minutes {self.minutes:,} "
                 f"from {self.first_minute} UTC, missing minutes {self.missing_minutes:,}",
+                *([f"flows starting outside --start/--end (not counted): {self.outside_range:,}"]
+                  if self.outside_range else []),
                 f"rows {self.rows:,} -> {self.out}"]
 
 
@@ -109,7 +112,7 @@ def build_features(paths: Sequence[str | Path], out: str | Path, cfg: FeatureCon
     return FeatureSummary(out, cfg.engine, surv.n_flows, node_tab.height,
                           node_tab["customer"].n_unique() if node_tab.height else 0, rng.n,
                           rng.n_missing, rows, f"{first:%Y-%m-%d %H:%M}",
-                          time.perf_counter() - t0, rejects.as_dict())
+                          time.perf_counter() - t0, surv.starting_outside(rng), rejects.as_dict())
 
 
 def _nodes(surv: Survey, table: nodes_mod.CustomerTable | None, cfg: FeatureConfig,

@@ -54,21 +54,23 @@ def survey(paths: list[Path], customers: bool, spread: bool) -> Survey:
     start, end = _minutes(spread)
     q_stats = lf.select(n=pl.len(), lo=start.min(), hi=end.max())
     spans = lf.select(s=start, e=end)
+    q_starts = spans.group_by(pl.col("s").alias("minute")).agg(n=pl.len().cast(pl.Int64))
     if spread:
         q_events = pl.concat([spans.select(minute="s", delta=pl.lit(1, pl.Int64)),
                               spans.select(minute=pl.col("e") + 1, delta=pl.lit(-1, pl.Int64))]
                              ).group_by("minute").agg(pl.col("delta").sum())
-    else:  # one minute per flow: +n at m, -n at m + 1
-        q_events = spans.group_by(pl.col("s").alias("minute")).agg(delta=pl.len().cast(pl.Int64))
+    else:  # one minute per flow: +n at m, -n at m + 1 (added below from the start counts)
+        q_events = q_starts.rename({"n": "delta"})
     if customers:
         q_ips = pl.concat([lf.select(ip="src_ip"), lf.select(ip="dst_ip")]).unique()
     else:
         q_ips = lf.group_by("dst_ip").agg(n=pl.len())
-    stats, events, ips = pl.collect_all([q_stats, q_events, q_ips], engine=ENGINE)
+    stats, starts, events, ips = pl.collect_all([q_stats, q_starts, q_events, q_ips], engine=ENGINE)
     if not spread:
         events = pl.concat([events, events.select(pl.col("minute") + 1, -pl.col("delta"))])
     n = int(stats["n"][0])
-    return Survey(n, stats["lo"][0] if n else None, stats["hi"][0] if n else None, events, ips)
+    return Survey(n, stats["lo"][0] if n else None, stats["hi"][0] if n else None, events,
+                  starts, ips)
 
 
 def _codes(port: str) -> list[pl.Expr]:

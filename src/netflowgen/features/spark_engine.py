@@ -69,6 +69,8 @@ def survey(spark: "SparkSession", paths: list[Path], customers: bool, spread: bo
         spans.select((F.col("e") + 1).alias("minute"), F.lit(-1).cast("long").alias("delta")))
     events = _to_polars(ev.groupBy("minute").agg(F.sum("delta").alias("delta")),
                         {"minute": pl.Int64, "delta": pl.Int64})
+    starts = _to_polars(spans.groupBy(F.col("s").alias("minute")).agg(F.count(F.lit(1)).alias("n")),
+                        {"minute": pl.Int64, "n": pl.Int64})
     if customers:
         ips = _to_polars(df.select(F.col("src_ip").alias("ip")).unionByName(
             df.select(F.col("dst_ip").alias("ip"))).distinct(), {"ip": pl.String})
@@ -76,7 +78,7 @@ def survey(spark: "SparkSession", paths: list[Path], customers: bool, spread: bo
         ips = _to_polars(df.groupBy("dst_ip").agg(F.count(F.lit(1)).alias("n")),
                          {"dst_ip": pl.String, "n": pl.Int64})
     n = int(stats["n"])
-    return Survey(n, stats["lo"] if n else None, stats["hi"] if n else None, events, ips)
+    return Survey(n, stats["lo"] if n else None, stats["hi"] if n else None, events, starts, ips)
 
 
 def _to_polars(df: "DataFrame", schema: dict[str, pl.DataType]) -> pl.DataFrame:

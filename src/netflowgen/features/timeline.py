@@ -28,6 +28,7 @@ class Survey:
 
     `events`: DataFrame (minute: Int64, delta: Int64): +n at the first minute of n flows and -n at
     the minute after their last, so a running sum > 0 marks the minutes some flow covers.
+    `starts`: DataFrame (minute: Int64, n: Int64) of flow records per ts_start minute.
     `ips`: the distinct IP texts (customer rule) or DataFrame (dst_ip, n) of flow records per
     destination (default rule).
     """
@@ -36,7 +37,13 @@ class Survey:
     first_minute: int | None  # earliest attributed minute, None without flows
     last_minute: int | None  # latest attributed minute
     events: pl.DataFrame
+    starts: pl.DataFrame
     ips: pl.DataFrame
+
+    def starting_outside(self, rng: "TimeRange") -> int:
+        """Flow records whose ts_start minute lies outside `rng` (cut by --start/--end)."""
+        m = pl.col("minute")
+        return int(self.starts.filter((m < rng.first) | (m >= rng.first + rng.n))["n"].sum())
 
 
 @dataclass(frozen=True)
