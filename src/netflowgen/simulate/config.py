@@ -21,7 +21,7 @@ class TopologyConfig:
     # Peak sessions per minute of a node, log-uniform in [min, max] (before the archetype factor):
     # several orders of magnitude between the quietest and the busiest node.
     scale_min: float = 0.3
-    scale_max: float = 60.0
+    scale_max: float = 40.0
     exporters: int = 3
     # Packet sampling 1:N of each exporter (cycled when shorter than `exporters`); recorded per flow.
     sampling_rates: list[int] = field(default_factory=lambda: [1, 10, 4])
@@ -56,7 +56,7 @@ class EventConfig:
     underreported_alerts: float = 0.05  # alerts whose reported volume is below 95 % of the flows
     outages_per_exporter_day: float = 0.4
     outage_minutes: list[int] = field(default_factory=lambda: [1, 30])
-    max_attack_flows_per_minute: int = 200  # exporter flow-cache limit under attack (records/min)
+    max_attack_flows_per_minute: int = 100  # exporter flow-cache limit under attack (records/min)
 
 
 @dataclass

@@ -5,6 +5,8 @@ always gives byte-identical files."""
 from __future__ import annotations
 
 import datetime as dt
+import queue
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -31,9 +33,17 @@ def minute_text(start: dt.datetime, minutes: np.ndarray) -> list[str]:
 
 
 class FlowWriter:
-    """Streams chunk tables to flows.parquet (one row group per chunk) and optionally flows.csv."""
+    """Streams chunk tables to flows.parquet (one row group per chunk) and optionally flows.csv.
+
+    Writing happens on a background thread (Parquet encoding and compression release the GIL), so
+    the next chunk is generated while this one is compressed; a queue of one chunk bounds memory.
+    Chunks are written in the order given, so the file is the same as with a synchronous writer.
+    """
 
     def __init__(self, out: Path, parquet: bool, csv: bool, compression: str) -> None:
+        self._queue: queue.Queue[pa.Table | None] = queue.Queue(maxsize=1)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="flow-writer", daemon=True)
         self.pq = pq.ParquetWriter(out / "flows.parquet", FLOW_SCHEMA, compression=compression,
                                    compression_level=1 if compression == "zstd" else None,
                                    use_dictionary=["src_ip", "dst_ip", "exporter"],
@@ -41,18 +51,36 @@ class FlowWriter:
         self.csv = open(out / "flows.csv", "wb") if csv else None
         if self.csv:
             self.csv.write((",".join(NFDUMP_CSV_COLUMNS) + "\n").encode())
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (table := self._queue.get()) is not None:
+            if self._error is not None:
+                continue  # drain after a failure so the producer never blocks
+            try:
+                if self.pq is not None:
+                    self.pq.write_table(table, row_group_size=max(1, table.num_rows))
+                if self.csv is not None and table.num_rows:
+                    self.csv.write(_nfdump_csv(table).write_csv(include_header=False).encode())
+            except BaseException as e:  # re-raised in the caller's thread
+                self._error = e
 
     def write(self, table: pa.Table) -> None:
-        if self.pq is not None:
-            self.pq.write_table(table, row_group_size=max(1, table.num_rows))
-        if self.csv is not None and table.num_rows:
-            self.csv.write(_nfdump_csv(table).write_csv(include_header=False).encode())
+        """Queue one chunk (blocks while the previous one is still being written)."""
+        if self._error is not None:
+            raise self._error
+        self._queue.put(table)
 
     def close(self) -> None:
+        """Finish writing, close the files, and raise any error the writer thread met."""
+        self._queue.put(None)
+        self._thread.join()
         if self.pq is not None:
             self.pq.close()
         if self.csv is not None:
             self.csv.close()
+        if self._error is not None:
+            raise self._error
 
 
 def _nfdump_csv(table: pa.Table) -> pl.DataFrame:

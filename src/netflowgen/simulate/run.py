@@ -45,8 +45,8 @@ class Simulation:
         self.minutes = int(round(cfg.time.days * 1440))
         if self.minutes < 1:
             raise ValueError(f"days must cover at least one minute, got {cfg.time.days}")
-        if cfg.time.chunk_minutes < 1:
-            raise ValueError("chunk_minutes must be >= 1")
+        if not 1 <= cfg.time.chunk_minutes <= 20_000:  # in-chunk ms offsets are 32-bit
+            raise ValueError(f"chunk_minutes must be in 1..20000, got {cfg.time.chunk_minutes}")
         self.topo: Topology = build_topology(cfg.topology, cfg.seed)
         self.plan: Plan = plan_events(cfg.events, self.topo, self.minutes, cfg.seed)
         self.gen = ChunkGenerator(self.topo, self.plan, int(self.start.timestamp() * 1000),

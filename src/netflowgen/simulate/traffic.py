@@ -179,8 +179,8 @@ class RangeTable:
     @staticmethod
     def build(rows: list[tuple[tuple[int, int, float], ...]]) -> "RangeTable":
         r = max(len(x) for x in rows)
-        lo = np.zeros((len(rows), r), np.int64)
-        hi = np.zeros((len(rows), r), np.int64)
+        lo = np.zeros((len(rows), r), np.int32)
+        hi = np.zeros((len(rows), r), np.int32)
         cdf = np.ones((len(rows), r))
         for i, ranges in enumerate(rows):
             w = np.array([x[2] for x in ranges], float)
@@ -195,7 +195,7 @@ class RangeTable:
         """One value per element of `row` (int array of row indices) -> int64 array, same shape."""
         j = choose(rng, self.cdf, row)
         lo, hi = self.lo[row, j], self.hi[row, j]
-        return lo + (rng.random(row.shape[0]) * (hi - lo + 1)).astype(np.int64)
+        return lo + (rng.random(row.shape[0]) * (hi - lo + 1)).astype(np.int32)
 
 
 def choose(rng: np.random.Generator, cdf: np.ndarray, row: np.ndarray) -> np.ndarray:
@@ -214,7 +214,7 @@ def build_kind_table() -> KindTable:
     """The KINDS tuple as a KindTable."""
     n_out = max(len(k.outcomes) for k in KINDS)
     ocdf = np.ones((len(KINDS), n_out))
-    oflags = np.zeros((len(KINDS), n_out, 2), np.int64)
+    oflags = np.zeros((len(KINDS), n_out, 2), np.uint8)
     omax = np.zeros((len(KINDS), n_out), np.int64)
     for i, k in enumerate(KINDS):
         w = np.array([o[0] for o in k.outcomes])
@@ -225,7 +225,7 @@ def build_kind_table() -> KindTable:
             omax[i, j] = o[3]
     arr = lambda f: np.array([f(k) for k in KINDS])  # noqa: E731
     return KindTable(
-        proto=arr(lambda k: k.proto), node_is_server=arr(lambda k: k.node_is_server),
+        proto=arr(lambda k: k.proto).astype(np.uint8), node_is_server=arr(lambda k: k.node_is_server),
         fwd_mu=np.log(arr(lambda k: k.fwd_pkts[0])), fwd_sigma=arr(lambda k: k.fwd_pkts[1]),
         rev_mu=np.log(arr(lambda k: k.rev_pkts[0])), rev_sigma=arr(lambda k: k.rev_pkts[1]),
         fwd_bpp=arr(lambda k: k.fwd_bpp).astype(float), rev_bpp=arr(lambda k: k.rev_bpp).astype(float),
