@@ -20,13 +20,11 @@ from pathlib import Path
 CHILD = r"""
 import json, resource, sys, time
 from netflowgen.simulate import SimConfig, simulate
-from netflowgen.config import save_beside
 cfg = SimConfig(seed=int(sys.argv[3]))
 cfg.time.days = float(sys.argv[2])
 t = time.perf_counter()
 res = simulate(cfg, sys.argv[1])
 sec = time.perf_counter() - t
-save_beside(sys.argv[1], cfg)
 print(json.dumps({"days": cfg.time.days, "records": res.records, "seconds": sec,
                   "records_per_s": res.records / sec, "alerts": res.alerts, "attack_rows": res.attacks,
                   "surges": res.surges, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))

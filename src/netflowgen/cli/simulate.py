@@ -66,14 +66,12 @@ def simulate_cmd(
 
 
 def _write(cfg, out: Path) -> None:
-    from netflowgen.config import save_beside
     from netflowgen.progress import progress_bar
     from netflowgen.simulate import simulate
 
     minutes = int(round(cfg.time.days * 1440))
     with progress_bar("simulating minutes", total=minutes) as advance:
-        res = simulate(cfg, out, progress=advance)
-    save_beside(out, cfg)
+        res = simulate(cfg, out, progress=advance)  # also saves config.toml beside the files
     typer.echo(f"wrote {res.records:,} flow records ({res.nodes} nodes, {res.minutes:,} minutes), "
                f"{res.attacks} attack rows, {res.surges} benign surges, {res.alerts} alerts to {out}"
                + (f"; {res.dropped_events} events found no free slot" if res.dropped_events else ""))

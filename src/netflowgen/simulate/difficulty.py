@@ -66,7 +66,7 @@ def earlydetect_windows(alerts: pl.DataFrame, nodes: list[str], start: dt.dateti
         lo, hi = np.clip(s, 0, minutes), np.clip(e, 0, minutes)
         seen = cum[:, node, hi] - cum[:, node, lo]
         rep = np.stack([a["reported_pkts"].to_numpy(), a["reported_bytes"].to_numpy()])
-        keep &= (rep >= 0.95 * seen).all(axis=0)
+        keep &= ((rep >= 0.95 * seen) | np.isnan(rep.astype(float))).all(axis=0)  # null: not reported
     # Minutes covered by any alert (with margin), per node: non-attack windows must avoid them.
     covered = np.zeros((len(nodes), minutes + 1), np.int64)
     np.add.at(covered, (node, np.clip(s - margin, 0, minutes)), 1)
@@ -140,6 +140,8 @@ def static_threshold_f1(inbound: np.ndarray, windows: pl.DataFrame, minutes: int
     incoming packets and bytes (a window is flagged if any of its minutes exceeds either), with
     (k_pkts, k_bytes) chosen on the validation windows to maximize F1, scored on the test windows.
     Each EWMA alpha is a variant; the one best on validation is reported."""
+    if windows.filter(pl.col("split") == "val").height == 0 or windows.filter(pl.col("split") == "test").height == 0:
+        raise ValueError("no validation or test windows: simulate more days or more attacks")
     b1 = int(splits[0] * minutes)
     ks = np.concatenate([np.geomspace(1.5, 1e5, 60), [np.inf]])
     node, end = windows["node"].to_numpy(), windows["end"].to_numpy()

@@ -11,6 +11,7 @@ from typing import Iterator
 import numpy as np
 import pyarrow as pa
 
+from netflowgen.config import save_beside
 from netflowgen.simulate.config import SimConfig
 from netflowgen.simulate.events import Plan, plan_events
 from netflowgen.simulate.flows import ChunkGenerator
@@ -69,7 +70,8 @@ class Simulation:
 
 
 def simulate(cfg: SimConfig, out: Path | str, progress=None) -> SimResult:
-    """Write flows.parquet (+ flows.csv), customers.csv, nodes.csv, alerts.csv and truth.csv to `out`.
+    """Write flows.parquet (+ flows.csv), customers.csv, nodes.csv, alerts.csv, truth.csv and the
+    resolved config.toml to `out`.
 
     `progress`: optional callable advanced by the number of minutes generated.
     """
@@ -94,6 +96,7 @@ def simulate(cfg: SimConfig, out: Path | str, progress=None) -> SimResult:
     finally:
         writer.close()
     write_tables(out, sim.topo, sim.plan, sim.start, observed)
+    save_beside(out, cfg)  # config.toml: the run can be repeated, and readers learn start and days
     ev = sim.plan.events
     return SimResult(out, records, sim.minutes, sim.topo.n_nodes, int((ev.kind == "attack").sum()),
                      int((ev.kind == "surge").sum()), len(al.node), sim.plan.dropped)
