@@ -33,6 +33,10 @@ COMMAND_MODULES: tuple[str, ...] = (
     "features",
     "pretrain",
     "evaluate_pretrain",
+    "earlydetect",
+    "finetune",
+    "experiment",
+    "demo",
 )
 
 

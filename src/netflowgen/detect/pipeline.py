@@ -133,13 +133,34 @@ class DetectionContext:
 
 
 @dataclass
+class CurveSet:
+    """A trained (or fitted) method's curves on its tuning and test examples."""
+
+    method: str
+    labels: str
+    attack_type: str
+    seed: int
+    regime: str
+    counts: dict[str, int]
+    tune_ids: np.ndarray
+    tune_curves: np.ndarray  # (n_tune, L)
+    test_ids: np.ndarray
+    test_curves: np.ndarray  # (n_test, L)
+    seconds: float
+    history: dict[str, Any] | None = None
+    model: Any = None  # the trained survival model (learned methods), for saving
+
+
+@dataclass
 class MethodResult:
     method: str
     labels: str
     attack_type: str
     seed: int
+    regime: str
     counts: dict[str, int]
     theta: float
+    metric_config: dict[str, Any]
     validation: dict[str, float]
     test: dict[str, float]
     test_ids: list[int]
@@ -153,11 +174,10 @@ class MethodResult:
         return dict(self.__dict__)
 
 
-def run_method(ctx: DetectionContext, method: str, labels: str | int = "360", seed: int = 0,
-               attack_type: str = "all", metric_cfg: MetricConfig = MetricConfig(),
-               ft_cfg: FinetuneConfig = FinetuneConfig(), keep_curves: bool = False) -> tuple[MethodResult, np.ndarray | None]:
-    """Train (learned methods) on the regime's labels, choose theta on its tuning ids, and evaluate on
-    the test split. Returns the result and, when keep_curves, the (n_test, L) test curves."""
+def fit_curves(ctx: DetectionContext, method: str, labels: str | int = "val", seed: int = 0,
+               attack_type: str = "all", ft_cfg: FinetuneConfig = FinetuneConfig()) -> CurveSet:
+    """Train a learned method on the regime's labels (operator baselines: nothing to train) and
+    return its survival curves on the regime's tuning ids and on the test split."""
     t0 = time.time()
     ft = FinetuneConfig(**{**ft_cfg.__dict__, "seed": seed})
     sets = select_labels(ctx.examples, labels, seed, ft.holdout, attack_type)
@@ -166,27 +186,36 @@ def run_method(ctx: DetectionContext, method: str, labels: str | int = "360", se
             raise ValueError(f"{method}, labels={labels}, attack type {attack_type}: no {role} examples "
                              f"(regime {sets.regime}); the splits are too short for the alerts")
     torch.manual_seed(seed)
-    history = None
+    history, model = None, None
     if method in OPERATOR:
         curves_all = ctx.operator_curves(method)
-
-        def curves(ids: np.ndarray) -> np.ndarray:
-            return curves_all[ids]
+        tune, test = curves_all[sets.tune], curves_all[sets.test]
     else:
         model, groups = _learned_model(ctx, method, ft)
         history = train_survival(model, ctx.col("label_t"), ctx.col("label") == 1, sets, ft, groups)
+        tune, test = survival_curves(model, sets.tune), survival_curves(model, sets.test)
+    counts = {"fit": len(sets.fit), "stop": len(sets.stop), "tune": len(sets.tune), "test": len(sets.test)}
+    return CurveSet(method, str(labels), attack_type, seed, sets.regime, counts, sets.tune, tune, sets.test, test,
+                    time.time() - t0, history, model)
 
-        def curves(ids: np.ndarray) -> np.ndarray:
-            return survival_curves(model, ids)
-    choice = choose_threshold(curves(sets.tune), ctx.eval_set(sets.tune, metric_cfg), metric_cfg)
-    test_curves = curves(sets.test)
-    t_det = detect(test_curves, choice.theta, metric_cfg.warmup)
-    m = evaluate(t_det, ctx.eval_set(sets.test, metric_cfg), metric_cfg)
-    res = MethodResult(method, str(labels), attack_type, seed,
-                       {"fit": len(sets.fit), "stop": len(sets.stop), "tune": len(sets.tune), "test": len(sets.test)},
-                       choice.theta, choice.validation.summary(), m.summary(), sets.test.tolist(), t_det.tolist(),
-                       m.effectiveness_per_attack, m.mitigation_time, time.time() - t0, history)
-    return res, (test_curves if keep_curves else None)
+
+def score(ctx: DetectionContext, cs: CurveSet, metric_cfg: MetricConfig = MetricConfig()) -> MethodResult:
+    """Choose theta on the tuning curves for `metric_cfg`'s bound and budget; evaluate on test."""
+    choice = choose_threshold(cs.tune_curves, ctx.eval_set(cs.tune_ids, metric_cfg), metric_cfg)
+    t_det = detect(cs.test_curves, choice.theta, metric_cfg.warmup)
+    m = evaluate(t_det, ctx.eval_set(cs.test_ids, metric_cfg), metric_cfg)
+    return MethodResult(cs.method, cs.labels, cs.attack_type, cs.seed, cs.regime, cs.counts, choice.theta,
+                        dict(metric_cfg.__dict__), choice.validation.summary(), m.summary(), cs.test_ids.tolist(),
+                        t_det.tolist(), m.effectiveness_per_attack, m.mitigation_time, cs.seconds, cs.history)
+
+
+def run_method(ctx: DetectionContext, method: str, labels: str | int = "val", seed: int = 0,
+               attack_type: str = "all", metric_cfg: MetricConfig = MetricConfig(),
+               ft_cfg: FinetuneConfig = FinetuneConfig(), keep_curves: bool = False
+               ) -> tuple[MethodResult, np.ndarray | None]:
+    """fit_curves + score; returns the result and, when keep_curves, the (n_test, L) test curves."""
+    cs = fit_curves(ctx, method, labels, seed, attack_type, ft_cfg)
+    return score(ctx, cs, metric_cfg), (cs.test_curves if keep_curves else None)
 
 
 def _learned_model(ctx: DetectionContext, method: str, ft: FinetuneConfig) -> tuple[torch.nn.Module, list | None]:

@@ -1,0 +1,98 @@
+"""`netflowgen finetune`: fine-tune a detector with the SAFE loss on EarlyDetect labels, choose its
+threshold for an overhead bound and report its test metrics (SPEC 10-11)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from netflowgen.detect.finetune import FinetuneConfig
+from netflowgen.detect.metrics import MetricConfig
+
+
+def register(app: typer.Typer) -> None:
+    app.command("finetune", no_args_is_help=True)(finetune_cmd)
+
+
+@dataclass
+class FinetuneRun:
+    method: str = "NetFlowGen"  # NetFlowGen, NetFlowGen-unfrozen, TF, MS-LSTM, Static-EWMA, Seasonal-band, CUSUM
+    labels: str = "360"  # "val" (the validation split), "all" (train split), or a count drawn from train
+    attack_type: str = "all"
+    seed: int = 0
+    window: int = 512  # minutes per example in the examples file
+    length: int = 128  # minutes each detector sees (the last ones)
+    split: list[float] = field(default_factory=lambda: [0.72, 0.08])
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    metrics: MetricConfig = field(default_factory=MetricConfig)
+
+
+def finetune_cmd(
+    examples: Path = typer.Option(..., "--examples", "-e", help="examples.parquet from `netflowgen earlydetect`."),
+    features: Path = typer.Option(..., "--features", "-f", help="The node-minute table the examples came from."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder: detector weights, result.json, config.toml."),
+    model: Optional[Path] = typer.Option(None, "--model", "-m", help="Pre-trained NetFlowGen folder (needed by NetFlowGen and TF)."),
+    method: Optional[str] = typer.Option(None, help="NetFlowGen (default), NetFlowGen-unfrozen, TF, MS-LSTM, "
+                                         "Static-EWMA, Seasonal-band or CUSUM."),
+    labels: Optional[str] = typer.Option(None, help="360 (default; a count = examples drawn from the train split), "
+                                         "val (the validation split) or all (the train split)."),
+    attack_type: Optional[str] = typer.Option(None, "--attack-type", help="dns, ntp, udp, syn, ... or all (default)."),
+    seed: Optional[int] = typer.Option(None, help="Seed of the label draw and of training (default 0)."),
+    overhead_bound: Optional[float] = typer.Option(None, "--overhead-bound", help="p: share of customers within the budget (default 0.8)."),
+    unfreeze: Optional[bool] = typer.Option(None, "--unfreeze/--frozen", help="Also train the pre-trained backbone."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML settings (see --dump for every key)."),
+    dump: bool = typer.Option(False, "--dump", help="Print the resolved settings as TOML and exit."),
+) -> None:
+    """Train one detector on a label regime, pick its threshold on that regime's labels for the overhead
+    bound, and print its test metrics with every constant.
+
+    Example: netflowgen finetune -m model/ -e ed/examples.parquet -f features.parquet --labels 360 -o ft/
+    """
+    from netflowgen import config as cfgmod
+
+    ov = {"method": method, "labels": labels, "attack_type": attack_type, "seed": seed,
+          "finetune": {k: v for k, v in {"unfreeze": unfreeze}.items() if v is not None},
+          "metrics": {k: v for k, v in {"overhead_bound": overhead_bound}.items() if v is not None}}
+    cfg = cfgmod.load(FinetuneRun, config, ov)
+    if dump:
+        typer.echo(cfgmod.to_toml(cfg), nl=False)
+        raise typer.Exit()
+    res = run_finetune(cfg, examples, features, out, model)
+    typer.echo(json.dumps(res.test, indent=1))
+
+
+def run_finetune(cfg: FinetuneRun, examples: Path, features: Path, out: Path, model: Path | None = None):
+    """Fine-tune, score and save (detector weights for learned methods, result.json, config)."""
+    import polars as pl
+    from safetensors.torch import save_file
+
+    from netflowgen import config as cfgmod
+    from netflowgen.detect.cube import NodeMinuteCube
+    from netflowgen.detect.io import print_table
+    from netflowgen.detect.pipeline import DetectionContext, fit_curves, load_pretrained, score
+
+    feats = pl.read_parquet(features)
+    ex = pl.read_parquet(examples)
+    pre = load_pretrained(model) if model else None
+    ctx = DetectionContext.build(NodeMinuteCube.from_table(feats), ex, cfg.window, cfg.length, pre, cfg.split, feats)
+    cs = fit_curves(ctx, cfg.method, cfg.labels, cfg.seed, cfg.attack_type, cfg.finetune)
+    res = score(ctx, cs, cfg.metrics)
+    out.mkdir(parents=True, exist_ok=True)
+    if cs.model is not None:
+        head = getattr(cs.model, "head", None)
+        state = (cs.model if cfg.method != "NetFlowGen" or cfg.finetune.unfreeze else head).state_dict()
+        save_file({k: v.contiguous() for k, v in state.items()}, str(out / "detector.safetensors"))
+    detector = {"method": cfg.method, "theta": res.theta, "length": ctx.length, "warmup": cfg.metrics.warmup,
+                "head_hidden": cfg.finetune.head_hidden, "head_dropout": cfg.finetune.head_dropout}
+    (out / "detector.json").write_text(json.dumps(detector, indent=1))
+    (out / "result.json").write_text(json.dumps(res.to_json(), indent=1, default=str))
+    cfgmod.save_beside(out, cfg)
+    m = cfg.metrics
+    print_table([{"method": cfg.method, "labels": f"{cfg.labels} ({res.regime})", **{k: v for k, v in res.test.items()}}],
+                f"test metrics (p={m.overhead_bound:.0%}, B={m.overhead_budget}, D={m.mitigation_minutes} min, "
+                f"volume={m.volume}, theta={res.theta:.3g})")
+    return res

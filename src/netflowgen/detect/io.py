@@ -1,0 +1,59 @@
+"""Reading the inputs of the detection commands and printing their tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from netflowgen.rejects import InputError
+
+
+def read_table(path: Path | str) -> pl.DataFrame:
+    """CSV or Parquet by extension; a clear error naming the file otherwise."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{p} does not exist")
+    if p.suffix == ".parquet":
+        return pl.read_parquet(p)
+    if p.suffix in (".csv", ".txt"):
+        return pl.read_csv(p, try_parse_dates=False)
+    raise InputError(f"{p}: expected .csv or .parquet")
+
+
+def require_columns(df: pl.DataFrame, cols: list[str], where: str) -> None:
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise InputError(f"{where}: missing column(s) {missing}; has {df.columns}")
+
+
+def print_table(df: pl.DataFrame | list[dict[str, Any]], title: str) -> None:
+    """A rich table on the terminal (plain text when not a terminal)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    rows = df.to_dicts() if isinstance(df, pl.DataFrame) else df
+    t = Table(title=title)
+    if not rows:
+        Console().print(f"{title}: (empty)")
+        return
+    for c in rows[0]:
+        t.add_column(str(c), justify="right")
+    for r in rows:
+        t.add_row(*[f"{v:.4g}" if isinstance(v, float) else str(v) for v in r.values()])
+    Console(width=160).print(t)
+
+
+def markdown_table(rows: list[dict[str, Any]], digits: int = 2) -> str:
+    """List of dicts (same keys) -> GitHub Markdown table."""
+    if not rows:
+        return "(no rows)\n"
+    keys = list(rows[0])
+
+    def fmt(v: Any) -> str:
+        return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+
+    out = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    out += ["| " + " | ".join(fmt(r.get(k, "")) for k in keys) + " |" for r in rows]
+    return "\n".join(out) + "\n"

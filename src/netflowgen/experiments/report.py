@@ -1,0 +1,235 @@
+"""Turn the results of `PaperRun` into report.md, report.html, PNG plots and results.json."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from netflowgen.detect.io import markdown_table
+
+PAPER_TABLE5 = {"NetFlowGen|360": (100.00, 0.06, 3.45, 5.42, 0.96), "TF|360": (81.36, 0.03, 6.40, 15.76, 0.88),
+                "TF|all": (100.0, 0.09, 6.40, 3.45, 0.95), "MS-LSTM|360": (99.27, 0.07, 12.81, 0.00, 0.94),
+                "MS-LSTM|all": (100.00, 0.08, 8.87, 0.49, 0.96)}
+
+
+def _pm(v: tuple[float, float], digits: int = 2) -> str:
+    m, s = v
+    if m != m:
+        return "n/a"
+    return f"{m:.{digits}f} ± {s:.{digits}f}"
+
+
+def metric_rows(entries: dict[str, Any], key_name: str) -> list[dict[str, Any]]:
+    rows = []
+    for key, e in entries.items():
+        a = e["aggregate"]
+        if a is None:
+            continue
+        name, what = key.split("|")
+        rows.append({"method": name, key_name: what, "seeds": len(a["seeds"]), "fit/tune/test": "/".join(
+            str(a["counts"][k]) for k in ("fit", "tune", "test")), "effectiveness %": _pm(a["effectiveness_pct"]),
+            "overhead": _pm(a["overhead"], 3), "FPR %": _pm(a["fpr_pct"]), "FNR %": _pm(a["fnr_pct"]),
+            "F1": _pm(a["f1"], 3), "|mitigation| median min": _pm(a["mitigation_abs_median_min"], 1)})
+    return rows
+
+
+def constants_block(cfg: dict[str, Any]) -> str:
+    m = cfg["metrics"]
+    return (f"Constants: overhead bound p = {m['overhead_bound']:.0%}, overhead budget B = {m['overhead_budget']} "
+            f"(share of a customer's normal volume), mitigation duration D = {m.get('mitigation_minutes', 'window end')} "
+            f"minutes, volume measure `{m['volume']}`, detection scanned from minute {m['warmup']} of the "
+            f"{cfg['length']}-minute window, anomalous volume = "
+            f"{'excess over the pre-onset median' if m['anomalous_excess'] else 'raw volume'}, "
+            f"effectiveness tie tolerance {m['effectiveness_tolerance']}.\n")
+
+
+def plots(results: dict[str, Any], run: Any, out: Path) -> dict[str, str]:
+    """Draw the PNGs; returns name -> file name."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files: dict[str, str] = {}
+    cfg = results["config"]
+    f5 = results.get("fig5")
+    if f5:
+        methods = [m for m in cfg["methods"]]
+        fig, axes = plt.subplots(2, len(cfg["bounds"]), figsize=(5 * len(cfg["bounds"]), 7), squeeze=False)
+        for j, b in enumerate(cfg["bounds"]):
+            for row, (key, label) in enumerate((("effectiveness", "effectiveness %"), ("mitigation", "|mitigation time| (min)"))):
+                data, names = [], []
+                for m in methods:
+                    e = f5.get(f"{m}|{b}")
+                    if e and e[key]:
+                        v = np.asarray(e[key], float)
+                        data.append(100 * v if key == "effectiveness" else np.abs(v))
+                        names.append(m)
+                ax = axes[row, j]
+                if data:
+                    ax.violinplot(data, showmedians=True)
+                    ax.set_xticks(range(1, len(names) + 1), names, rotation=30, fontsize=8)
+                ax.set_title(f"overhead bound {b:.0%}")
+                ax.set_ylabel(label)
+        fig.tight_layout()
+        fig.savefig(out / "fig5_violins.png", dpi=110)
+        plt.close(fig)
+        files["fig5"] = "fig5_violins.png"
+    lc = results.get("label_curve")
+    if lc:
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for m in sorted({e["method"] for e in lc.values()}):
+            pts = sorted((e["n"], e["aggregate"]["f1"]) for e in lc.values() if e["method"] == m)
+            ns = [p[0] for p in pts]
+            mu = np.array([p[1][0] for p in pts])
+            sd = np.array([p[1][1] for p in pts])
+            ax.errorbar(ns, mu, yerr=sd, marker="o", capsize=3, label=m)
+        ax.set_xscale("log")
+        ax.set_xlabel("fine-tuning labels (examples)")
+        ax.set_ylabel("test F1 (mean ± sd over seeds)")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(out / "label_efficiency.png", dpi=110)
+        plt.close(fig)
+        files["labels"] = "label_efficiency.png"
+    if run is not None and "NetFlowGen" in cfg["methods"]:
+        files.update(_survival_plot(results, run, out, plt))
+    return files
+
+
+def _survival_plot(results: dict[str, Any], run: Any, out: Path, plt: Any) -> dict[str, str]:
+    """Survival curves of a few test attacks drawn over their traffic (headline regime, seed 0)."""
+    cfg = results["config"]
+    key = ("NetFlowGen", str(cfg["headline_labels"]), "all", cfg["seeds"][0])
+    cs = run.curves.get(key)
+    if cs is None:
+        return {}
+    ctx = run.ctx
+    lab = ctx.col("label")[cs.test_ids] == 1
+    picks = np.flatnonzero(lab)[: cfg["survival_examples"]]
+    if picks.size == 0:
+        return {}
+    r5 = results.get("table5", {}).get(f"NetFlowGen|{cfg['headline_labels']}")
+    theta = r5["runs"][0]["theta"] if r5 else None
+    fig, axes = plt.subplots(len(picks), 1, figsize=(8, 2.3 * len(picks)), squeeze=False)
+    for ax, i in zip(axes[:, 0], picks):
+        ex_id = cs.test_ids[i]
+        vol = ctx.cube.windows(ctx.col("node_row")[[ex_id]], ctx.col("start")[[ex_id]], ctx.length,
+                               [cfg["metrics"]["volume"]])[0, :, 0]
+        ax.fill_between(np.arange(ctx.length), vol, color="0.8", label="traffic (in bytes/min)")
+        ax.set_yscale("symlog")
+        ax2 = ax.twinx()
+        ax2.plot(cs.test_curves[i], color="C0", label="survival s_t")
+        if theta:
+            ax2.axhline(theta, color="C0", ls=":", lw=1)
+        ax2.set_ylim(0, 1.05)
+        for name, col, c in (("CUSUM onset", "onset_t", "C3"), ("true onset", "true_onset_t", "C2"),
+                             ("alert", "label_t", "k")):
+            t = ctx.col(col)[ex_id]
+            if t >= 0:
+                ax.axvline(t, color=c, ls="--", lw=1, label=name)
+        ax.set_title(f"{ctx.col('node')[ex_id]} ({ctx.col('attack_type')[ex_id]})", fontsize=9)
+    axes[0, 0].legend(fontsize=7, loc="upper left")
+    axes[-1, 0].set_xlabel("minute of the window")
+    fig.tight_layout()
+    fig.savefig(out / "survival_examples.png", dpi=110)
+    plt.close(fig)
+    return {"survival": "survival_examples.png"}
+
+
+def write_report(results: dict[str, Any], out: Path, run: Any = None, title: str = "NetFlowGen detection report",
+                 extra_md: str = "") -> Path:
+    """Write results.json, the PNGs, report.md and report.html into `out`; returns report.md."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=1, default=_json_default))
+    files = plots(results, run, out)
+    cfg = results["config"]
+    md = [f"# {title}\n", extra_md, constants_block(cfg),
+          f"\nSeeds {cfg['seeds']}; values are mean ± standard deviation over seeds. Labels: "
+          f"`{cfg['headline_labels']}` is the headline regime (a count = that many examples drawn from the "
+          f"train split, 20 % of their pairs held out for early stopping, the threshold chosen on all of them; "
+          f"`val` = the validation split; `all` = the whole train split, validation for early stopping and "
+          f"the threshold).\n"]
+    if "table2" in results:
+        md += ["\n## EarlyDetect examples (Table 2 layout)\n", markdown_table(results["table2"])]
+        if results.get("dropped_alerts"):
+            md.append(f"\nDropped alerts: {results['dropped_alerts']}\n")
+    if "table5" in results:
+        md += ["\n## Table 5: all attacks\n", markdown_table(metric_rows(results["table5"], "labels")),
+               "\nPaper (real ISP, not comparable data): " + "; ".join(
+                   f"{k}: eff {v[0]}, overhead {v[1]}, FPR {v[2]}, FNR {v[3]}, F1 {v[4]}" for k, v in PAPER_TABLE5.items()) + "\n"]
+    if "fig5" in results:
+        md += ["\n## Fig. 5: effectiveness and |mitigation time| at three overhead bounds\n",
+               markdown_table(metric_rows(results["fig5"], "bound"))]
+        if "fig5" in files:
+            md.append(f"\n![Fig. 5]({files['fig5']})\n")
+    if "table6" in results:
+        md += ["\n## Table 6: per attack type\n", markdown_table(metric_rows(results["table6"], "type"))]
+    if "label_curve" in results:
+        md += ["\n## Label efficiency (not in the paper)\n", markdown_table(metric_rows(results["label_curve"], "labels"))]
+        if "labels" in files:
+            md.append(f"\n![label efficiency]({files['labels']})\n")
+    if "survival" in files:
+        md += ["\n## Survival curves of test attacks over their traffic\n", f"![survival]({files['survival']})\n"]
+    if "truth" in results:
+        tr = results["truth"]
+        rows = [{"method": k, **v} for k, v in tr.items() if k != "cusum_onset_minus_true"]
+        md += ["\n## Against the simulator's ground truth (not in the paper)\n",
+               f"CUSUM onset minus true onset (attack examples): {tr['cusum_onset_minus_true']}\n\n",
+               "Detection minute minus true onset, test attacks (negative = before the attack began):\n\n",
+               markdown_table(rows)]
+    for name in ("table4", "not_done"):
+        if name in results:
+            md.append(f"\n## {name}\n{results[name]}\n")
+    text = "\n".join(md)
+    (out / "report.md").write_text(text)
+    (out / "report.html").write_text(md_to_html(text, title))
+    return out / "report.md"
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+def md_to_html(md: str, title: str) -> str:
+    """The small Markdown subset the report uses (headings, tables, images, paragraphs) -> HTML."""
+    out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+           "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}"
+           "td,th{border:1px solid #ccc;padding:3px 6px;font-size:13px}img{max-width:100%}</style></head><body>"]
+    lines = md.splitlines()
+    i = 0
+    while i < len(lines):
+        ln = lines[i]
+        if ln.startswith("|"):
+            rows = []
+            while i < len(lines) and lines[i].startswith("|"):
+                if not re.match(r"^\|(-+\|)+$", lines[i]):
+                    rows.append([c.strip() for c in lines[i].strip("|").split("|")])
+                i += 1
+            out.append("<table>" + "".join(
+                "<tr>" + "".join(f"<{'th' if r == 0 else 'td'}>{html.escape(c)}</{'th' if r == 0 else 'td'}>" for c in row)
+                + "</tr>" for r, row in enumerate(rows)) + "</table>")
+            continue
+        m = re.match(r"^(#+) (.*)", ln)
+        img = re.match(r"^!\[(.*)\]\((.*)\)", ln)
+        if m:
+            n = len(m.group(1))
+            out.append(f"<h{n}>{html.escape(m.group(2))}</h{n}>")
+        elif img:
+            out.append(f"<p><img alt='{html.escape(img.group(1))}' src='{html.escape(img.group(2))}'></p>")
+        elif ln.strip():
+            out.append(f"<p>{html.escape(ln)}</p>")
+        i += 1
+    out.append("</body></html>")
+    return "\n".join(out)
