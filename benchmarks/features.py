@@ -93,3 +93,161 @@ def _chunk(rng, n, nodes, peers, weight, minute_w) -> pa.Table:
         "in_if": pa.nulls(n, pa.uint32()), "out_if": pa.nulls(n, pa.uint32()),
     }
     return pa.Table.from_pydict(cols, schema=FLOW_SCHEMA)
+
+
+# --- the engines, each run in its own subprocess ----------------------------------------------
+def run_engine(engine: str, flows: Path, customers: Path, out: Path) -> dict:
+    """Run one engine in this process; returns seconds and output rows."""
+    t0 = time.perf_counter()
+    if engine == "pandas":
+        rows = pandas_reference(flows, customers, out)
+    else:
+        from netflowgen.features import FeatureConfig, build_features
+
+        cfg = FeatureConfig(engine=engine, customers=str(customers), spark_master="local[2]",
+                            spark_driver_memory="6g")
+        rows = build_features([flows], out, cfg).rows
+    return {"seconds": time.perf_counter() - t0, "rows": rows}
+
+
+def pandas_reference(flows: Path, customers: Path, out: Path) -> int:
+    """The plain way: load everything into pandas, one masked column per feature, group-by sum.
+    Writes the sparse node-minute rows (no densifying); returns their number."""
+    import pandas as pd
+    import polars as pl
+
+    from netflowgen.features.definition import FEATURES
+    from netflowgen.nodes import CustomerTable
+    from netflowgen.schema import PORT_BEARING_PROTOCOLS, PORT_CLASSES, PROTOCOL_CLASSES, TCP_FLAG_VALUES
+
+    df = pd.read_parquet(flows)
+    ips = pd.unique(np.concatenate([df["src_ip"].to_numpy(), df["dst_ip"].to_numpy()]))
+    nodes = CustomerTable.from_csv(customers).assign(pl.Series(ips)).to_pandas()
+    rate = df["sampling_rate"].astype(np.int64)
+    df["est_pkt"], df["est_byt"], df["est_flow"] = df["packets"] * rate, df["bytes"] * rate, rate
+    df["minute"] = df["ts_start"].dt.floor("min")
+    ends = []
+    for d, ip, port in ((0, "dst_ip", "dst_port"), (1, "src_ip", "src_port")):
+        e = df.merge(nodes, left_on=ip, right_on="node")
+        e["dir"] = d
+        e["port"] = e[port].astype(np.int32)
+        ends.append(e[["node", "minute", "dir", "proto", "port", "tcp_flags", "est_pkt", "est_byt",
+                       "est_flow"]])
+    long = pd.concat(ends, ignore_index=True)
+    proto = long["proto"].to_numpy().astype(np.int32)
+    codes = {"proto": np.full(len(long), list(PROTOCOL_CLASSES).index("other"))}
+    for i, (name, nums) in enumerate(PROTOCOL_CLASSES.items()):
+        if nums is not None:
+            codes["proto"][np.isin(proto, nums)] = i
+    port = long["port"].to_numpy()
+    pc = np.zeros(len(long), dtype=np.int32)
+    for i, (_, lo, hi) in reversed(list(enumerate(PORT_CLASSES))):  # first class wins
+        pc[(port >= lo) & (port <= hi)] = i
+    pc[~np.isin(proto, PORT_BEARING_PROTOCOLS)] = 0
+    codes["port"] = pc
+    fl = np.full(len(long), -1)
+    for i, v in enumerate(TCP_FLAG_VALUES):
+        fl[(proto == 6) & (long["tcp_flags"].to_numpy() == v)] = i
+    codes["flag"] = fl
+    d = long["dir"].to_numpy()
+    cols = {"node": long["node"], "minute": long["minute"]}
+    for f in FEATURES:
+        mask = d == f.direction
+        if f.code_column is not None:
+            mask &= codes[f.code_column] == f.code
+        cols[f.name] = np.where(mask, long[f.value_column].to_numpy(), 0).astype(np.float64)
+    wide = pd.DataFrame(cols).groupby(["node", "minute"], sort=True).sum()
+    wide.reset_index().to_parquet(out)
+    return len(wide)
+
+
+def measure(engine: str, flows: Path, customers: Path, out: Path) -> dict:
+    """Run `engine` in a subprocess; peak RSS summed over its process tree (Spark's JVM is a
+    grandchild), polled every 50 ms, and the child's own ru_maxrss as a cross-check."""
+    import psutil
+
+    cmd = [sys.executable, __file__, "--_run", engine, str(flows), str(customers), str(out)]
+    env = dict(os.environ, NETFLOWGEN_QUIET="1")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    ps, peak = psutil.Process(proc.pid), 0
+    while proc.poll() is None:
+        try:
+            tree = [ps] + ps.children(recursive=True)
+            peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+        except psutil.Error:
+            pass
+        time.sleep(0.05)
+    stdout, stderr = proc.communicate()
+    if proc.returncode != 0:
+        return {"error": stderr.strip().splitlines()[-1] if stderr.strip() else f"exit {proc.returncode}"}
+    result = json.loads(stdout.strip().splitlines()[-1])
+    result["peak_gb"] = max(peak, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024) / 1e9
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--millions", type=float, nargs="+", default=[20, 100], help="flow counts, in millions")
+    ap.add_argument("--engines", nargs="+", default=["polars", "spark", "pandas"],
+                    choices=["polars", "spark", "pandas"])
+    ap.add_argument("--nodes", type=int, default=2000, help="node IPs (customers.csv covers them)")
+    ap.add_argument("--days", type=float, default=2.0, help="days of minutes in the data")
+    ap.add_argument("--pandas-max-millions", type=float, default=2.0,
+                    help="pandas runs on at most this many flows (it holds everything in memory)")
+    ap.add_argument("--workdir", type=Path, default=None, help="keep generated data here (reused)")
+    ap.add_argument("--_run", nargs=4, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args._run:
+        engine, flows, customers, out = args._run
+        print(json.dumps(run_engine(engine, Path(flows), Path(customers), Path(out))))
+        return
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="netflowgen-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    results = []
+    for m in args.millions:
+        n = int(m * 1_000_000)
+        d = work / f"{m:g}M-{args.nodes}n-{args.days:g}d"
+        d.mkdir(exist_ok=True)
+        flows = d / "flows.parquet"
+        if not flows.exists():
+            t0 = time.perf_counter()
+            generate(flows, n, args.nodes, args.days)
+            print(f"generated {n:,} flows in {time.perf_counter() - t0:.0f} s -> {flows}", flush=True)
+        for engine in args.engines:
+            src, n_run = flows, n
+            if engine == "pandas" and n > args.pandas_max_millions * 1e6:
+                n_run = int(args.pandas_max_millions * 1e6)
+                src = d / f"flows-first-{n_run}.parquet"
+                if not src.exists():
+                    pq.write_table(pq.read_table(flows).slice(0, n_run), src)
+            r = measure(engine, src, d / "customers.csv", d / f"out-{engine}.parquet")
+            r.update(engine=engine, millions=m, flows=n_run)
+            results.append(r)
+            print(_row(r, None), flush=True)
+    print("\n" + _table(results))
+
+
+def _row(r: dict, pandas_rate: float | None) -> str:
+    if "error" in r:
+        return f"| {r['millions']:g} M | {r['engine']} | failed: {r['error']} |"
+    rate = r["flows"] / r["seconds"]
+    ratio = f"{rate / pandas_rate:.1f}x" if pandas_rate else "-"
+    return (f"| {r['millions']:g} M | {r['engine']} | {r['flows']:,} | {r['seconds']:.1f} | "
+            f"{rate / 1e6:.2f} M | {r['peak_gb']:.2f} | {r['rows']:,} | {ratio} |")
+
+
+def _table(results: list[dict]) -> str:
+    lines = ["| size | engine | flows run | seconds | flows/s | peak RSS GB | rows out | speed vs pandas |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        ref = [x for x in results if x["engine"] == "pandas" and x["millions"] == r["millions"]
+               and "error" not in x]
+        lines.append(_row(r, ref[0]["flows"] / ref[0]["seconds"] if ref else None))
+    lines.append("Polars and Spark write the dense table (every node x every minute); pandas writes "
+                 "only the sparse node-minutes and runs on at most --pandas-max-millions flows "
+                 "(the first ones), so compare rates, not seconds.")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

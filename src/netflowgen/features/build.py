@@ -106,7 +106,7 @@ def build_features(paths: Sequence[str | Path], out: str | Path, cfg: FeatureCon
             rng = resolve_range(surv, cfg.start_minute(), cfg.end_minute(), what)
             sparse_dir = Path(tmp) / "sparse"
             chunks = seng.aggregate(session, flow_paths, node_tab, rng, cfg.spread_over_minutes,
-                                    sparse_dir)
+                                    sparse_dir, cfg.chunk_rows)
             rows = write_dense(out, node_tab, rng, chunks, cfg.chunk_rows)
     first = pl.Series([rng.first * 60_000]).cast(pl.Datetime("ms", "UTC"))[0]
     return FeatureSummary(out, cfg.engine, surv.n_flows, node_tab.height,

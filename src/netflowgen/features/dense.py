@@ -25,6 +25,11 @@ from netflowgen.schema import FEATURE_NAMES, NODE_MINUTE_SCHEMA, TIMESTAMP
 ChunkSource = Callable[[int, int], pl.DataFrame]
 
 
+def nodes_per_chunk(chunk_rows: int, n_minutes: int) -> int:
+    """Whole nodes per written block so that a block has about `chunk_rows` rows (at least 1)."""
+    return max(1, chunk_rows // max(1, n_minutes))
+
+
 def write_dense(out: Path, nodes: pl.DataFrame, rng: TimeRange, chunks: ChunkSource,
                 chunk_rows: int = 262_144, compression: str = "zstd") -> int:
     """Write the dense table for `nodes` (node table: node, customer, node_idx = row number) over
@@ -34,7 +39,7 @@ def write_dense(out: Path, nodes: pl.DataFrame, rng: TimeRange, chunks: ChunkSou
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     n_nodes, n_min = nodes.height, rng.n
-    per_chunk = max(1, chunk_rows // max(1, n_min))  # whole nodes per row group
+    per_chunk = nodes_per_chunk(chunk_rows, n_min)
     names = nodes["node"].to_arrow().cast(pa.string())
     customers = nodes["customer"].to_arrow().cast(pa.string())
     minute_ms = (rng.first + np.arange(n_min, dtype=np.int64)) * MS_PER_MINUTE

@@ -20,7 +20,7 @@ import polars as pl
 from netflowgen.features.definition import (DIR_IN, DIR_OUT, FEATURES, FLAG_CODES, FLAG_NOT_TCP,
                                             FLAG_UNLISTED, PORT0_CODE, PORT_BEARING_PROTOCOLS,
                                             TCP, protocol_rules, port_rules)
-from netflowgen.features.timeline import MS_PER_MINUTE, Survey, TimeRange
+from netflowgen.features.timeline import MS_PER_MINUTE, Survey, TimeRange, survey_from_counts
 from netflowgen.schema import FEATURE_NAMES
 
 ENGINE = "streaming"
@@ -49,28 +49,21 @@ def _minutes(spread: bool) -> tuple[pl.Expr, pl.Expr]:
 
 
 def survey(paths: list[Path], customers: bool, spread: bool) -> Survey:
-    """First pass: flow count, minute range, coverage events and the candidate node IPs."""
+    """First pass: flows per start minute, coverage events (spread) and the candidate node IPs."""
     lf = scan(paths)
     start, end = _minutes(spread)
-    q_stats = lf.select(n=pl.len(), lo=start.min(), hi=end.max())
     spans = lf.select(s=start, e=end)
-    q_starts = spans.group_by(pl.col("s").alias("minute")).agg(n=pl.len().cast(pl.Int64))
-    if spread:
-        q_events = pl.concat([spans.select(minute="s", delta=pl.lit(1, pl.Int64)),
-                              spans.select(minute=pl.col("e") + 1, delta=pl.lit(-1, pl.Int64))]
-                             ).group_by("minute").agg(pl.col("delta").sum())
-    else:  # one minute per flow: +n at m, -n at m + 1 (added below from the start counts)
-        q_events = q_starts.rename({"n": "delta"})
+    queries = [spans.group_by(pl.col("s").alias("minute")).agg(n=pl.len().cast(pl.Int64))]
     if customers:
-        q_ips = pl.concat([lf.select(ip="src_ip"), lf.select(ip="dst_ip")]).unique()
+        queries.append(pl.concat([lf.select(ip="src_ip"), lf.select(ip="dst_ip")]).unique())
     else:
-        q_ips = lf.group_by("dst_ip").agg(n=pl.len())
-    stats, starts, events, ips = pl.collect_all([q_stats, q_starts, q_events, q_ips], engine=ENGINE)
-    if not spread:
-        events = pl.concat([events, events.select(pl.col("minute") + 1, -pl.col("delta"))])
-    n = int(stats["n"][0])
-    return Survey(n, stats["lo"][0] if n else None, stats["hi"][0] if n else None, events,
-                  starts, ips)
+        queries.append(lf.group_by("dst_ip").agg(n=pl.len()))
+    if spread:
+        queries.append(pl.concat([spans.select(minute="s", delta=pl.lit(1, pl.Int64)),
+                                  spans.select(minute=pl.col("e") + 1, delta=pl.lit(-1, pl.Int64))]
+                                 ).group_by("minute").agg(pl.col("delta").sum()))
+    starts, ips, *events = pl.collect_all(queries, engine=ENGINE)
+    return survey_from_counts(starts, events[0] if events else None, ips)
 
 
 def _codes(port: str) -> list[pl.Expr]:

@@ -19,7 +19,8 @@ from netflowgen.features.definition import (DIR_IN, DIR_OUT, FEATURES, FLAG_CODE
                                             FLAG_UNLISTED, PORT0_CODE, PORT_BEARING_PROTOCOLS,
                                             TCP, protocol_rules, port_rules)
 from netflowgen.features.settings import FeatureConfig
-from netflowgen.features.timeline import MS_PER_MINUTE, Survey, TimeRange
+from netflowgen.features.dense import nodes_per_chunk
+from netflowgen.features.timeline import MS_PER_MINUTE, Survey, TimeRange, survey_from_counts
 from netflowgen.schema import FEATURE_NAMES
 
 if TYPE_CHECKING:
@@ -63,22 +64,21 @@ def survey(spark: "SparkSession", paths: list[Path], customers: bool, spread: bo
     df = _read(spark, paths)
     start, end = _minutes(spread)
     spans = df.select(start.alias("s"), end.alias("e"))
-    stats = spans.agg(F.count(F.lit(1)).alias("n"), F.min("s").alias("lo"),
-                      F.max("e").alias("hi")).collect()[0]
-    ev = spans.select(F.col("s").alias("minute"), F.lit(1).cast("long").alias("delta")).unionByName(
-        spans.select((F.col("e") + 1).alias("minute"), F.lit(-1).cast("long").alias("delta")))
-    events = _to_polars(ev.groupBy("minute").agg(F.sum("delta").alias("delta")),
-                        {"minute": pl.Int64, "delta": pl.Int64})
     starts = _to_polars(spans.groupBy(F.col("s").alias("minute")).agg(F.count(F.lit(1)).alias("n")),
                         {"minute": pl.Int64, "n": pl.Int64})
+    events = None
+    if spread:
+        ev = spans.select(F.col("s").alias("minute"), F.lit(1).cast("long").alias("delta")).unionByName(
+            spans.select((F.col("e") + 1).alias("minute"), F.lit(-1).cast("long").alias("delta")))
+        events = _to_polars(ev.groupBy("minute").agg(F.sum("delta").alias("delta")),
+                            {"minute": pl.Int64, "delta": pl.Int64})
     if customers:
         ips = _to_polars(df.select(F.col("src_ip").alias("ip")).unionByName(
             df.select(F.col("dst_ip").alias("ip"))).distinct(), {"ip": pl.String})
     else:
         ips = _to_polars(df.groupBy("dst_ip").agg(F.count(F.lit(1)).alias("n")),
                          {"dst_ip": pl.String, "n": pl.Int64})
-    n = int(stats["n"])
-    return Survey(n, stats["lo"] if n else None, stats["hi"] if n else None, events, starts, ips)
+    return survey_from_counts(starts, events, ips)
 
 
 def _to_polars(df: "DataFrame", schema: dict[str, pl.DataType]) -> pl.DataFrame:
@@ -125,9 +125,10 @@ def feature_aggs() -> list["Column"]:
 
 
 def aggregate(spark: "SparkSession", paths: list[Path], nodes: pl.DataFrame, rng: TimeRange,
-              spread: bool, workdir: Path) -> "SparkChunks":
+              spread: bool, workdir: Path, chunk_rows: int) -> "SparkChunks":
     """Second pass: sparse (node_idx, minute offset, 86 features) rows written as Parquet under
-    `workdir` (range-partitioned by node); returns a chunk reader for `dense.write_dense`."""
+    `workdir`, one folder per block of nodes that `dense.write_dense` will write together (so the
+    driver reads each block back alone); returns the reader of those blocks."""
     from pyspark.sql import functions as F
 
     start, end = _minutes(spread)
@@ -155,21 +156,23 @@ def aggregate(spark: "SparkSession", paths: list[Path], nodes: pl.DataFrame, rng
         rows = rows.withColumnRenamed("s", "minute")
     rows = rows.where(F.col("minute").between(0, rng.n - 1))
     sparse = rows.groupBy("node_idx", F.col("minute").cast("int").alias("minute")).agg(*feature_aggs())
-    (sparse.repartitionByRange("node_idx").sortWithinPartitions("node_idx", "minute")
-     .write.mode("overwrite").parquet(str(workdir)))
-    return SparkChunks(workdir)
+    per_chunk = nodes_per_chunk(chunk_rows, rng.n)
+    (sparse.withColumn("block", (F.col("node_idx") / per_chunk).cast("int"))
+     .write.mode("overwrite").partitionBy("block").parquet(str(workdir)))
+    return SparkChunks(workdir, per_chunk)
 
 
 class SparkChunks:
-    """Reads the sparse rows of a node range back from Spark's Parquet output (row-group
-    statistics on node_idx let each read skip the other ranges)."""
+    """Reads the sparse rows of one block of nodes back from Spark's output folder `block=K`."""
 
-    def __init__(self, workdir: Path) -> None:
-        self.files = sorted(str(p) for p in Path(workdir).glob("*.parquet"))
+    def __init__(self, workdir: Path, per_chunk: int) -> None:
+        self.workdir, self.per_chunk = Path(workdir), per_chunk
 
     def __call__(self, lo: int, hi: int) -> pl.DataFrame:
         schema = {"node_idx": pl.Int32, "minute": pl.Int32, **{n: pl.Float64 for n in FEATURE_NAMES}}
-        if not self.files:
+        if lo % self.per_chunk or hi - lo > self.per_chunk:
+            raise ValueError(f"node range {lo}..{hi} is not one block of {self.per_chunk}")
+        files = sorted(str(p) for p in (self.workdir / f"block={lo // self.per_chunk}").glob("*.parquet"))
+        if not files:  # no node of this block had traffic in the range
             return pl.DataFrame(schema=schema)
-        return (pl.scan_parquet(self.files).filter(pl.col("node_idx").is_between(lo, hi - 1))
-                .select(list(schema)).collect().cast(schema))
+        return pl.read_parquet(files, hive_partitioning=False).select(list(schema)).cast(schema)

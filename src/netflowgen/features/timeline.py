@@ -46,6 +46,21 @@ class Survey:
         return int(self.starts.filter((m < rng.first) | (m >= rng.first + rng.n))["n"].sum())
 
 
+def survey_from_counts(starts: pl.DataFrame, events: pl.DataFrame | None, ips: pl.DataFrame) -> Survey:
+    """Survey from per-minute start counts (minute, n) and, for spread attribution, coverage
+    events (minute, delta); without events every flow covers only its start minute."""
+    n = int(starts["n"].sum()) if starts.height else 0
+    if events is None:
+        events = pl.concat([starts.select("minute", delta="n"),
+                            starts.select(pl.col("minute") + 1, delta=-pl.col("n"))])
+    if n == 0:
+        return Survey(0, None, None, events, starts, ips)
+    # Every flow puts its -1 at (last minute + 1) and last >= first, so the largest event minute
+    # is the latest covered minute + 1.
+    return Survey(n, int(starts["minute"].min()), int(events["minute"].max()) - 1, events,  # type: ignore[arg-type]
+                  starts, ips)
+
+
 @dataclass(frozen=True)
 class TimeRange:
     """Minutes `first .. first + n - 1` (minutes since the epoch) and which of them are missing."""
