@@ -18,15 +18,19 @@ import tempfile
 from pathlib import Path
 
 CHILD = r"""
-import json, resource, sys, time
+import json, os, resource, sys, time
 from netflowgen.simulate import SimConfig, simulate
 cfg = SimConfig(seed=int(sys.argv[3]))
 cfg.time.days = float(sys.argv[2])
-t = time.perf_counter()
+def cpu():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+t, c = time.perf_counter(), cpu()
 res = simulate(cfg, sys.argv[1])
-sec = time.perf_counter() - t
+sec, cpu_s = time.perf_counter() - t, cpu() - c
 print(json.dumps({"days": cfg.time.days, "records": res.records, "seconds": sec,
-                  "records_per_s": res.records / sec, "alerts": res.alerts, "attack_rows": res.attacks,
+                  "records_per_s": res.records / sec, "cpu_s": cpu_s,
+                  "records_per_cpu_s": res.records / cpu_s, "load_avg_1m": os.getloadavg()[0], "alerts": res.alerts, "attack_rows": res.attacks,
                   "surges": res.surges, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
@@ -52,7 +56,8 @@ def main() -> None:
             rows.append(run(d, out, args.seed))
             r = rows[-1]
             print(f"{r['days']:>5g} days  {r['records']:>12,} records  {r['seconds']:7.1f} s  "
-                  f"{r['records_per_s'] / 1e6:6.2f} M records/s  peak RSS {r['peak_rss_mb']:7.0f} MB  "
+                  f"{r['records_per_s'] / 1e6:6.2f} M records/s ({r['records_per_cpu_s'] / 1e6:.2f} M per CPU-s, "
+                  f"load {r['load_avg_1m']:.1f})  peak RSS {r['peak_rss_mb']:5.0f} MB  "
                   f"{r['attack_rows']} attacks, {r['surges']} surges, {r['alerts']} alerts", flush=True)
         result: dict = {"runs": rows}
         if args.difficulty:

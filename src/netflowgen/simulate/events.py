@@ -123,7 +123,7 @@ def plan_events(cfg: EventConfig, topo: Topology, minutes: int, seed: int) -> Pl
         return None
 
     # --- attacks ---
-    weight = rng.lognormal(0.0, 1.0, V)  # some nodes attacked again and again, most now and then
+    weight = rng.lognormal(0.0, 0.6, V)  # some nodes attacked again and again, most now and then
     weight[rng.random(V) < cfg.never_attacked] = 0.0
     if weight.sum() == 0:
         weight[rng.integers(V)] = 1.0
