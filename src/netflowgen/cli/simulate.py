@@ -4,9 +4,12 @@ replay its flows as NetFlow v9 / IPFIX datagrams to a collector."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
+
+if TYPE_CHECKING:
+    from netflowgen.simulate import SimConfig
 
 
 def register(app: typer.Typer) -> None:
@@ -58,14 +61,17 @@ def simulate_cmd(
         raise typer.BadParameter("give --out DIR, or --export PROTOCOL --to HOST:PORT (or both)")
     if export is not None and to is None:
         raise typer.BadParameter("--export needs --to HOST:PORT")
-    if out is not None:
-        _write(cfg, out)
-    if export is not None:
-        assert to is not None
-        _replay(cfg, export, to, speed, max_pps)
+    try:
+        if out is not None:
+            _write(cfg, out)
+        if export is not None:
+            assert to is not None
+            _replay(cfg, export, to, speed, max_pps)
+    except ValueError as e:  # settings that cannot work (e.g. more customers than nodes)
+        raise typer.BadParameter(str(e)) from e
 
 
-def _write(cfg, out: Path) -> None:
+def _write(cfg: "SimConfig", out: Path) -> None:
     from netflowgen.progress import progress_bar
     from netflowgen.simulate import simulate
 
@@ -77,7 +83,7 @@ def _write(cfg, out: Path) -> None:
                + (f"; {res.dropped_events} events found no free slot" if res.dropped_events else ""))
 
 
-def _replay(cfg, protocol: str, to: str, speed: float | None, max_pps: float | None) -> None:
+def _replay(cfg: "SimConfig", protocol: str, to: str, speed: float | None, max_pps: float | None) -> None:
     # imported lazily: the encoder belongs to netflowgen.export (the live path)
     from netflowgen.export import replay
     from netflowgen.export.replay import parse_host_port

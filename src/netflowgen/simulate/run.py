@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -69,7 +69,7 @@ class Simulation:
             yield from table.to_batches()
 
 
-def simulate(cfg: SimConfig, out: Path | str, progress=None) -> SimResult:
+def simulate(cfg: SimConfig, out: Path | str, progress: Callable[[float], None] | None = None) -> SimResult:
     """Write flows.parquet (+ flows.csv), customers.csv, nodes.csv, alerts.csv, truth.csv and the
     resolved config.toml to `out`.
 

@@ -1,4 +1,5 @@
-"""Who is on the simulated network: customers with a /24 each, their nodes (archetype, scale, time
+"""Who is on the simulated network: customers with a prefix each (a /24, or a /20 when one owns
+more than 254 nodes), their nodes (archetype, scale, time
 offset, exporter) and the pool of remote addresses the nodes talk to."""
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ import pyarrow as pa
 from netflowgen.simulate.config import TopologyConfig
 from netflowgen.simulate.traffic import ARCHETYPE_INDEX, ARCHETYPES, POOLS
 
-# Customers live in 198.18.0.0/15 (RFC 2544 benchmarking space: never a real customer), one /24
-# each; exporters in 192.0.2.0/24 (documentation space).
+# Customers live in 198.18.0.0/15 (RFC 2544 benchmarking space: never a real customer), one
+# prefix each; exporters in 192.0.2.0/24 (documentation space).
 CUSTOMER_BASE = int(ipaddress.IPv4Address("198.18.0.0"))
 EXPORTER_BASE = int(ipaddress.IPv4Address("192.0.2.1"))
 # Shares of the remote pool per role (POOLS order); clients get the biggest slice.
@@ -61,8 +62,6 @@ def build_topology(cfg: TopologyConfig, seed: int) -> Topology:
     """Draw customers, nodes and addresses deterministically from `seed`."""
     if cfg.customers < 1 or cfg.nodes < cfg.customers:
         raise ValueError(f"need 1 <= customers <= nodes, got customers={cfg.customers} nodes={cfg.nodes}")
-    if cfg.customers > 512:
-        raise ValueError("at most 512 customers (one /24 each inside 198.18.0.0/15)")
     rng = np.random.default_rng([seed, 1])
     C, V = cfg.customers, cfg.nodes
     # Customers own a Zipf-like number of nodes: a few big ones, many small ones, each at least one.
@@ -89,11 +88,16 @@ def build_topology(cfg: TopologyConfig, seed: int) -> Topology:
     if (rates < 1).any():
         raise ValueError(f"sampling rates must be >= 1, got {cfg.sampling_rates}")
 
+    # the smallest common prefix length that holds the biggest customer's nodes
+    plen = next((p for p in (24, 23, 22, 21, 20) if counts.max() <= 2 ** (32 - p) - 2), None)
+    if plen is None or C > 2 ** (plen - 15):
+        raise ValueError(f"{C} customers with up to {counts.max()} nodes each do not fit in 198.18.0.0/15")
+    size = 2 ** (32 - plen)
     node_ip_int = np.empty(V, np.int64)
     for c in range(C):
         idx = np.flatnonzero(node_customer == c)
-        hosts = rng.choice(np.arange(1, 255), size=len(idx), replace=False)
-        node_ip_int[idx] = CUSTOMER_BASE + c * 256 + np.sort(hosts)
+        hosts = rng.choice(np.arange(1, size - 1), size=len(idx), replace=False)
+        node_ip_int[idx] = CUSTOMER_BASE + c * size + np.sort(hosts)
     # Remote addresses: random public-looking IPv4 (first octet 1..223, not 10/127/198.18-19).
     remote = rng.integers(1 << 24, 224 << 24, cfg.remote_pool, dtype=np.int64)
     bad = (remote >> 24 == 10) | (remote >> 24 == 127) | ((remote >> 17) == (CUSTOMER_BASE >> 17))
@@ -104,7 +108,7 @@ def build_topology(cfg: TopologyConfig, seed: int) -> Topology:
     addresses = pa.array(node_ips + _ip_strings(remote), pa.string())
     return Topology(
         customer_ids=[f"c{c:03d}" for c in range(C)],
-        customer_prefixes=[f"{ipaddress.IPv4Address(CUSTOMER_BASE + c * 256)}/24" for c in range(C)],
+        customer_prefixes=[f"{ipaddress.IPv4Address(CUSTOMER_BASE + c * size)}/{plen}" for c in range(C)],
         node_ip=node_ips, node_customer=node_customer, node_archetype=arch, node_scale=scale,
         node_hour_offset=hour_offset, node_exporter=exporter_of_customer[node_customer],
         exporter_ip=[str(ipaddress.IPv4Address(EXPORTER_BASE + e)) for e in range(cfg.exporters)],
