@@ -61,6 +61,8 @@ def test_attacks_ramp_up_from_barely_visible(sim: Sim) -> None:
         series = np.array([per.get(m, 0) for m in range(r["t_onset"], r["t_peak_end"])], float)
         ramp = r["t_peak"] - r["t_onset"]
         peak = series[ramp:].mean()
+        if peak == 0:  # the exporter was down at the peak
+            continue
         first.append(series[0] / peak)
         early.append(series[: ramp // 2].mean() / peak)
         late.append(series[ramp // 2: ramp].mean() / peak)
@@ -126,7 +128,7 @@ def test_benign_surges_look_like_attacks_in_volume_but_keep_the_service_mix(sim:
     checked = 0
     for r in surges.filter(pl.col("t_peak_end") - pl.col("t_peak") >= 3).iter_rows(named=True):
         f = _inbound(sim, r)
-        if f.height < 20:
+        if f.height < 100:  # too few sampled records to compare mixes
             continue
         if r["type"] == "flash_crowd" and nodes[r["target"]] == "web":
             # more of the same: the web share of the records stays what it was before the surge

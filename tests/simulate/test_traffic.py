@@ -56,6 +56,7 @@ def test_weekly_seasonality(sim: Sim) -> None:
     # the rate model: offices (mail) quiet at weekends, homes (nat) busier; Jan 6 2024 = Saturday
     cfg = copy.deepcopy(sim.cfg)
     cfg.time.days = 7
+    cfg.events.surges_per_day = 0.0  # no flash crowd in the way
     s = Simulation(cfg)
     arch = s.topo.node_archetype
     rng = np.random.default_rng(0)
