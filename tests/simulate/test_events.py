@@ -37,9 +37,11 @@ def test_every_attack_type_carries_its_signature(sim: Sim) -> None:
         ok = [check(_inbound(sim, r)) for r in rows]
         assert np.mean(ok) > 0.8, (atype, ok)
     # the SYN-flood victim answers with SYN-ACKs: its outgoing flag mix changes
+    answered = []
     for r in attacks.filter(pl.col("type") == "syn_flood").iter_rows(named=True):
         out = event_flows(sim, r).filter((pl.col("src_ip") == r["target"]) & (pl.col("proto") == 6))
-        assert (out["tcp_flags"] == 18).sum() > 0
+        answered.append((out["tcp_flags"] == 18).sum() > 0)
+    assert np.mean(answered) > 0.8  # (a weak flood behind a 1:10 exporter may show none)
 
 
 def test_carpet_bombing_hits_a_customer_prefix_at_once(sim: Sim) -> None:
