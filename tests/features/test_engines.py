@@ -43,7 +43,7 @@ def random_flows(path, n=4000, seed=3):
 @pytest.mark.spark
 def test_spark_equals_polars_exactly(spark, tmp_path):
     flows = random_flows(tmp_path / "random.parquet")
-    cfg = FeatureConfig(min_flows=50)
+    cfg = FeatureConfig(min_flows=50, chunk_rows=500)  # blocks of 5 nodes: exercises the blocking
     a = build_features([flows], tmp_path / "polars.parquet", cfg)
     cfg.engine = "spark"
     b = build_features([flows], tmp_path / "spark.parquet", cfg, spark=spark)

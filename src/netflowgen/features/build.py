@@ -96,7 +96,8 @@ def build_features(paths: Sequence[str | Path], out: str | Path, cfg: FeatureCon
             node_tab = _nodes(surv, table, cfg, rejects)
             rng = resolve_range(surv, cfg.start_minute(), cfg.end_minute(), what)
             semi = eng.semi_aggregate(flow_paths, node_tab, rng, cfg.spread_over_minutes)
-            rows = write_dense(out, node_tab, rng, eng.PolarsChunks(semi), cfg.chunk_rows)
+            rows = write_dense(out, node_tab, rng, eng.PolarsChunks(semi), cfg.chunk_rows,
+                              cfg.compression)
         else:
             from netflowgen.features import spark_engine as seng
 
@@ -107,7 +108,7 @@ def build_features(paths: Sequence[str | Path], out: str | Path, cfg: FeatureCon
             sparse_dir = Path(tmp) / "sparse"
             chunks = seng.aggregate(session, flow_paths, node_tab, rng, cfg.spread_over_minutes,
                                     sparse_dir, cfg.chunk_rows)
-            rows = write_dense(out, node_tab, rng, chunks, cfg.chunk_rows)
+            rows = write_dense(out, node_tab, rng, chunks, cfg.chunk_rows, cfg.compression)
     first = pl.Series([rng.first * 60_000]).cast(pl.Datetime("ms", "UTC"))[0]
     return FeatureSummary(out, cfg.engine, surv.n_flows, node_tab.height,
                           node_tab["customer"].n_unique() if node_tab.height else 0, rng.n,

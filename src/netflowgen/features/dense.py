@@ -2,8 +2,8 @@
 
 The dense table has nodes x minutes rows, usually far more than fit comfortably in memory as 86
 float64 columns, so it is written a few nodes at a time: for each node range the engine hands over
-the sparse rows (only node-minutes with traffic), they are scattered into a zero-filled block,
-and the block is written as one Parquet row group. Rows come out sorted by node, then minute.
+a zero-filled block of feature values with its traffic scattered in, and the block is written as
+one Parquet row group. Rows come out sorted by node, then minute.
 """
 
 from __future__ import annotations
@@ -21,8 +21,23 @@ from netflowgen.features.timeline import MS_PER_MINUTE, TimeRange
 from netflowgen.progress import progress_bar
 from netflowgen.schema import FEATURE_NAMES, NODE_MINUTE_SCHEMA, TIMESTAMP
 
-# (lo, hi) node_idx range -> DataFrame (node_idx, minute offset, *FEATURE_NAMES) of sparse rows.
-ChunkSource = Callable[[int, int], pl.DataFrame]
+# (lo, hi, n_minutes) -> the feature values of nodes lo..hi-1 x all minutes: float64 array of shape
+# (86, (hi - lo) * n_minutes), one row per feature in contract order, node-major then minute.
+ChunkSource = Callable[[int, int, int], np.ndarray]
+
+
+def scatter_sparse(sparse: pl.DataFrame, lo: int, hi: int, n_minutes: int) -> np.ndarray:
+    """Sparse rows (node_idx, minute offset, *FEATURE_NAMES) of nodes lo..hi-1 -> the zero-filled
+    (86, (hi - lo) * n_minutes) block of `ChunkSource`."""
+    n = (hi - lo) * n_minutes
+    values = np.zeros((len(FEATURE_NAMES), n), dtype=np.float64)
+    if sparse.height:
+        pos = ((sparse["node_idx"].to_numpy().astype(np.int64) - lo) * n_minutes
+               + sparse["minute"].to_numpy().astype(np.int64))
+        if pos.min() < 0 or pos.max() >= n or len(np.unique(pos)) != len(pos):
+            raise AssertionError("engine returned rows outside the chunk or duplicate node-minutes")
+        values[:, pos] = sparse.select(FEATURE_NAMES).to_numpy(order="fortran").T
+    return values
 
 
 def nodes_per_chunk(chunk_rows: int, n_minutes: int) -> int:
@@ -49,12 +64,14 @@ def write_dense(out: Path, nodes: pl.DataFrame, rng: TimeRange, chunks: ChunkSou
         # zero float columns they cost more CPU than the whole pivot (measured), and zstd alone
         # already packs the zero runs.
         with pq.ParquetWriter(tmp, NODE_MINUTE_SCHEMA, compression=compression,
-                              compression_level=1, use_dictionary=["node", "customer"],
+                              compression_level=1 if compression == "zstd" else None,
+                              use_dictionary=["node", "customer"],
                               write_statistics=["node", "customer", "minute", "missing"]) as writer, \
                 progress_bar("features: writing node-minutes", total=n_nodes) as advance:
             for lo in range(0, n_nodes, per_chunk):
                 hi = min(n_nodes, lo + per_chunk)
-                block = _block(lo, hi, chunks(lo, hi), names, customers, minute_ms, rng.missing)
+                block = _block(lo, hi, chunks(lo, hi, n_min), names, customers, minute_ms,
+                               rng.missing)
                 writer.write_table(block)
                 rows += block.num_rows
                 advance(hi - lo)
@@ -67,18 +84,12 @@ def write_dense(out: Path, nodes: pl.DataFrame, rng: TimeRange, chunks: ChunkSou
     return rows
 
 
-def _block(lo: int, hi: int, sparse: pl.DataFrame, names: pa.Array, customers: pa.Array,
+def _block(lo: int, hi: int, values: np.ndarray, names: pa.Array, customers: pa.Array,
            minute_ms: np.ndarray, missing: np.ndarray) -> pa.Table:
-    """The zero-filled block of nodes lo..hi-1 x all minutes with `sparse` scattered into it."""
+    """Arrow table of nodes lo..hi-1 x all minutes around the (86, rows) feature `values`."""
     n_min = len(minute_ms)
-    n = (hi - lo) * n_min
-    values = np.zeros((len(FEATURE_NAMES), n), dtype=np.float64)  # one contiguous row per column
-    if sparse.height:
-        pos = ((sparse["node_idx"].to_numpy().astype(np.int64) - lo) * n_min
-               + sparse["minute"].to_numpy().astype(np.int64))
-        if pos.min() < 0 or pos.max() >= n or len(np.unique(pos)) != len(pos):
-            raise AssertionError("engine returned rows outside the chunk or duplicate node-minutes")
-        values[:, pos] = sparse.select(FEATURE_NAMES).to_numpy(order="fortran").T
+    if values.shape != (len(FEATURE_NAMES), (hi - lo) * n_min):
+        raise AssertionError(f"engine block has shape {values.shape}")
     node_ix = pa.array(np.repeat(np.arange(lo, hi, dtype=np.int32), n_min))
     cols = [
         pa.DictionaryArray.from_arrays(node_ix, names).cast(pa.string()),

@@ -7,14 +7,16 @@ Two streaming passes over the canonical flow Parquet, memory bounded by the outp
    with its class codes (see `definition`); rows are summed per (node, minute, dir, proto, port,
    flag) under one packed 64-bit key. That "semi" table holds 3 sums per combination (~32 bytes)
    instead of 86 per node-minute, and is much cheaper per flow than 86 conditional sums.
-3. `PolarsChunks`: for a range of nodes, the compiled 86 feature expressions pivot the semi rows
-   into wide sparse node-minute rows; `dense` writes them out chunk by chunk.
+3. `PolarsChunks`: for a range of nodes, the 86 feature conditions (compiled to Polars expressions
+   and evaluated once per class-code combination) route each semi row into a zero-filled dense
+   block; `dense` writes the blocks out one by one.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from netflowgen.features.definition import (DIR_IN, DIR_OUT, FEATURES, FLAG_CODES, FLAG_NOT_TCP,
@@ -127,40 +129,71 @@ def semi_aggregate(paths: list[Path], nodes: pl.DataFrame, rng: TimeRange,
     return semi.collect(engine=ENGINE).sort("key")
 
 
-def feature_aggs() -> list[pl.Expr]:
-    """The 86 features compiled to Polars aggregations over class-coded rows with columns
-    dir, proto_c, port_c, flag_c, est_pkt, est_byt, est_flow (contract order)."""
+def _code_frame() -> pl.DataFrame:
+    """Every value of the packed class bits (the low _CLS_BITS of a key), decoded into the code
+    columns the feature conditions read."""
+    c = pl.col("cls")
+    return pl.DataFrame({"cls": np.arange(1 << _CLS_BITS, dtype=np.int64)}).select(
+        "cls",
+        dir=(c // (1 << (_FLAG_BITS + _PORT_BITS + _PROTO_BITS))) % 2,
+        proto_c=(c // (1 << (_FLAG_BITS + _PORT_BITS))) % (1 << _PROTO_BITS),
+        port_c=(c // (1 << _FLAG_BITS)) % (1 << _PORT_BITS),
+        flag_c=c % (1 << _FLAG_BITS))
+
+
+def feature_conditions() -> list[pl.Expr]:
+    """The 86 features compiled to Polars boolean expressions over the code columns dir, proto_c,
+    port_c, flag_c (contract order); feature i sums its measure over the rows where condition i
+    holds."""
     code_col = {"proto": "proto_c", "port": "port_c", "flag": "flag_c"}
     out = []
     for f in FEATURES:
         cond = pl.col("dir") == f.direction
         if f.code_column is not None:
             cond = cond & (pl.col(code_col[f.code_column]) == f.code)
-        out.append(pl.when(cond).then(pl.col(f.value_column)).otherwise(0).sum()
-                   .cast(pl.Float64).alias(f.name))
+        out.append(cond.alias(f.name))
     return out
 
 
 class PolarsChunks:
-    """Sparse wide rows (node_idx, minute, 86 features) for a node range, from the semi table."""
+    """Dense feature blocks for node ranges, scattered from the semi table.
+
+    The feature conditions depend only on the class codes, so they are evaluated once on the
+    1024 possible class values (not once per row) into a routing table: class value -> the
+    features it feeds (at most 10: all, protocol, port for each measure, and a flag). Each semi row
+    is then added to its target cells with one `np.bincount`; that is ~10 adds per row instead of
+    the 86 conditional sums of a group-by, which cost ~1 us per row here (measured).
+    """
+
+    MEASURES = ("est_pkt", "est_byt", "est_flow")
 
     def __init__(self, semi: pl.DataFrame) -> None:
         self.semi = semi
-        self._aggs = feature_aggs()
+        self.keys = semi["key"].to_numpy()
+        self.vals = [semi[m].to_numpy().astype(np.float64) for m in self.MEASURES]
+        hits = _code_frame().select(feature_conditions()).to_numpy()  # (1024, 86) bool
+        self.routes = []  # per measure: CSR (counts, starts, feature indices) over class values
+        for m in self.MEASURES:
+            mine = np.array([f.value_column == m for f in FEATURES])
+            per_cls = [np.flatnonzero(row & mine) for row in hits]
+            counts = np.array([len(x) for x in per_cls], dtype=np.int64)
+            starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+            self.routes.append((counts, starts, np.concatenate(per_cls).astype(np.int64)))
 
-    def __call__(self, lo: int, hi: int) -> pl.DataFrame:
-        keys = self.semi["key"]
-        a = int(keys.search_sorted(lo << _NODE_SHIFT, side="left"))
-        b = int(keys.search_sorted(hi << _NODE_SHIFT, side="left"))
-        part = self.semi.slice(a, b - a)
-        k = pl.col("key")
-        decoded = part.lazy().select(
-            node_idx=(k // (1 << _NODE_SHIFT)).cast(pl.Int32),
-            minute=((k // (1 << _CLS_BITS)) % (1 << _MINUTE_BITS)).cast(pl.Int32),
-            dir=((k // (1 << (_FLAG_BITS + _PORT_BITS + _PROTO_BITS))) % 2).cast(pl.Int32),
-            proto_c=((k // (1 << (_FLAG_BITS + _PORT_BITS))) % (1 << _PROTO_BITS)).cast(pl.Int32),
-            port_c=((k // (1 << _FLAG_BITS)) % (1 << _PORT_BITS)).cast(pl.Int32),
-            flag_c=(k % (1 << _FLAG_BITS)).cast(pl.Int32),
-            est_pkt="est_pkt", est_byt="est_byt", est_flow="est_flow")
-        return decoded.group_by("node_idx", "minute").agg(self._aggs).select(
-            "node_idx", "minute", *FEATURE_NAMES).collect()
+    def __call__(self, lo: int, hi: int, n_minutes: int) -> np.ndarray:
+        a, b = np.searchsorted(self.keys, [lo << _NODE_SHIFT, hi << _NODE_SHIFT])
+        key = self.keys[a:b]
+        n = (hi - lo) * n_minutes
+        pos = ((key >> _NODE_SHIFT) - lo) * n_minutes + ((key >> _CLS_BITS) & ((1 << _MINUTE_BITS) - 1))
+        cls = key & ((1 << _CLS_BITS) - 1)
+        flat, weights = [], []
+        for (counts, starts, feats), val in zip(self.routes, self.vals):
+            c = counts[cls]
+            rows = np.repeat(np.arange(len(key)), c)
+            within = np.arange(len(rows)) - np.repeat(np.cumsum(c) - c, c)
+            feat = feats[starts[cls][rows] + within]
+            flat.append(feat * n + pos[rows])
+            weights.append(val[a:b][rows])
+        out = np.bincount(np.concatenate(flat), weights=np.concatenate(weights),
+                          minlength=len(FEATURES) * n)
+        return out.reshape(len(FEATURES), n)

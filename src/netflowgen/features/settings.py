@@ -29,6 +29,7 @@ class FeatureConfig:
     spark_driver_memory: str = "4g"
     spark_shuffle_partitions: int = 8
     chunk_rows: int = 262_144  # dense rows per written row group (bounds memory of densifying)
+    compression: str = "zstd"  # Parquet codec of the output; "lz4" writes ~40 % faster, 2x bigger
 
     def validate(self) -> None:
         if self.engine not in ENGINES:
@@ -37,6 +38,8 @@ class FeatureConfig:
             raise ConfigError(f"features.min_flows must be >= 1, got {self.min_flows}")
         if self.chunk_rows < 1:
             raise ConfigError(f"features.chunk_rows must be >= 1, got {self.chunk_rows}")
+        if self.compression not in ("zstd", "lz4", "snappy", "gzip", "brotli", "none"):
+            raise ConfigError(f"features.compression: {self.compression!r} is not a Parquet codec")
         s, e = self.start_minute(), self.end_minute()
         if s is not None and e is not None and e <= s:
             raise ConfigError(f"features.end ({self.end}) must be after features.start ({self.start})")

@@ -13,13 +13,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import polars as pl
 
 from netflowgen.features.definition import (DIR_IN, DIR_OUT, FEATURES, FLAG_CODES, FLAG_NOT_TCP,
                                             FLAG_UNLISTED, PORT0_CODE, PORT_BEARING_PROTOCOLS,
                                             TCP, protocol_rules, port_rules)
 from netflowgen.features.settings import FeatureConfig
-from netflowgen.features.dense import nodes_per_chunk
+from netflowgen.features.dense import nodes_per_chunk, scatter_sparse
 from netflowgen.features.timeline import MS_PER_MINUTE, Survey, TimeRange, survey_from_counts
 from netflowgen.schema import FEATURE_NAMES
 
@@ -168,11 +169,13 @@ class SparkChunks:
     def __init__(self, workdir: Path, per_chunk: int) -> None:
         self.workdir, self.per_chunk = Path(workdir), per_chunk
 
-    def __call__(self, lo: int, hi: int) -> pl.DataFrame:
+    def __call__(self, lo: int, hi: int, n_minutes: int) -> np.ndarray:
         schema = {"node_idx": pl.Int32, "minute": pl.Int32, **{n: pl.Float64 for n in FEATURE_NAMES}}
         if lo % self.per_chunk or hi - lo > self.per_chunk:
             raise ValueError(f"node range {lo}..{hi} is not one block of {self.per_chunk}")
         files = sorted(str(p) for p in (self.workdir / f"block={lo // self.per_chunk}").glob("*.parquet"))
         if not files:  # no node of this block had traffic in the range
-            return pl.DataFrame(schema=schema)
-        return pl.read_parquet(files, hive_partitioning=False).select(list(schema)).cast(schema)
+            sparse = pl.DataFrame(schema=schema)
+        else:
+            sparse = pl.read_parquet(files, hive_partitioning=False).select(list(schema)).cast(schema)
+        return scatter_sparse(sparse, lo, hi, n_minutes)
