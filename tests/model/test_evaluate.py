@@ -10,7 +10,7 @@ import torch
 from typer.testing import CliRunner
 
 from netflowgen.cli.main import app
-from netflowgen.evaluate import Bigram, feature_group, score_model
+from netflowgen.evaluate import Bigram, evaluation_windows, feature_group, score_model
 from netflowgen.model import TrafficGPT, model_config, next_minute_loss
 from netflowgen.schema import FEATURE_NAMES
 from netflowgen.tokens import Binner, TokenData, scoring_windows
@@ -57,6 +57,11 @@ def test_bigram_counts_match_brute_force_and_skip_missing_targets():
     assert s.count[0] == 40  # two nodes x 20 targets, none missing
     per_node_b = Bigram.fit(data, 0, 30, per_node=True).score(data, 30, 50, FEATURE_NAMES[2:3])
     assert per_node_b.correct[0] >= 20  # node b's alternation is learned exactly
+    # scoring through evaluation windows covers the same targets as scoring the whole split
+    whole = bg.score(data, 30, 50, FEATURE_NAMES[:3])
+    windowed = bg.score(data, 30, 50, FEATURE_NAMES[:3], evaluation_windows(data, 30, 50, 8))
+    np.testing.assert_allclose(windowed.nll, whole.nll)
+    np.testing.assert_array_equal(windowed.count, whole.count)
     # add-one smoothing: probabilities are positive and sum to one over the current bin
     np.testing.assert_allclose(np.exp(bg.log_p).sum(-1), 1.0)
 
@@ -92,7 +97,8 @@ def test_cli_pretrain_then_evaluate_prints_table4(tmp_path):
     assert r.exit_code == 0, r.output
     dumped = runner.invoke(app, ["pretrain", "--features", str(p), "--out", "x", "--preset", "demo", "--dump"])
     assert "context = 256" in dumped.output
-    r = runner.invoke(app, ["evaluate-pretrain", "--model", str(tmp_path / "m"), "--splits", "val"])
+    r = runner.invoke(app, ["evaluate-pretrain", "--model", str(tmp_path / "m"), "--splits", "val",
+                            "--max-windows", "3"])
     assert r.exit_code == 0, r.output
     assert "Table 4" in r.output and "Pre-trained" in r.output and "Bigram (per node)" in r.output
     scores = json.loads((tmp_path / "m" / "evaluate_pretrain.json").read_text())

@@ -56,11 +56,28 @@ class Scores:
         return {g: self.summary(names) for g, names in groups.items() if names}
 
 
+def evaluation_windows(data: TokenData, lo: int, hi: int, length: int, max_windows: int = 0,
+                       seed: int = 0) -> list[tuple[int, int, int, int]]:
+    """Windows scoring the targets in minutes [lo, hi) of every node (see `scoring_windows`).
+
+    Returns
+    -------
+    list of (node row, window start, first scored position, one past the last scored position);
+    with `max_windows` > 0, a fixed random subset (the same at every call with the same seed).
+    """
+    T = min(length, data.n_minutes)
+    wins = [(n, s, a, b) for n in range(len(data.nodes)) for s, a, b in scoring_windows(lo, hi, T, data.n_minutes)]
+    if max_windows and len(wins) > max_windows:
+        keep = np.sort(np.random.default_rng(seed).choice(len(wins), max_windows, replace=False))
+        wins = [wins[i] for i in keep]
+    return wins
+
+
 @torch.no_grad()
 def score_model(model: TrafficGPT, data: TokenData, lo: int, hi: int, batch: int = 32,
                 max_windows: int = 0, seed: int = 0, shard: tuple[int, int] = (0, 1),
                 amp: Callable[[], ContextManager] = nullcontext) -> Scores:
-    """Model scores of the targets in minutes [lo, hi) (see `scoring_windows`).
+    """Model scores of the targets in minutes [lo, hi) (see `evaluation_windows`).
 
     Parameters
     ----------
@@ -80,11 +97,7 @@ def score_model(model: TrafficGPT, data: TokenData, lo: int, hi: int, batch: int
     model.eval()
     device = next(model.parameters()).device
     T = min(model.cfg.context, data.n_minutes)
-    wins = [(n, s, a, b) for n in range(len(data.nodes)) for s, a, b in scoring_windows(lo, hi, T, data.n_minutes)]
-    if max_windows and len(wins) > max_windows:  # the same subset at every validation
-        keep = np.sort(np.random.default_rng(seed).choice(len(wins), max_windows, replace=False))
-        wins = [wins[i] for i in keep]
-    wins = wins[shard[0]::shard[1]]
+    wins = evaluation_windows(data, lo, hi, T, max_windows, seed)[shard[0]::shard[1]]
     P = len(model.cfg.predicted_features)
     nll, correct, count = (torch.zeros(P, dtype=torch.float64, device=device) for _ in range(3))
     for i in range(0, len(wins), batch):
@@ -137,17 +150,21 @@ class Bigram:
             counts += np.bincount(flat[ok], minlength=counts.size)
         return cls(counts.reshape(G, F, N + 1, N), per_node, data.feature_names)
 
-    def score(self, data: TokenData, lo: int, hi: int, features: Sequence[str]) -> Scores:
-        """Scores of the targets in minutes [lo, hi) of the predicted `features`."""
+    def score(self, data: TokenData, lo: int, hi: int, features: Sequence[str],
+              windows: list[tuple[int, int, int, int]] | None = None) -> Scores:
+        """Scores of the targets in minutes [lo, hi) of the predicted `features`; with `windows`
+        (from `evaluation_windows`), exactly the targets those windows score."""
         N = data.n_bins
         cols = np.array([self.features.index(n) for n in features])
+        if windows is None:  # every node, whole split: positions max(lo-1, 0) .. hi-2
+            windows = [(r, 0, max(lo - 1, 0), hi - 1) for r in range(len(data.nodes))]
         nll, correct, count = (np.zeros(len(cols)) for _ in range(3))
-        for r in range(len(data.nodes)):
-            tok = np.asarray(data.tokens[r, max(lo - 1, 0):hi], dtype=np.int64)[:, cols]  # (M, P)
-            prev, cur = tok[:-1], tok[1:]
+        for r, _, a, b in windows:
+            tok = np.asarray(data.tokens[r, a:b + 1], dtype=np.int64)[:, cols]  # (b-a+1, P)
+            prev, cur = tok[:-1], tok[1:]  # position t predicts minute t+1
             ok = cur < N
             g = r if self.per_node else 0
-            lp = self.log_p[g, cols[None, :], prev, np.minimum(cur, N - 1)]  # (M-1, P)
+            lp = self.log_p[g, cols[None, :], prev, np.minimum(cur, N - 1)]  # (b-a, P)
             nll -= np.where(ok, lp, 0.0).sum(0)
             correct += ((self.argmax[g, cols[None, :], prev] == cur) & ok).sum(0)
             count += ok.sum(0)

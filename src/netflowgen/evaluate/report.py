@@ -9,7 +9,7 @@ from typing import Any, Sequence
 import torch
 
 from netflowgen.api import NetFlowGen
-from netflowgen.evaluate.pretrain_metrics import Bigram, score_model, table4
+from netflowgen.evaluate.pretrain_metrics import Bigram, evaluation_windows, score_model, table4
 from netflowgen.progress import progress_bar
 from netflowgen.tokens import TokenData, time_splits
 
@@ -67,8 +67,9 @@ def evaluate_pretrain(model_dir: str | Path, features: str | Path | None = None,
             lo, hi = splits[split]
             scores = {"model": score_model(gen.model, data, lo, hi, batch=cfg.batch_size,
                                            max_windows=cfg.max_windows, **({"amp": amp} if amp else {}))}
+            wins = evaluation_windows(data, lo, hi, gen.model.cfg.context, cfg.max_windows)  # the same targets
             for name, bg in bigrams.items():
-                scores[name] = bg.score(data, lo, hi, predicted)
+                scores[name] = bg.score(data, lo, hi, predicted, wins)
             result[split] = {name: {**s.summary(), "groups": s.by_group()} for name, s in scores.items()}
             best = min(bigrams, key=lambda n: result[split][n]["loss"])
             result[split]["baseline"] = best

@@ -30,7 +30,8 @@ class ModelConfig:
     n_heads: int = 4
     d_model: int = 128
     d_ff: int = 512
-    dropout: float = 0.3
+    dropout: float = 0.3  # residual and embedding dropout (paper / Fairseq --dropout)
+    attn_dropout: float = 0.0  # on attention weights (Fairseq's default 0); > 0 forces the slow unfused kernel
     context: int = 512  # minutes per window (learned positions)
     n_bins: int = 10
     token_features: tuple[str, ...] = FEATURE_NAMES  # columns of the token arrays, in order
@@ -62,7 +63,7 @@ class CausalSelfAttention(nn.Module):
         self.n_heads = cfg.n_heads
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
         self.proj = nn.Linear(cfg.d_model, cfg.d_model)
-        self.dropout = cfg.dropout
+        self.attn_dropout = cfg.attn_dropout
         self.resid_drop = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -70,7 +71,7 @@ class CausalSelfAttention(nn.Module):
         q, k, v = self.qkv(x).split(C, dim=2)  # 3 x (B, T, C)
         q, k, v = (t.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2) for t in (q, k, v))  # (B, H, T, D)
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
-                                           dropout_p=self.dropout if self.training else 0.0)  # (B, H, T, D)
+                                           dropout_p=self.attn_dropout if self.training else 0.0)  # (B, H, T, D)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
         return self.resid_drop(self.proj(y))
 
@@ -178,6 +179,15 @@ class TrafficGPT(nn.Module):
     def targets(self, x: ModelInputs) -> tuple[torch.Tensor, torch.Tensor]:
         """Next-minute targets (B, T-1, P) and their mask (B, T-1): False where minute t+1 is missing."""
         return x.tokens[:, 1:].index_select(2, self.target_index), x.valid[:, 1:]
+
+    @torch.no_grad()
+    def init_output_bias(self, bin_frequency: torch.Tensor) -> None:
+        """Start the head at the training marginals: bias[p, b] = log frequency of bin b of feature p.
+
+        Without it the first hundreds of steps only learn that ~80 % of minutes are bin 0.
+        bin_frequency : (P, n_bins), rows summing to 1.
+        """
+        self.head.bias.copy_(bin_frequency.clamp_min(1e-6).log().reshape(-1))
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -111,6 +111,19 @@ def build_model(cfg: PretrainConfig, binner: Binner) -> TrafficGPT:
     return TrafficGPT(mcfg, len(binner.nodes), len(binner.customers))
 
 
+def bin_frequency(data: TokenData, lo: int, hi: int, features: tuple[str, ...]) -> torch.Tensor:
+    """(P, n_bins) share of each bin per feature over minutes [lo, hi) of all nodes (missing excluded)."""
+    cols = [data.feature_names.index(n) for n in features]
+    N = data.n_bins
+    counts = np.zeros((len(cols), N + 1))
+    offsets = np.arange(len(cols))[None, :] * (N + 1)
+    for r in range(len(data.nodes)):
+        tok = np.asarray(data.tokens[r, lo:hi][:, cols], dtype=np.int64)  # (M, P)
+        counts += np.bincount((tok + offsets).ravel(), minlength=counts.size).reshape(counts.shape)
+    counts = counts[:, :N] + 1.0  # add-one: no bin starts impossible
+    return torch.from_numpy(counts / counts.sum(1, keepdims=True)).float()
+
+
 # --- distributed ----------------------------------------------------------------------------------
 @dataclass
 class Dist:
@@ -231,7 +244,9 @@ def pretrain(features: str | Path, out: str | Path, cfg: PretrainConfig, resume:
     eval_every = cfg.eval_every or steps_per_epoch
 
     torch.manual_seed(cfg.seed)
-    raw = build_model(cfg, binner).to(device)
+    raw = build_model(cfg, binner)
+    raw.init_output_bias(bin_frequency(data, tr_lo, tr_hi, raw.cfg.predicted_features))
+    raw = raw.to(device)
     opt = torch.optim.AdamW(raw.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     state: dict[str, Any] = {"step": 0, "best_val": float("inf"), "bad_evals": 0, "best_step": 0,
                              "train_time_s": 0.0}
