@@ -109,7 +109,8 @@ def test_sampling_thins_records_but_estimates_stay_unbiased(sim: Sim) -> None:
         cfg = copy.deepcopy(sim.cfg)
         cfg.topology.sampling_rates = [rate]
         cfg.events.outages_per_exporter_day = 0.0
-        table, _ = Simulation(cfg).gen.chunk(0, 600, 780)
+        records, _ = Simulation(cfg).gen.chunk(0, 600, 780)
+        table = records.table()
         est = (table["packets"].to_numpy() * table["sampling_rate"].to_numpy()).sum()
         totals[rate] = (table.num_rows, est, set(table["sampling_rate"].to_pylist()))
     assert totals[10][2] == {10} and totals[1][2] == {1}

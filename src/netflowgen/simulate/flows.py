@@ -191,9 +191,10 @@ class ChunkGenerator:
         return [bulk, answer]
 
     # --- the chunk -------------------------------------------------------------------------------
-    def chunk(self, index: int, t0: int, t1: int) -> tuple[pa.Table, np.ndarray]:
-        """Records of minutes [t0, t1) as a FLOW_SCHEMA table sorted by ts_start, and the (2, V, M)
-        estimated (sampling-scaled) incoming packets and bytes per node-minute."""
+    def chunk(self, index: int, t0: int, t1: int) -> tuple["ChunkRecords", np.ndarray]:
+        """Records of minutes [t0, t1) (call `.table()` for the FLOW_SCHEMA table sorted by
+        ts_start) and the (2, V, M) estimated (sampling-scaled) incoming packets and bytes per
+        node-minute. Building the table is left to the caller so that a writer thread can do it."""
         rng = np.random.default_rng([self.seed, 7, index])
         topo, M = self.topo, t1 - t0
         # exporter outages: the exporter sent nothing at all for these minutes
@@ -217,38 +218,51 @@ class ChunkGenerator:
             rec["bytes"] = np.maximum(rec["pkts"], np.rint(part["bytes"][mask] / true_p[mask] * rec["pkts"]))
             kept_parts.append(rec)
         r = _concat(kept_parts)
+        r["pkts"], r["bytes"] = r["pkts"].astype(np.int64), r["bytes"].astype(np.int64)
+        # estimated incoming volume per node-minute (what a collector would show), for alert reports
+        to_node = r["node_is_dst"]
+        n_rate = topo.node_rate[r["node"]]
+        cell = r["node"][to_node] * M + r["minute"][to_node]
+        V = topo.n_nodes
+        inbound = np.stack([
+            np.bincount(cell, weights=(r["pkts"] * n_rate)[to_node], minlength=V * M),
+            np.bincount(cell, weights=(r["bytes"] * n_rate)[to_node], minlength=V * M),
+        ]).reshape(2, V, M)
+        return ChunkRecords(self, r, self.start_ms + t0 * MS_PER_MIN), inbound
+
+
+class ChunkRecords:
+    """A chunk's records as numpy arrays (generation order); `table()` sorts them by start time and
+    builds the Arrow table (gathers and string takes mostly release the GIL)."""
+
+    def __init__(self, gen: ChunkGenerator, r: dict[str, np.ndarray], base_ms: int) -> None:
+        self.gen, self.r, self.base_ms = gen, r, base_ms
+
+    def __len__(self) -> int:
+        return int(self.r["ts"].size)
+
+    def table(self) -> pa.Table:
+        topo, r = self.gen.topo, self.r
         # time order; the record index breaks ties, so every sort algorithm (numpy picks SIMD
         # variants by CPU) gives the same permutation and the output stays byte-identical
         order = np.argsort((r["ts"].astype(np.int64) << 27) | np.arange(r["ts"].size))
-        r = {f: v[order] for f, v in r.items()}
-        node, to_node = r["node"], r["node_is_dst"]
-        src = np.where(to_node, r["remote"], node)
-        dst = np.where(to_node, node, r["remote"])
-        ts = self.start_ms + t0 * MS_PER_MIN + r["ts"].astype(np.int64)
-        n_rate = topo.node_rate[node]
-        exp_of = topo.node_exporter[node]
+        node, to_node, remote = r["node"][order], r["node_is_dst"][order], r["remote"][order]
+        src = np.where(to_node, remote, node)
+        dst = np.where(to_node, node, remote)
+        ts = self.base_ms + r["ts"][order].astype(np.int64)
         cust_if = 100 + topo.node_customer[node]
-        pkts = r["pkts"].astype(np.int64)
-        byts = r["bytes"].astype(np.int64)
-        table = pa.Table.from_arrays([
+        return pa.Table.from_arrays([
             pa.array(ts, pa.int64()).cast(FLOW_SCHEMA.field("ts_start").type),
-            pa.array(ts + r["dur"], pa.int64()).cast(FLOW_SCHEMA.field("ts_end").type),
+            pa.array(ts + r["dur"][order], pa.int64()).cast(FLOW_SCHEMA.field("ts_end").type),
             topo.addresses.take(pa.array(src)), topo.addresses.take(pa.array(dst)),
-            pa.array(r["src_port"].astype(np.uint16)), pa.array(r["dst_port"].astype(np.uint16)),
-            pa.array(r["proto"].astype(np.uint8)), pa.array(r["flags"].astype(np.uint8)),
-            pa.array(pkts), pa.array(byts), pa.array(n_rate.astype(np.uint32)),
-            self.exporter_strings.take(pa.array(exp_of)),
+            pa.array(r["src_port"][order].astype(np.uint16)), pa.array(r["dst_port"][order].astype(np.uint16)),
+            pa.array(r["proto"][order].astype(np.uint8)), pa.array(r["flags"][order].astype(np.uint8)),
+            pa.array(r["pkts"][order]), pa.array(r["bytes"][order]),
+            pa.array(topo.node_rate[node].astype(np.uint32)),
+            self.gen.exporter_strings.take(pa.array(topo.node_exporter[node])),
             pa.array(np.where(to_node, 1, cust_if).astype(np.uint32)),
             pa.array(np.where(to_node, cust_if, 1).astype(np.uint32)),
         ], schema=FLOW_SCHEMA)
-        # estimated incoming volume per node-minute (what a collector would show), for alert reports
-        cell = node[to_node] * M + r["minute"][to_node]
-        V = topo.n_nodes
-        inbound = np.stack([
-            np.bincount(cell, weights=(pkts * n_rate)[to_node], minlength=V * M),
-            np.bincount(cell, weights=(byts * n_rate)[to_node], minlength=V * M),
-        ]).reshape(2, V, M)
-        return table, inbound
 
 
 def _same_minute(ts: np.ndarray, rtt: np.ndarray) -> np.ndarray:

@@ -8,6 +8,7 @@ import datetime as dt
 import queue
 import threading
 from pathlib import Path
+from typing import Protocol, Union
 
 import numpy as np
 import polars as pl
@@ -32,6 +33,13 @@ def minute_text(start: dt.datetime, minutes: np.ndarray) -> list[str]:
     return [(start + dt.timedelta(minutes=int(m))).strftime("%Y-%m-%dT%H:%M:%SZ") for m in minutes]
 
 
+class _HasTable(Protocol):
+    def table(self) -> pa.Table: ...
+
+
+TableSource = Union[pa.Table, _HasTable]
+
+
 class FlowWriter:
     """Streams chunk tables to flows.parquet (one row group per chunk) and optionally flows.csv.
 
@@ -41,7 +49,7 @@ class FlowWriter:
     """
 
     def __init__(self, out: Path, parquet: bool, csv: bool, compression: str) -> None:
-        self._queue: queue.Queue[pa.Table | None] = queue.Queue(maxsize=1)
+        self._queue: queue.Queue[TableSource | None] = queue.Queue(maxsize=1)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="flow-writer", daemon=True)
         self.pq = pq.ParquetWriter(out / "flows.parquet", FLOW_SCHEMA, compression=compression,
@@ -54,10 +62,11 @@ class FlowWriter:
         self._thread.start()
 
     def _run(self) -> None:
-        while (table := self._queue.get()) is not None:
+        while (item := self._queue.get()) is not None:
             if self._error is not None:
                 continue  # drain after a failure so the producer never blocks
             try:
+                table = item if isinstance(item, pa.Table) else item.table()
                 if self.pq is not None:
                     self.pq.write_table(table, row_group_size=max(1, table.num_rows))
                 if self.csv is not None and table.num_rows:
@@ -65,11 +74,12 @@ class FlowWriter:
             except BaseException as e:  # re-raised in the caller's thread
                 self._error = e
 
-    def write(self, table: pa.Table) -> None:
-        """Queue one chunk (blocks while the previous one is still being written)."""
+    def write(self, chunk: "TableSource") -> None:
+        """Queue one chunk: a table, or anything with `.table()` (built on the writer thread).
+        Blocks while the previous chunk is still being written."""
         if self._error is not None:
             raise self._error
-        self._queue.put(table)
+        self._queue.put(chunk)
 
     def close(self) -> None:
         """Finish writing, close the files, and raise any error the writer thread met."""

@@ -14,7 +14,7 @@ import pyarrow as pa
 from netflowgen.config import save_beside
 from netflowgen.simulate.config import SimConfig
 from netflowgen.simulate.events import Plan, plan_events
-from netflowgen.simulate.flows import ChunkGenerator
+from netflowgen.simulate.flows import ChunkGenerator, ChunkRecords
 from netflowgen.simulate.output import FlowWriter, write_tables
 from netflowgen.simulate.topology import Topology, build_topology
 
@@ -57,16 +57,17 @@ class Simulation:
         step = self.cfg.time.chunk_minutes
         return [(t, min(t + step, self.minutes)) for t in range(0, self.minutes, step)]
 
-    def chunks(self) -> Iterator[tuple[pa.Table, np.ndarray, int, int]]:
-        """Yield (FLOW_SCHEMA table, (2, V, M) estimated inbound pkts/bytes, t0, t1) in time order."""
+    def chunks(self) -> Iterator[tuple[ChunkRecords, np.ndarray, int, int]]:
+        """Yield (records, (2, V, M) estimated inbound pkts/bytes, t0, t1) in time order;
+        `records.table()` is the chunk's FLOW_SCHEMA table."""
         for i, (t0, t1) in enumerate(self.chunk_bounds()):
-            table, inbound = self.gen.chunk(i, t0, t1)
-            yield table, inbound, t0, t1
+            records, inbound = self.gen.chunk(i, t0, t1)
+            yield records, inbound, t0, t1
 
     def batches(self) -> Iterator[pa.RecordBatch]:
         """The flows as record batches in time order (what replay sends)."""
-        for table, _, _, _ in self.chunks():
-            yield from table.to_batches()
+        for records, _, _, _ in self.chunks():
+            yield from records.table().to_batches()
 
 
 def simulate(cfg: SimConfig, out: Path | str, progress: Callable[[float], None] | None = None) -> SimResult:
@@ -83,9 +84,9 @@ def simulate(cfg: SimConfig, out: Path | str, progress: Callable[[float], None] 
     writer = FlowWriter(out, cfg.output.parquet, cfg.output.csv, cfg.output.compression)
     records = 0
     try:
-        for table, inbound, t0, t1 in sim.chunks():
-            writer.write(table)
-            records += table.num_rows
+        for chunk, inbound, t0, t1 in sim.chunks():
+            writer.write(chunk)  # sorted and converted to Arrow on the writer thread
+            records += len(chunk)
             # what the flows show inside each alert: summed chunk by chunk (memory stays O(alerts))
             hit = np.flatnonzero((al.start < t1) & (al.end > t0))
             for a in hit:
