@@ -11,9 +11,13 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
+
+if TYPE_CHECKING:
+    from netflowgen.simulate.config import SimConfig
 
 SPLITS = (0.72, 0.80)  # train | validation | test boundaries as shares of the time range
 
@@ -184,3 +188,22 @@ def measure(sim_dir: str | Path, seed: int = 0) -> DifficultyReport:
     inbound = inbound_matrix(d / "flows.parquet", nodes, start, minutes)
     win = earlydetect_windows(alerts, nodes, start, minutes, inbound, seed=seed)
     return static_threshold_f1(inbound, win, minutes)
+
+
+def measure_config(cfg: "SimConfig", seed: int = 0) -> DifficultyReport:
+    """Static-threshold difficulty of a configuration without writing any file: the per node-minute
+    inbound totals come straight from the generator (the same numbers `inbound_matrix` computes from
+    flows.parquet), the alerts from the plan."""
+    from netflowgen.simulate.output import alerts_frame
+    from netflowgen.simulate.run import Simulation
+
+    sim = Simulation(cfg)
+    inbound = np.zeros((2, sim.topo.n_nodes, sim.minutes))
+    for _, inb, t0, t1 in sim.chunks():
+        inbound[:, :, t0:t1] = inb
+    al = sim.plan.alerts
+    cum = np.concatenate([np.zeros((2, inbound.shape[1], 1)), inbound.cumsum(axis=2)], axis=2)
+    observed = cum[:, al.node, al.end] - cum[:, al.node, al.start]
+    alerts = alerts_frame(sim.topo, sim.plan, sim.start, observed)
+    win = earlydetect_windows(alerts, sim.topo.node_ip, sim.start, sim.minutes, inbound, seed=seed)
+    return static_threshold_f1(inbound, win, sim.minutes)

@@ -118,6 +118,20 @@ def _nfdump_csv(table: pa.Table) -> pl.DataFrame:
     return df.select([cols.get(c, zero).alias(c) for c in NFDUMP_CSV_COLUMNS])
 
 
+def alerts_frame(topo: Topology, plan: Plan, start: dt.datetime, alert_observed: np.ndarray
+                 ) -> pl.DataFrame:
+    """The alerts.csv table; `alert_observed` (2, A): estimated packets and bytes the flows show
+    inside each alert, scaled by the alert's report factor into reported_pkts/reported_bytes."""
+    al = plan.alerts
+    return pl.DataFrame({
+        "target_ip": [topo.node_ip[v] for v in al.node], "start": minute_text(start, al.start),
+        "end": minute_text(start, al.end), "attack_type": list(al.type),
+        "false_positive": al.false_positive,
+        "reported_pkts": np.rint(alert_observed[0] * al.report_factor).astype(np.int64),
+        "reported_bytes": np.rint(alert_observed[1] * al.report_factor).astype(np.int64),
+    })
+
+
 def write_tables(out: Path, topo: Topology, plan: Plan, start: dt.datetime,
                  alert_observed: np.ndarray) -> None:
     """customers.csv, nodes.csv, alerts.csv and truth.csv.
@@ -134,14 +148,8 @@ def write_tables(out: Path, topo: Topology, plan: Plan, start: dt.datetime,
         "exporter": [topo.exporter_ip[e] for e in topo.node_exporter],
         "sampling_rate": topo.node_rate,
     }).write_csv(out / "nodes.csv")
+    alerts_frame(topo, plan, start, alert_observed).write_csv(out / "alerts.csv")
     al = plan.alerts
-    pl.DataFrame({
-        "target_ip": [topo.node_ip[v] for v in al.node], "start": minute_text(start, al.start),
-        "end": minute_text(start, al.end), "attack_type": list(al.type),
-        "false_positive": al.false_positive,
-        "reported_pkts": np.rint(alert_observed[0] * al.report_factor).astype(np.int64),
-        "reported_bytes": np.rint(alert_observed[1] * al.report_factor).astype(np.int64),
-    }).write_csv(out / "alerts.csv")
     ev = plan.events
     alert_of = np.full(len(ev), -1, np.int64)
     real = al.event >= 0
