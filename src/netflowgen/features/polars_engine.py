@@ -68,23 +68,34 @@ def survey(paths: list[Path], customers: bool, spread: bool) -> Survey:
     return survey_from_counts(starts, events[0] if events else None, ips)
 
 
-def _codes(port: str) -> list[pl.Expr]:
-    """The class codes of a flow seen from one end (`port`: the port column of that end)."""
+def _codes() -> list[pl.Expr]:
+    """Class codes of a flow: proto_c and flag_c (the same from both ends) and the port class
+    seen from each end, port_in_c (destination port) and port_out_c (source port)."""
     proto = pl.col("proto").cast(pl.Int32)
     rules, other = protocol_rules()
     pc = pl.when(proto.is_in(rules[0][0])).then(rules[0][1])
     for nums, code in rules[1:]:
         pc = pc.when(proto.is_in(nums)).then(code)
-    p = pl.col(port).cast(pl.Int32)
-    port_code = pl.when(~proto.is_in(PORT_BEARING_PROTOCOLS)).then(PORT0_CODE)
-    for lo, hi, code in port_rules():
-        port_code = port_code.when(p.is_between(lo, hi)).then(code)
     flags = pl.col("tcp_flags").cast(pl.Int32)
     fc = pl.when(proto != TCP).then(FLAG_NOT_TCP)
     for value, code in FLAG_CODES.items():
         fc = fc.when(flags == value).then(code)
-    return [pc.otherwise(other).alias("proto_c"), port_code.otherwise(PORT0_CODE).alias("port_c"),
-            fc.otherwise(FLAG_UNLISTED).alias("flag_c")]
+    out = [pc.otherwise(other).alias("proto_c"), fc.otherwise(FLAG_UNLISTED).alias("flag_c")]
+    for name, port in (("port_in_c", "dst_port"), ("port_out_c", "src_port")):
+        p = pl.col(port).cast(pl.Int32)
+        port_code = pl.when(~proto.is_in(PORT_BEARING_PROTOCOLS)).then(PORT0_CODE)
+        for lo, hi, code in port_rules():
+            port_code = port_code.when(p.is_between(lo, hi)).then(code)
+        out.append(port_code.otherwise(PORT0_CODE).alias(name))
+    return out
+
+
+def _cls(direction: int, port_c: str) -> pl.Expr:
+    """The packed class bits (dir | proto | port | flag) of one flow end, Int64."""
+    return (pl.lit(direction * (1 << (_FLAG_BITS + _PORT_BITS + _PROTO_BITS)), pl.Int64)
+            + pl.col("proto_c").cast(pl.Int64) * (1 << (_FLAG_BITS + _PORT_BITS))
+            + pl.col(port_c).cast(pl.Int64) * (1 << _FLAG_BITS)
+            + pl.col("flag_c").cast(pl.Int64))
 
 
 def semi_aggregate(paths: list[Path], nodes: pl.DataFrame, rng: TimeRange,
@@ -104,12 +115,16 @@ def semi_aggregate(paths: list[Path], nodes: pl.DataFrame, rng: TimeRange,
         est_flow=rate)
     if not spread:  # cheap range filter before the joins (spread needs the whole span)
         base = base.filter(pl.col("s").is_between(0, rng.n - 1))
+    # Codes once per flow, before the joins: the two ends share protocol and flags.
+    base = base.with_columns(_codes()).select(
+        "src_ip", "dst_ip", "s", "e", "est_pkt", "est_byt", "est_flow",
+        cls_in=_cls(DIR_IN, "port_in_c"), cls_out=_cls(DIR_OUT, "port_out_c"))
     lazy_nodes = nodes.lazy().select("node", "node_idx")
     ends = []
-    for direction, ip, port in ((DIR_IN, "dst_ip", "dst_port"), (DIR_OUT, "src_ip", "src_port")):
+    for ip, cls in (("dst_ip", "cls_in"), ("src_ip", "cls_out")):
         ends.append(base.join(lazy_nodes, left_on=ip, right_on="node", how="inner").select(
-            "node_idx", "s", "e", "est_pkt", "est_byt", "est_flow",
-            *_codes(port), dir=pl.lit(direction, pl.Int32)))
+            "s", "e", "est_pkt", "est_byt", "est_flow",
+            part=pl.col("node_idx").cast(pl.Int64) * (1 << _NODE_SHIFT) + pl.col(cls)))
     rows = pl.concat(ends)
     values = ["est_pkt", "est_byt", "est_flow"]
     if spread:
@@ -119,12 +134,7 @@ def semi_aggregate(paths: list[Path], nodes: pl.DataFrame, rng: TimeRange,
             pl.col("minute").is_between(0, rng.n - 1))
     else:
         rows = rows.rename({"s": "minute"})
-    key = ((pl.col("node_idx").cast(pl.Int64) * (1 << _NODE_SHIFT))
-           + pl.col("minute").cast(pl.Int64) * (1 << _CLS_BITS)
-           + pl.col("dir").cast(pl.Int64) * (1 << (_FLAG_BITS + _PORT_BITS + _PROTO_BITS))
-           + pl.col("proto_c").cast(pl.Int64) * (1 << (_FLAG_BITS + _PORT_BITS))
-           + pl.col("port_c").cast(pl.Int64) * (1 << _FLAG_BITS)
-           + pl.col("flag_c").cast(pl.Int64))
+    key = pl.col("part") + pl.col("minute").cast(pl.Int64) * (1 << _CLS_BITS)
     semi = rows.group_by(key.alias("key")).agg(pl.col(v).sum() for v in values)
     return semi.collect(engine=ENGINE).sort("key")
 

@@ -89,7 +89,8 @@ def _to_polars(df: "DataFrame", schema: dict[str, pl.DataType]) -> pl.DataFrame:
 
 
 def _codes(port: str) -> list["Column"]:
-    """Class codes of a flow seen from one end: the Spark twin of `polars_engine._codes`."""
+    """Class codes of a flow seen from one end (`port`: that end's port column); the same rules as
+    `polars_engine._codes`, from the same `definition` tables."""
     from pyspark.sql import functions as F
 
     proto = F.col("proto").cast("int")
