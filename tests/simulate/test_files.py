@@ -101,3 +101,17 @@ def test_cli_dump_config_and_run(tmp_path: Path) -> None:
     assert got.select(cols).sort(cols).equals(want.select(cols).sort(cols))
     res = runner.invoke(app, ["simulate", "--days", "0.05"])
     assert res.exit_code != 0  # neither --out nor --export
+
+
+def test_ipv6_customers_talk_ipv6(sim: Sim) -> None:
+    v6_nodes = set(sim.nodes.filter(pl.col("ip").str.contains(":"))["ip"])
+    assert v6_nodes and len(v6_nodes) < sim.nodes.height  # both families by default
+    f = sim.flows.with_columns(pl.col("src_ip").is_in(v6_nodes).alias("s6"), pl.col("dst_ip").is_in(v6_nodes).alias("d6"))
+    v6 = f.filter(pl.col("s6") | pl.col("d6"))
+    assert v6.height > 0
+    assert v6["src_ip"].str.contains(":").all() and v6["dst_ip"].str.contains(":").all()  # no mixed families
+    assert not f.filter(~(pl.col("s6") | pl.col("d6")))["src_ip"].str.contains(":").any()
+    protos = set(v6["proto"].unique())
+    assert 1 not in protos and (58 in protos or sim.cfg.topology.ipv6_customers == 0)
+    # echo request / reply carry type*256 in the destination port: 128 and 129 for ICMPv6
+    assert set(v6.filter(pl.col("proto") == 58)["dst_port"].unique()) <= {128 * 256, 129 * 256}

@@ -26,6 +26,7 @@ class TopologyConfig:
     # Packet sampling 1:N of each exporter (cycled when shorter than `exporters`); recorded per flow.
     sampling_rates: list[int] = field(default_factory=lambda: [1, 10, 4])
     remote_pool: int = 131072  # distinct remote addresses (clients, servers, reflectors, spoofers)
+    ipv6_customers: float = 0.1  # share of customers numbered in IPv6 (a /64 each)
 
 
 @dataclass

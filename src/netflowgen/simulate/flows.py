@@ -127,7 +127,11 @@ class ChunkGenerator:
         cport = k.client_ports.sample(rng, kind)
         pool = k.pool[kind]
         remote = draw_remote(rng, self.topo, pool, skew=np.where(pool <= 1, 2.5, 1.0))
-        proto = k.proto[kind]
+        v6 = self.topo.node_v6[node]
+        remote += self.topo.v6_shift * v6  # IPv6 nodes talk to IPv6 peers
+        proto = np.where(v6 & (k.proto[kind] == 1), np.uint8(58), k.proto[kind])  # ICMPv6
+        # ICMP type/code sits in the destination port: echo request 8 (v4) / 128 (v6)
+        sport = np.where(proto == 58, 128 * 256, sport)
         ts = minute * MS_PER_MIN + rng.integers(0, MS_PER_MIN, n, dtype=np.int32)
         dur = np.minimum(MAX_FLOW_MS, rng.lognormal(np.log(200.0), 1.5, n) * np.sqrt(fwd_p)).astype(np.int32)
         dur[proto != 6] = np.minimum(dur[proto != 6], 5_000)
@@ -137,9 +141,10 @@ class ChunkGenerator:
                    src_port=cport, dst_port=sport, proto=proto, flags=cflags,
                    pkts=fwd_p, bytes=fwd_b, ts=ts, dur=dur)
         r = has_rev
-        icmp = proto[r] == 1
+        icmp = (proto[r] == 1) | (proto[r] == 58)
+        echo_reply = np.where(proto[r] == 58, 129 * 256, 0)  # type 0 (v4) / 129 (v6)
         rev = dict(node=node[r], minute=minute[r], node_is_dst=~server[r], remote=remote[r],
-                   src_port=np.where(icmp, 0, sport[r]), dst_port=np.where(icmp, 0, cport[r]),
+                   src_port=np.where(icmp, 0, sport[r]), dst_port=np.where(icmp, echo_reply, cport[r]),
                    proto=proto[r], flags=sflags[r], pkts=rev_p[r], bytes=rev_b[r],
                    ts=_same_minute(ts[r], rng.integers(1, 80, r.sum(), dtype=np.int32)),
                    dur=np.maximum(0, dur[r] - 1))
@@ -174,7 +179,7 @@ class ChunkGenerator:
         pool = st.pool[sig]
         n_src = np.maximum(1, ev.sources[e_r]).astype(np.int64)
         offset = (self.event_peer_base[e_r] + rng.integers(0, 1 << 40, n) % n_src) % self.topo.pool_size[pool]
-        remote = self.topo.pool_start[pool] + offset
+        remote = self.topo.pool_start[pool] + offset + self.topo.v6_shift * self.topo.node_v6[ev.node[e_r]]
         ts = minute_r * MS_PER_MIN + rng.integers(0, MS_PER_MIN // 2, n)
         dur = rng.integers(MS_PER_MIN // 4, MS_PER_MIN, n)
         bulk = dict(node=ev.node[e_r], minute=minute_r, node_is_dst=np.ones(n, bool), remote=remote,

@@ -39,7 +39,9 @@ class Topology:
     exporter_rate: np.ndarray  # (E,) sampling 1:N
     pool_start: np.ndarray  # (len(POOLS),) first address-pool index of each remote role
     pool_size: np.ndarray  # (len(POOLS),)
-    addresses: pa.Array  # (V + remote_pool,) strings
+    addresses: pa.Array  # (V + remote_pool [+ remote_pool IPv6],) strings
+    node_v6: np.ndarray  # (V,) bool: the node is an IPv6 address
+    v6_shift: int  # add to a remote index to get the IPv6 twin of that peer
 
     @property
     def n_nodes(self) -> int:
@@ -105,14 +107,37 @@ def build_topology(cfg: TopologyConfig, seed: int) -> Topology:
     sizes = np.floor(np.array(POOL_SHARES) * cfg.remote_pool).astype(np.int64)
     starts = len(node_ip_int) + np.concatenate([[0], np.cumsum(sizes)[:-1]])
     node_ips = _ip_strings(node_ip_int)
-    addresses = pa.array(node_ips + _ip_strings(remote), pa.string())
+    prefixes = [f"{ipaddress.IPv4Address(CUSTOMER_BASE + c * size)}/{plen}" for c in range(C)]
+    # IPv6 customers (own stream: the IPv4 draws above do not depend on the share): a /64 each in
+    # the documentation range, talking to an IPv6 copy of the remote pool (no mixed families).
+    rng6 = np.random.default_rng([seed, 5])
+    n6 = int(round(cfg.ipv6_customers * C)) if cfg.ipv6_customers > 0 else 0
+    v6_customers = np.sort(rng6.choice(C, size=min(n6, C), replace=False)) if n6 else np.zeros(0, int)
+    node_v6 = np.isin(node_customer, v6_customers)
+    for c in v6_customers:
+        prefixes[c] = f"2001:db8:0:{c + 1:x}::/64"
+        for v in np.flatnonzero(node_customer == c):
+            node_ips[v] = str(ipaddress.IPv6Address(f"2001:db8:0:{c + 1:x}::") + int(node_ip_int[v] & 0xFFF))
+    remote6 = _ip6_strings(rng6, cfg.remote_pool) if n6 else []
+    addresses = pa.array(node_ips + _ip_strings(remote) + remote6, pa.string())
     return Topology(
         customer_ids=[f"c{c:03d}" for c in range(C)],
-        customer_prefixes=[f"{ipaddress.IPv4Address(CUSTOMER_BASE + c * size)}/{plen}" for c in range(C)],
+        customer_prefixes=prefixes,
         node_ip=node_ips, node_customer=node_customer, node_archetype=arch, node_scale=scale,
         node_hour_offset=hour_offset, node_exporter=exporter_of_customer[node_customer],
         exporter_ip=[str(ipaddress.IPv4Address(EXPORTER_BASE + e)) for e in range(cfg.exporters)],
-        exporter_rate=rates, pool_start=starts, pool_size=sizes, addresses=addresses)
+        exporter_rate=rates, pool_start=starts, pool_size=sizes, addresses=addresses,
+        node_v6=node_v6, v6_shift=cfg.remote_pool)
+
+
+def _ip6_strings(rng: np.random.Generator, n: int) -> list[str]:
+    """n random IPv6 addresses in 2001:db8:ff00::/40 as canonical text (every written group
+    non-zero, so `::` always stands for the same three zero groups)."""
+    a = rng.integers(0xFF00, 0x10000, n)
+    b, c = rng.integers(1, 0x10000, n), rng.integers(1, 0x10000, n)
+    hexes = [np.char.mod("%x", x) for x in (a, b, c)]
+    return list(np.char.add(np.char.add(np.char.add(np.char.add("2001:db8:", hexes[0]), ":"),
+                                        np.char.add(hexes[1], "::")), hexes[2]))
 
 
 def draw_remote(rng: np.random.Generator, topo: Topology, pool: np.ndarray, skew: float = 1.0
