@@ -34,7 +34,7 @@ def data():
 def test_label_regimes_never_touch_test(data) -> None:
     _, _, ex = data
     split = dict(zip(ex.get_column("id").to_list(), ex.get_column("split").to_list()))
-    for labels in ("360", "all", 10):
+    for labels in ("val", "all", 10):
         s = select_labels(ex, labels, seed=3)
         assert {split[i] for i in s.test} == {"test"}
         assert not ({split[i] for i in np.concatenate([s.fit, s.stop, s.tune])} & {"test"})

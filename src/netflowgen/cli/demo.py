@@ -105,7 +105,7 @@ def run_demo(cfg: DemoConfig, out: Path) -> Path:
     from netflowgen.experiments.paper import PaperConfig
     pc = PaperConfig(features=str(feats), alerts=str(sim / "alerts.csv"), truth=str(sim / "truth.csv"),
                      model=str(model_dir), length=cfg.length, seeds=list(cfg.seeds), methods=list(cfg.methods),
-                     headline_labels=cfg.labels, more_data_seeds=1, earlydetect=ed_cfg)
+                     headline_labels=cfg.labels, more_data_seeds=0, earlydetect=ed_cfg)
     report = run_paper(pc, out / "report", tuple(cfg.parts))
     t = _stage("fine-tune + evaluate + report", t, timings)
     total = time.time() - start

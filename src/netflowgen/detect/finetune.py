@@ -2,13 +2,13 @@
 tune the threshold; the training loop with early stopping; survival curves for evaluation.
 
 Label regimes (`labels`):
-- "360" (alias "val"): the paper's label-scarce setting: fit on the validation-split examples. A
+- "val": the paper's label-scarce setting: fit on the validation-split examples (the paper's 360). A
   seeded 20 % of their pairs is held out for early stopping; the threshold is chosen on the whole
-  validation split (the only labels this regime may use). "360" names the paper's count; the real
-  count is whatever the validation split holds, and is reported.
+  validation split (the only labels this regime may use). The count is whatever the validation split
+  holds (58 on the default 7-day simulated ISP), and is reported.
 - "all": the "MoreData" baselines: fit on the train split; early stopping and threshold on validation.
 - N (an integer): N examples (N/2 attack-non-attack pairs) drawn with the seed from the train split,
-  used exactly like the validation examples of "360" (20 % of the pairs stop early, all N tune the
+  used exactly like the validation examples of "val" (20 % of the pairs stop early, all N tune the
   threshold): only N labels are ever seen (the label-efficiency curve).
 The test split is only ever used to report.
 """
@@ -34,7 +34,7 @@ class FinetuneConfig:
     weight_decay: float = 1e-4
     patience: int = 6  # epochs without a better early-stopping loss before stopping
     min_epochs: int = 10  # never stop earlier: the loss on held-out attacks often rises first
-    holdout: float = 0.2  # share of label pairs held out for early stopping in the "360" regime
+    holdout: float = 0.2  # share of label pairs held out for early stopping (val and count regimes)
     head_hidden: int = 512
     head_dropout: float = 0.1
     variant: str = "safe"  # or "regular"
@@ -62,7 +62,7 @@ def _ids_of_pairs(ex: pl.DataFrame, pairs: np.ndarray) -> np.ndarray:
 
 def select_labels(examples: pl.DataFrame, labels: str | int, seed: int = 0, holdout: float = 0.2,
                   attack_type: str | None = None) -> LabelSets:
-    """Example ids per role for a label regime ("360"/"val", "all", or a count); see module doc."""
+    """Example ids per role for a label regime ("val", "all", or a count such as "360"); see module doc."""
     ex = examples if attack_type in (None, "all") else examples.filter(pl.col("attack_type") == attack_type)
     by = {s: ex.filter(pl.col("split") == s) for s in ("train", "val", "test")}
     rng = np.random.default_rng(seed)
@@ -71,7 +71,7 @@ def select_labels(examples: pl.DataFrame, labels: str | int, seed: int = 0, hold
     lab = str(labels)
     if lab == "all":
         return LabelSets(by["train"].get_column("id").to_numpy().astype(np.int64), val_ids, val_ids, test_ids, "all")
-    if lab in ("360", "val"):
+    if lab == "val":
         pool, regime = by["val"], "val"
         pairs = rng.permutation(_pairs(pool))
     else:

@@ -164,7 +164,7 @@ def candidate_thresholds(curves: np.ndarray, warmup: int = 0, max_candidates: in
     """Candidate thresholds, ascending: 0 (never detect), just above each example's minimum over the
     scanned minutes (where a detection appears), and a grid of quantiles of all scanned curve values
     in log scale (where detections move earlier); thinned to about `max_candidates`."""
-    c = np.asarray(curves)[:, warmup:]
+    c = np.asarray(curves, dtype=np.float64)[:, warmup:]
     mins = np.nextafter(np.unique(c.min(axis=1)), np.inf)
     logs = np.log(np.clip(c, 1e-300, None)).ravel()
     grid = np.exp(np.quantile(logs, np.linspace(0, 1, max_candidates)))

@@ -224,7 +224,11 @@ def _learned_model(ctx: DetectionContext, method: str, ft: FinetuneConfig) -> tu
     if ctx.pretrained is None:
         raise ValueError(f"{method} needs a pre-trained model (and its binner for the tokens)")
     if method == "NetFlowGen" and not ft.unfreeze:
-        return FrozenBackboneSurvival(ctx.hidden(), ft.head_hidden, ft.head_dropout), None
+        h = ctx.hidden()
+        train = h[torch.as_tensor(np.flatnonzero(ctx.col("split") == "train"))].reshape(-1, h.shape[-1])
+        if train.shape[0] == 0:
+            train = h.reshape(-1, h.shape[-1])
+        return FrozenBackboneSurvival(h, ft.head_hidden, ft.head_dropout, train.mean(0), train.std(0)), None
     from netflowgen.model import TrafficGPT
     src = ctx.pretrained.model
     if method == "TF":  # same architecture, random initialization, trained end to end
