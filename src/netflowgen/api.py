@@ -119,6 +119,25 @@ class NetFlowGen:
         x = self._window(self.tokenize(table))
         return self.model.eval().hidden_states(x).float().cpu().numpy()
 
+    def detect(self, table: Any, detector: str | Path, theta: float | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """Early DDoS detection with a fine-tuned SAFE head (`netflowgen finetune --method NetFlowGen`).
+
+        Parameters
+        ----------
+        table : node-minute table (polars or pandas); the last `length` minutes of each node are scored.
+        detector : folder written by `netflowgen finetune` (detector.safetensors, detector.json).
+        theta : survival threshold; None = the one chosen on validation data for the overhead bound.
+
+        Returns
+        -------
+        (curves, detections): curves has node, minute, survival (non-increasing per node);
+        detections has node, detected, detection_minute (first minute with survival < theta, after
+        the warm-up), min_survival, theta.
+        """
+        from netflowgen.detect.apply import detect_table
+
+        return detect_table(self, table, detector, theta)
+
     @torch.no_grad()
     def generate(self, table: Any, steps: int, temperature: float = 1.0, seed: int = 0) -> pl.DataFrame:
         """Sample `steps` future minutes per node and decode them to traffic values.

@@ -46,15 +46,17 @@ def detect_table(gen: Any, table: Any, detector: str | Path, theta: float | None
     length = min(int(info["length"]), data.n_minutes, gen.model.cfg.context)
     x = gen._window(data, length)
     s = survival(head(gen.model.eval().hidden_states(x).float())).cpu().numpy()  # (n_nodes, L)
-    minutes = data.minutes[data.n_minutes - length:]
+    minutes = data.minutes[data.n_minutes - length:].astype("datetime64[ms]").astype(np.int64)  # UTC ms
     warmup = min(int(info["warmup"]), length - 1)
     t_det = first_below(s, theta, warmup)
     n = len(data.nodes)
-    curves = pl.DataFrame({"node": np.repeat(np.array(data.nodes, dtype=object), length).tolist(),
-                           "minute": np.tile(minutes, n), "survival": s.reshape(-1)})
+    curves = pl.DataFrame({"node": [nd for nd in data.nodes for _ in range(length)],
+                           "minute": pl.Series(np.tile(minutes, n), dtype=pl.Int64), "survival": s.reshape(-1)})
     dets = pl.DataFrame({"node": list(data.nodes), "detected": t_det >= 0,
-                         "detection_minute": [minutes[t] if t >= 0 else None for t in t_det],
+                         "detection_minute": pl.Series([int(minutes[t]) if t >= 0 else None for t in t_det],
+                                                       dtype=pl.Int64),
                          "min_survival": s[:, warmup:].min(axis=1), "theta": [theta] * n})
-    curves = curves.with_columns(pl.col("minute").cast(pl.Datetime("ms", "UTC")))
-    dets = dets.with_columns(pl.col("detection_minute").cast(pl.Datetime("ms", "UTC")))
+    utc = pl.Datetime("ms", "UTC")
+    curves = curves.with_columns(pl.col("minute").cast(pl.Datetime("ms")).dt.replace_time_zone("UTC").cast(utc))
+    dets = dets.with_columns(pl.col("detection_minute").cast(pl.Datetime("ms")).dt.replace_time_zone("UTC").cast(utc))
     return curves, dets

@@ -1,0 +1,83 @@
+"""The earlydetect and finetune commands on a tiny synthetic ISP, and NetFlowGen.detect on the
+detector they produce."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+import typer
+from typer.testing import CliRunner
+
+from .synthetic import make_dataset
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    from netflowgen.api import NetFlowGen
+    from netflowgen.model import TrafficGPT, model_config
+    from netflowgen.tokens import Binner
+
+    d = tmp_path_factory.mktemp("det")
+    feats, alerts, truth = make_dataset(n_nodes=4, n_minutes=2400, attacks_per_node=6)
+    feats.write_parquet(d / "features.parquet")
+    alerts.write_csv(d / "alerts.csv")
+    truth.write_csv(d / "truth.csv")
+    torch.manual_seed(0)
+    binner = Binner.fit(feats.filter(pl.col("minute") < feats.get_column("minute").min() + pl.duration(minutes=1440)))
+    cfg = model_config("paper", n_layers=1, n_heads=2, d_model=16, d_ff=32, context=64, dropout=0.0)
+    NetFlowGen(TrafficGPT(cfg, len(binner.node_customer), len(binner.customers)), binner).save_pretrained(d / "model")
+    return d
+
+
+def app() -> typer.Typer:
+    from netflowgen.cli import earlydetect, finetune
+    a = typer.Typer()
+    earlydetect.register(a)
+    finetune.register(a)
+    return a
+
+
+def test_earlydetect_and_finetune_commands_then_api_detect(workdir) -> None:
+    d = workdir
+    r = CliRunner().invoke(app(), ["earlydetect", "-f", str(d / "features.parquet"), "-a", str(d / "alerts.csv"),
+                                   "--truth", str(d / "truth.csv"), "-o", str(d / "ed"), "--window", "64",
+                                   "--horizon", "10", "--margin", "30"])
+    assert r.exit_code == 0, r.output
+    assert "Table 2" in r.output and (d / "ed" / "config.toml").exists()
+    summary = json.loads((d / "ed" / "summary.json").read_text())
+    assert summary["examples"] == pl.read_parquet(d / "ed" / "examples.parquet").height > 0
+
+    (d / "ft.toml").write_text("window = 64\nlength = 64\nsplit = [0.6, 0.2]\n[finetune]\nepochs = 3\nmin_epochs = 1\n"
+                               "head_hidden = 16\n[metrics]\nwarmup = 8\n")
+    r = CliRunner().invoke(app(), ["finetune", "-e", str(d / "ed" / "examples.parquet"), "-f", str(d / "features.parquet"),
+                                   "-m", str(d / "model"), "-o", str(d / "ft"), "--labels", "val", "-c", str(d / "ft.toml")])
+    assert r.exit_code == 0, r.output
+    res = json.loads((d / "ft" / "result.json").read_text())
+    assert res["regime"] == "val" and res["metric_config"]["overhead_bound"] == 0.8
+    assert "p=80%" in r.output  # every report prints its constants
+
+    from netflowgen.api import NetFlowGen
+    gen = NetFlowGen.from_pretrained(d / "model")
+    table = pl.read_parquet(d / "features.parquet")
+    curves, dets = gen.detect(table, d / "ft")
+    assert dets.height == 4 and curves.height == 4 * 64
+    for _, g in curves.group_by("node"):
+        s = g.sort("minute").get_column("survival").to_numpy()
+        assert (np.diff(s) <= 1e-7).all() and s.max() <= 1.0
+    _, none = gen.detect(table, d / "ft", theta=0.0)
+    assert not none.get_column("detected").any()
+    _, all_ = gen.detect(table, d / "ft", theta=1.5)  # every survival value is below 1.5
+    assert all_.get_column("detected").all()
+    first = curves.group_by("node").agg(pl.col("minute").sort().get(8).alias("m")).sort("node")
+    assert all_.sort("node").get_column("detection_minute").equals(first.get_column("m"), check_names=False)
+
+
+def test_dump_prints_settings() -> None:
+    r = CliRunner().invoke(app(), ["finetune", "-e", "x", "-f", "y", "-o", "z", "--dump"])
+    assert r.exit_code == 0 and "overhead_bound = 0.8" in r.output and "[finetune]" in r.output
