@@ -133,3 +133,22 @@ def test_default_node_rule(golden, tmp_path):
     build_features([flows], out, FeatureConfig(min_flows=2))
     assert pl.read_parquet(out)["node"].unique().sort().to_list() == ["10.0.0.1", "10.0.0.2",
                                                                         "192.0.2.9"]
+
+
+def test_spread_flow_cut_by_range_keeps_its_share(golden, tmp_path):
+    """F9 covers minutes 3-4; with --end at minute 4 only minute 3 is kept, still with 1/2."""
+    flows, customers = golden
+    out = tmp_path / "cut.parquet"
+    end = (T0 + dt.timedelta(minutes=4)).isoformat()
+    build_features([flows], out, FeatureConfig(customers=str(customers), spread_over_minutes=True,
+                                               end=end))
+    check_table(out, {**EXPECTED, (N2, 3): SPREAD_F9}, 4, {2})
+
+
+def test_no_nodes_gives_an_empty_table(golden, tmp_path):
+    flows, _ = golden
+    out = tmp_path / "none.parquet"
+    s = build_features([flows], out, FeatureConfig(min_flows=1000))
+    assert (s.nodes, s.rows, s.minutes) == (0, 0, 4)
+    t = pq.read_table(out)
+    assert t.num_rows == 0 and t.schema.equals(NODE_MINUTE_SCHEMA, check_metadata=True)

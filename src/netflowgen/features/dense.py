@@ -9,6 +9,7 @@ one Parquet row group. Rows come out sorted by node, then minute.
 from __future__ import annotations
 
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
@@ -68,13 +69,21 @@ def write_dense(out: Path, nodes: pl.DataFrame, rng: TimeRange, chunks: ChunkSou
                               use_dictionary=["node", "customer"],
                               write_statistics=["node", "customer", "minute", "missing"]) as writer, \
                 progress_bar("features: writing node-minutes", total=n_nodes) as advance:
-            for lo in range(0, n_nodes, per_chunk):
-                hi = min(n_nodes, lo + per_chunk)
-                block = _block(lo, hi, chunks(lo, hi, n_min), names, customers, minute_ms,
-                               rng.missing)
-                writer.write_table(block)
-                rows += block.num_rows
-                advance(hi - lo)
+            # Encoding a block (pyarrow, GIL released) overlaps with building the next one; at
+            # most one block waits, so memory stays at about two blocks.
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                pending: Future[None] | None = None
+                for lo in range(0, n_nodes, per_chunk):
+                    hi = min(n_nodes, lo + per_chunk)
+                    block = _block(lo, hi, chunks(lo, hi, n_min), names, customers, minute_ms,
+                                   rng.missing)
+                    if pending is not None:
+                        pending.result()
+                    pending = pool.submit(writer.write_table, block)
+                    rows += block.num_rows
+                    advance(hi - lo)
+                if pending is not None:
+                    pending.result()
             if n_nodes == 0:
                 writer.write_table(NODE_MINUTE_SCHEMA.empty_table())
         os.replace(tmp, out)

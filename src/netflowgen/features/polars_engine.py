@@ -128,10 +128,13 @@ def semi_aggregate(paths: list[Path], nodes: pl.DataFrame, rng: TimeRange,
     rows = pl.concat(ends)
     values = ["est_pkt", "est_byt", "est_flow"]
     if spread:
+        # Shares use the whole span; only the minutes inside the range are generated, so a flow
+        # with an absurd end time cannot explode into millions of rows.
         k = (pl.col("e") - pl.col("s") + 1).cast(pl.Float64)
-        rows = rows.with_columns(pl.col(v) / k for v in values).with_columns(
-            minute=pl.int_ranges("s", pl.col("e") + 1)).explode("minute").filter(
-            pl.col("minute").is_between(0, rng.n - 1))
+        lo, hi = pl.max_horizontal("s", pl.lit(0)), pl.min_horizontal("e", pl.lit(rng.n - 1))
+        rows = rows.filter((pl.col("e") >= 0) & (pl.col("s") <= rng.n - 1)).with_columns(
+            pl.col(v) / k for v in values).with_columns(
+            minute=pl.int_ranges(lo, hi + 1)).explode("minute")
     else:
         rows = rows.rename({"s": "minute"})
     key = pl.col("part") + pl.col("minute").cast(pl.Int64) * (1 << _CLS_BITS)

@@ -149,11 +149,13 @@ def aggregate(spark: "SparkSession", paths: list[Path], nodes: pl.DataFrame, rng
             F.lit(direction).alias("dir")))
     rows = ends[0].unionByName(ends[1])
     if spread:
+        # As in polars_engine: shares of the whole span, minutes generated inside the range only.
         k = (F.col("e") - F.col("s") + 1).cast("double")
-        rows = rows.select(
+        lo, hi = F.greatest(F.col("s"), F.lit(0)), F.least(F.col("e"), F.lit(rng.n - 1))
+        rows = rows.where((F.col("e") >= 0) & (F.col("s") <= rng.n - 1)).select(
             "node_idx", "dir", "proto_c", "port_c", "flag_c",
             *[(F.col(v) / k).alias(v) for v in ("est_pkt", "est_byt", "est_flow")],
-            F.explode(F.sequence("s", "e")).alias("minute"))
+            F.explode(F.sequence(lo, hi)).alias("minute"))
     else:
         rows = rows.withColumnRenamed("s", "minute")
     rows = rows.where(F.col("minute").between(0, rng.n - 1))
