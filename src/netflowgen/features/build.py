@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from netflowgen import nodes as nodes_mod
 from netflowgen.features.dense import write_dense
 from netflowgen.features.settings import FeatureConfig
-from netflowgen.features.timeline import Survey, TimeRange, resolve_range
+from netflowgen.features.timeline import Survey, resolve_range
 from netflowgen.rejects import InputError, RejectCounter
 
 # Columns the features need from the canonical flow record (SPEC 1).
@@ -95,9 +95,9 @@ def build_features(paths: Sequence[str | Path], out: str | Path, cfg: FeatureCon
             surv = eng.survey(flow_paths, table is not None, cfg.spread_over_minutes)
             node_tab = _nodes(surv, table, cfg, rejects)
             rng = resolve_range(surv, cfg.start_minute(), cfg.end_minute(), what)
-            semi = eng.semi_aggregate(flow_paths, node_tab, rng, cfg.spread_over_minutes)
-            rows = write_dense(out, node_tab, rng, eng.PolarsChunks(semi), cfg.chunk_rows,
-                              cfg.compression)
+            chunks = eng.PolarsChunks(eng.semi_aggregate(flow_paths, node_tab, rng,
+                                                         cfg.spread_over_minutes))
+            rows = write_dense(out, node_tab, rng, chunks, cfg.chunk_rows, cfg.compression)
         else:
             from netflowgen.features import spark_engine as seng
 

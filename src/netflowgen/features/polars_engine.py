@@ -1,6 +1,7 @@
 """Flows -> node-minute features with Polars' embedded streaming engine.
 
-Two streaming passes over the canonical flow Parquet, memory bounded by the output, not the input:
+Two streaming passes over the canonical flow Parquet, then a scatter into dense blocks; memory is
+bounded by the node-minutes with traffic, not by the number of flows:
 
 1. `survey`: distinct IPs (or destination counts), the minute range and the minutes with data.
 2. `semi_aggregate`: each flow becomes one row per node end (in: dst is a node, out: src is a node)
@@ -23,7 +24,6 @@ from netflowgen.features.definition import (DIR_IN, DIR_OUT, FEATURES, FLAG_CODE
                                             FLAG_UNLISTED, PORT0_CODE, PORT_BEARING_PROTOCOLS,
                                             TCP, protocol_rules, port_rules)
 from netflowgen.features.timeline import MS_PER_MINUTE, Survey, TimeRange, survey_from_counts
-from netflowgen.schema import FEATURE_NAMES
 
 ENGINE = "streaming"
 
@@ -34,6 +34,7 @@ _MINUTE_BITS = 30  # 2^30 minutes ~ 2000 years of range
 _NODE_SHIFT = _CLS_BITS + _MINUTE_BITS  # leaves 23 bits: up to 8 M nodes
 MAX_NODES = 1 << (63 - _NODE_SHIFT)
 assert FLAG_NOT_TCP < (1 << _FLAG_BITS) and len(port_rules()) <= (1 << _PORT_BITS)
+assert len(protocol_rules()[0]) + 1 <= (1 << _PROTO_BITS)
 
 
 def scan(paths: list[Path]) -> pl.LazyFrame:
@@ -181,7 +182,8 @@ class PolarsChunks:
     MEASURES = ("est_pkt", "est_byt", "est_flow")
 
     def __init__(self, semi: pl.DataFrame) -> None:
-        self.semi = semi
+        # Keep numpy arrays only (keys zero-copy, values as float64), not the DataFrame: the
+        # caller drops it, so its integer value columns are freed.
         self.keys = semi["key"].to_numpy()
         self.vals = [semi[m].to_numpy().astype(np.float64) for m in self.MEASURES]
         hits = _code_frame().select(feature_conditions()).to_numpy()  # (1024, 86) bool
