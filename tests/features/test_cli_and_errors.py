@@ -60,3 +60,43 @@ def test_bad_settings():
         FeatureConfig(start="yesterday").validate()
     with pytest.raises(ConfigError, match="must be after"):
         FeatureConfig(start="2024-01-02", end="2024-01-01").validate()
+
+
+NFDUMP_HEADER = ("ts,te,td,sa,da,sp,dp,pr,flg,fwd,stos,ipkt,ibyt,opkt,obyt,in,out,sas,das,smk,dmk,"
+                 "dtos,dir,nh,nhb,svln,dvln,ismc,odmc,idmc,osmc,mpls1,mpls2,mpls3,mpls4,mpls5,mpls6,"
+                 "mpls7,mpls8,mpls9,mpls10,cl,sl,al,ra,eng,exid,tr")
+
+
+def nfdump_line(ts: str, src: str, dst: str, pkts: int, byts: int, exporter: str) -> str:
+    """One `nfdump -o csv` record (48 columns; `ra` = exporter); records carry no sampling rate."""
+    mid = ",".join(["0"] * 6 + ["0.0.0.0", "0.0.0.0", "0", "0"] + ["00:00:00:00:00:00"] * 4
+                   + ["0-0-0"] * 10 + ["0.000"] * 3)
+    return (f"{ts},{ts},1.000,{src},{dst},40000,443,TCP,...AP.SF,0,0,{pkts},{byts},0,0,1,2,{mid},"
+            f"{exporter},0/0,0,{ts}")
+
+
+def test_nfdump_csv_input_needs_and_uses_sampling(tmp_path):
+    """nfdump CSV carries no rate: rejected without one; --exporter-sampling beats
+    --default-sampling (SPEC 1: record -> per-exporter -> default)."""
+    f = tmp_path / "flows.csv"
+    f.write_text("\n".join([NFDUMP_HEADER,
+                            nfdump_line("2024-01-01 00:00:05", "192.0.2.9", "10.0.0.1", 2, 100, "192.0.2.200"),
+                            nfdump_line("2024-01-01 00:00:07", "192.0.2.9", "10.0.0.1", 3, 300, "192.0.2.201"),
+                            nfdump_line("2024-01-01 00:01:05", "10.0.0.1", "192.0.2.9", 1, 50, "192.0.2.200"),
+                            ]) + "\n")
+    (tmp_path / "c.csv").write_text("customer_id,prefix\nA,10.0.0.0/24\n")
+    out = tmp_path / "o.parquet"
+    with pytest.raises(InputError, match="no sampling rate"):
+        build_features([f], out, FeatureConfig(customers=str(tmp_path / "c.csv")), fmt="nfdump-csv")
+    res = CliRunner().invoke(app, ["features", str(f), "--format", "nfdump-csv", "-c",
+                                   str(tmp_path / "c.csv"), "-o", str(out), "--default-sampling",
+                                   "1", "--exporter-sampling", "192.0.2.200=10"])
+    assert res.exit_code == 0, res.output
+    df = pl.read_parquet(out).sort("minute")
+    assert df["in_all_pkt"].to_list() == [2 * 10 + 3, 0] and df["in_all_flow"].to_list() == [11, 0]
+    assert df["out_all_byt"].to_list() == [0, 500]
+    saved = (tmp_path / "o.parquet.config.toml").read_text()
+    assert "default_sampling = 1" in saved and '"192.0.2.200" = 10' in saved
+    res = CliRunner().invoke(app, ["features", str(f), "--format", "nfdump-csv", "-o", str(out),
+                                   "--exporter-sampling", "192.0.2.200"])
+    assert res.exit_code != 0 and "EXPORTER_IP=N" in res.output

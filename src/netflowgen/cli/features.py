@@ -37,13 +37,21 @@ def features(
     spread: Optional[bool] = typer.Option(None, "--spread-over-minutes/--start-minute", help=(
         "Spread a flow evenly over the minutes it covers, or count it in its start minute. "
         "[start minute]")),
+    default_sampling: Optional[int] = typer.Option(None, "--default-sampling", min=1, help=(
+        "--format other than parquet: sampling rate N (1 in N) of records that carry none and whose "
+        "exporter has no --exporter-sampling; without it they are rejected. 1 = unsampled.")),
+    exporter_sampling: Optional[list[str]] = typer.Option(None, "--exporter-sampling", help=(
+        "Per-exporter sampling rate EXPORTER_IP=N (repeatable); used before --default-sampling.")),
+    missing_by: Optional[str] = typer.Option(None, "--missing-by", help=(
+        "exporter: a node-minute is missing when the node's exporter (the one reporting most of its "
+        "records) sent nothing that minute; global: when no record at all arrived. [exporter]")),
     config_file: Optional[Path] = typer.Option(None, "--config", help="TOML file with these "
                                                "settings (a [features] table or top-level keys)."),
     dump: bool = typer.Option(False, "--dump", help="Print the resolved settings as TOML and exit."),
 ) -> None:
     """Build per-node per-minute traffic features (86 columns, SPEC 3) from flow records.
 
-    Every node gets a row for every minute of the range, zero-filled; minutes in which no flow at all was reported are marked missing. Counts are estimated totals (recorded x sampling rate).
+    Every node gets a row for every minute of the range, zero-filled; a node-minute is marked missing when the node's exporter (or, with --missing-by global or no exporter column, the whole source) reported nothing in it. Counts are estimated totals (recorded x sampling rate).
 
     Example: netflowgen features flows/*.parquet --customers customers.csv --out features.parquet
     """
@@ -51,7 +59,10 @@ def features(
 
     overrides = {"customers": str(customers) if customers else None, "engine": engine,
                  "spark_master": spark_master, "min_flows": min_flows, "start": start, "end": end,
-                 "spread_over_minutes": spread}
+                 "spread_over_minutes": spread, "default_sampling": default_sampling,
+                 "missing_by": missing_by}
+    if exporter_sampling:
+        overrides["exporter_sampling"] = _rates(exporter_sampling)
     cfg = config.load(FeatureConfig, config_file, overrides, section=_section(config_file))
     cfg.validate()
     if dump:
@@ -66,6 +77,22 @@ def features(
     if rejected:
         typer.echo(f"rejected: {summary.rejects.get('by_reason')}")
     typer.echo(f"settings saved to {written}")
+
+
+def _rates(items: list[str]) -> dict[str, int]:
+    """`IP=N` items -> {IP: N}; BadParameter for anything else."""
+    out: dict[str, int] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        try:
+            rate = int(value.strip())
+        except ValueError:
+            rate = 0
+        if not sep or not key.strip() or rate < 1:
+            raise typer.BadParameter(f"--exporter-sampling expects EXPORTER_IP=N with N >= 1, "
+                                     f"got {item!r}")
+        out[key.strip()] = rate
+    return out
 
 
 def _section(path: Path | None) -> str | None:

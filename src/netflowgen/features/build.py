@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from netflowgen import nodes as nodes_mod
 from netflowgen.features.dense import write_dense
 from netflowgen.features.settings import FeatureConfig
-from netflowgen.features.timeline import Survey, resolve_range
+from netflowgen.features.timeline import Survey, attribute_exporters, resolve_range
 from netflowgen.rejects import InputError, RejectCounter
 
 # Columns the features need from the canonical flow record (SPEC 1).
@@ -45,12 +45,16 @@ class FeatureSummary:
     seconds: float
     outside_range: int = 0  # flow records starting outside --start/--end, not counted
     rejects: dict[str, object] = field(default_factory=dict)  # RejectCounter.as_dict()
+    missing_by: str = "global"  # the rule applied ("exporter" needs an exporter column)
+    missing_node_minutes: int = 0  # rows with missing = true
+    phases: dict[str, tuple[float, float]] = field(default_factory=dict)  # name -> (wall s, CPU s)
 
     def lines(self) -> list[str]:
         return [f"engine {self.engine}: {self.flows:,} flows read in {self.seconds:.1f} s "
                 f"({self.flows / max(self.seconds, 1e-9):,.0f} flows/s)",
                 f"nodes {self.nodes:,} ({self.customers:,} customers), minutes {self.minutes:,} "
                 f"from {self.first_minute} UTC, missing minutes {self.missing_minutes:,}",
+                f"missing node-minutes {self.missing_node_minutes:,} (missing_by {self.missing_by})",
                 *([f"flows starting outside --start/--end (not counted): {self.outside_range:,}"]
                   if self.outside_range else []),
                 f"rows {self.rows:,} -> {self.out}"]
@@ -73,6 +77,24 @@ def check_flow_parquet(paths: Sequence[Path]) -> None:
                              f"flow record (has {names})")
 
 
+def has_exporter_column(paths: Sequence[Path]) -> bool:
+    """True when every flow file has the optional `exporter` column."""
+    return all("exporter" in pq.read_schema(p).names for p in paths)
+
+
+class _Phases:
+    """Wall and CPU seconds (this process, all threads) of each stage."""
+
+    def __init__(self) -> None:
+        self.done: dict[str, tuple[float, float]] = {}
+        self._t = (time.perf_counter(), time.process_time())
+
+    def __call__(self, name: str) -> None:
+        now = (time.perf_counter(), time.process_time())
+        self.done[name] = (now[0] - self._t[0], now[1] - self._t[1])
+        self._t = now
+
+
 def build_features(paths: Sequence[str | Path], out: str | Path, cfg: FeatureConfig | None = None,
                    fmt: str = "parquet", rejects: RejectCounter | None = None,
                    spark: object | None = None) -> FeatureSummary:
@@ -85,35 +107,53 @@ def build_features(paths: Sequence[str | Path], out: str | Path, cfg: FeatureCon
     t0 = time.perf_counter()
     out = Path(out)
     with tempfile.TemporaryDirectory(prefix="netflowgen-features-") as tmp:
-        flow_paths = _canonical(paths, fmt, Path(tmp), rejects)
+        phase = _Phases()
+        flow_paths = _canonical(paths, fmt, Path(tmp), rejects, cfg)
         check_flow_parquet(flow_paths)
+        by_exporter = cfg.missing_by == "exporter" and has_exporter_column(flow_paths)
+        phase("read input")
         table = nodes_mod.CustomerTable.from_csv(cfg.customers) if cfg.customers else None
         what = ", ".join(str(p) for p in flow_paths[:3]) + (" ..." if len(flow_paths) > 3 else "")
         if cfg.engine == "polars":
             from netflowgen.features import polars_engine as eng
 
-            surv = eng.survey(flow_paths, table is not None, cfg.spread_over_minutes)
+            surv = eng.survey(flow_paths, table is not None, cfg.spread_over_minutes, by_exporter)
+            phase("survey")
             node_tab = _nodes(surv, table, cfg, rejects)
             rng = resolve_range(surv, cfg.start_minute(), cfg.end_minute(), what)
+            phase("nodes")
             chunks = eng.PolarsChunks(eng.semi_aggregate(flow_paths, node_tab, rng,
                                                          cfg.spread_over_minutes))
-            rows = write_dense(out, node_tab, rng, chunks, cfg.chunk_rows, cfg.compression)
+            phase("aggregate")
+            node_missing = rng.node_missing(node_tab["exporter"])
+            rows = write_dense(out, node_tab, rng, chunks, cfg.chunk_rows, cfg.compression,
+                               node_missing)
+            phase("write")
         else:
             from netflowgen.features import spark_engine as seng
 
             session = spark or seng.spark_session(cfg)
-            surv = seng.survey(session, flow_paths, table is not None, cfg.spread_over_minutes)
+            surv = seng.survey(session, flow_paths, table is not None, cfg.spread_over_minutes,
+                               by_exporter)
+            phase("survey")
             node_tab = _nodes(surv, table, cfg, rejects)
             rng = resolve_range(surv, cfg.start_minute(), cfg.end_minute(), what)
+            phase("nodes")
             sparse_dir = Path(tmp) / "sparse"
             chunks = seng.aggregate(session, flow_paths, node_tab, rng, cfg.spread_over_minutes,
                                     sparse_dir, cfg.chunk_rows)
-            rows = write_dense(out, node_tab, rng, chunks, cfg.chunk_rows, cfg.compression)
+            phase("aggregate")
+            node_missing = rng.node_missing(node_tab["exporter"])
+            rows = write_dense(out, node_tab, rng, chunks, cfg.chunk_rows, cfg.compression,
+                               node_missing)
+            phase("write")
     first = pl.Series([rng.first * 60_000]).cast(pl.Datetime("ms", "UTC"))[0]
     return FeatureSummary(out, cfg.engine, surv.n_flows, node_tab.height,
                           node_tab["customer"].n_unique() if node_tab.height else 0, rng.n,
                           rng.n_missing, rows, f"{first:%Y-%m-%d %H:%M}",
-                          time.perf_counter() - t0, surv.starting_outside(rng), rejects.as_dict())
+                          time.perf_counter() - t0, surv.starting_outside(rng), rejects.as_dict(),
+                          "exporter" if by_exporter else "global",
+                          int(node_missing[0].sum(axis=1)[node_missing[1]].sum()), phase.done)
 
 
 def _nodes(surv: Survey, table: nodes_mod.CustomerTable | None, cfg: FeatureConfig,
@@ -122,18 +162,21 @@ def _nodes(surv: Survey, table: nodes_mod.CustomerTable | None, cfg: FeatureConf
         found = table.assign(surv.ips["ip"], rejects)
     else:
         found = nodes_mod.default_nodes(surv.ips, cfg.min_flows)
-    return nodes_mod.node_table(found)
+    return attribute_exporters(nodes_mod.node_table(found), surv.ip_exporters)
 
 
-def _canonical(paths: Sequence[str | Path], fmt: str, tmp: Path,
-               rejects: RejectCounter) -> list[Path]:
-    """Canonical flow Parquet paths: the inputs themselves for Parquet, else a converted copy."""
+def _canonical(paths: Sequence[str | Path], fmt: str, tmp: Path, rejects: RejectCounter,
+               cfg: FeatureConfig) -> list[Path]:
+    """Canonical flow Parquet paths: the inputs themselves for Parquet, else a converted copy
+    (sampling rates resolved as SPEC 1: record -> per-exporter override -> default -> reject)."""
     if fmt == "parquet":
         return [Path(p) for p in paths]
-    from netflowgen.sources import FORMATS, open_source, write_flows
+    from netflowgen.sources import FORMATS, SourceOptions, open_source, write_flows
 
     if fmt not in FORMATS:
         raise InputError(f"unknown flow format {fmt!r}; known: {list(FORMATS)}")
     target = tmp / "flows.parquet"
-    write_flows(open_source([Path(p) for p in paths], fmt, None, rejects), target, rejects)
+    options = SourceOptions(default_sampling_rate=cfg.default_sampling,
+                            exporter_sampling=dict(cfg.exporter_sampling))
+    write_flows(open_source([Path(p) for p in paths], fmt, options, rejects), target, rejects)
     return [target]

@@ -47,10 +47,12 @@ def nodes_per_chunk(chunk_rows: int, n_minutes: int) -> int:
 
 
 def write_dense(out: Path, nodes: pl.DataFrame, rng: TimeRange, chunks: ChunkSource,
-                chunk_rows: int = 262_144, compression: str = "zstd") -> int:
+                chunk_rows: int = 262_144, compression: str = "zstd",
+                node_missing: tuple[np.ndarray, np.ndarray] | None = None) -> int:
     """Write the dense table for `nodes` (node table: node, customer, node_idx = row number) over
     `rng` to `out` (atomically: a temporary file renamed at the end). Returns the row count
-    (= nodes x minutes)."""
+    (= nodes x minutes). `node_missing`: (matrix of missing minutes, row of it per node), see
+    `TimeRange.node_missing`; None: `rng.missing` for every node."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
@@ -59,6 +61,8 @@ def write_dense(out: Path, nodes: pl.DataFrame, rng: TimeRange, chunks: ChunkSou
     names = nodes["node"].to_arrow().cast(pa.string())
     customers = nodes["customer"].to_arrow().cast(pa.string())
     minute_ms = (rng.first + np.arange(n_min, dtype=np.int64)) * MS_PER_MINUTE
+    if node_missing is None or len(node_missing[1]) != n_nodes:
+        node_missing = (rng.missing[None, :], np.zeros(n_nodes, np.int64))
     rows = 0
     try:
         # Dictionaries and statistics only where they pay: on the key columns. For the 86 mostly
@@ -75,8 +79,9 @@ def write_dense(out: Path, nodes: pl.DataFrame, rng: TimeRange, chunks: ChunkSou
                 pending: Future[None] | None = None
                 for lo in range(0, n_nodes, per_chunk):
                     hi = min(n_nodes, lo + per_chunk)
+                    missing = node_missing[0][node_missing[1][lo:hi]].ravel()
                     block = _block(lo, hi, chunks(lo, hi, n_min), names, customers, minute_ms,
-                                   rng.missing)
+                                   missing)
                     if pending is not None:
                         pending.result()
                     pending = pool.submit(writer.write_table, block)
@@ -95,7 +100,8 @@ def write_dense(out: Path, nodes: pl.DataFrame, rng: TimeRange, chunks: ChunkSou
 
 def _block(lo: int, hi: int, values: np.ndarray, names: pa.Array, customers: pa.Array,
            minute_ms: np.ndarray, missing: np.ndarray) -> pa.Table:
-    """Arrow table of nodes lo..hi-1 x all minutes around the (86, rows) feature `values`."""
+    """Arrow table of nodes lo..hi-1 x all minutes around the (86, rows) feature `values`;
+    `missing`: (rows,) bool, node-major like the values."""
     n_min = len(minute_ms)
     if values.shape != (len(FEATURE_NAMES), (hi - lo) * n_min):
         raise AssertionError(f"engine block has shape {values.shape}")
@@ -104,6 +110,6 @@ def _block(lo: int, hi: int, values: np.ndarray, names: pa.Array, customers: pa.
         pa.DictionaryArray.from_arrays(node_ix, names).cast(pa.string()),
         pa.DictionaryArray.from_arrays(node_ix, customers).cast(pa.string()),
         pa.array(np.tile(minute_ms, hi - lo), type=pa.int64()).cast(TIMESTAMP),
-        pa.array(np.tile(missing, hi - lo), type=pa.bool_()),
+        pa.array(missing, type=pa.bool_()),
     ] + [pa.array(values[j]) for j in range(len(FEATURE_NAMES))]
     return pa.Table.from_arrays(cols, schema=NODE_MINUTE_SCHEMA)

@@ -51,21 +51,32 @@ def _minutes(spread: bool) -> tuple[pl.Expr, pl.Expr]:
     return start, end
 
 
-def survey(paths: list[Path], customers: bool, spread: bool) -> Survey:
-    """First pass: flows per start minute, coverage events (spread) and the candidate node IPs."""
+def survey(paths: list[Path], customers: bool, spread: bool, by_exporter: bool = False) -> Survey:
+    """First pass: flows per start minute, coverage events (spread) and the candidate node IPs;
+    `by_exporter`: all of these per exporter, and flow records per (IP, exporter)."""
     lf = scan(paths)
     start, end = _minutes(spread)
-    spans = lf.select(s=start, e=end)
-    queries = [spans.group_by(pl.col("s").alias("minute")).agg(n=pl.len().cast(pl.Int64))]
-    if customers:
+    keys = ["exporter"] if by_exporter else []
+    spans = lf.select(*keys, s=start, e=end)
+    queries = [spans.group_by(*keys, pl.col("s").alias("minute")).agg(n=pl.len().cast(pl.Int64))]
+    if by_exporter:
+        queries.append(pl.concat([lf.select("exporter", ip="src_ip", d=pl.lit(0, pl.Int64)),
+                                  lf.select("exporter", ip="dst_ip", d=pl.lit(1, pl.Int64))])
+                       .group_by("ip", "exporter").agg(n=pl.len().cast(pl.Int64),
+                                                       n_dst=pl.col("d").sum()))
+    elif customers:
         queries.append(pl.concat([lf.select(ip="src_ip"), lf.select(ip="dst_ip")]).unique())
     else:
         queries.append(lf.group_by("dst_ip").agg(n=pl.len()))
     if spread:
-        queries.append(pl.concat([spans.select(minute="s", delta=pl.lit(1, pl.Int64)),
-                                  spans.select(minute=pl.col("e") + 1, delta=pl.lit(-1, pl.Int64))]
-                                 ).group_by("minute").agg(pl.col("delta").sum()))
+        queries.append(pl.concat([spans.select(*keys, minute="s", delta=pl.lit(1, pl.Int64)),
+                                  spans.select(*keys, minute=pl.col("e") + 1,
+                                               delta=pl.lit(-1, pl.Int64))]
+                                 ).group_by(*keys, "minute").agg(pl.col("delta").sum()))
     starts, ips, *events = pl.collect_all(queries, engine=ENGINE)
+    if by_exporter:
+        shape = pl.DataFrame(schema={"ip": pl.String} if customers else {"dst_ip": pl.String})
+        return survey_from_counts(starts, events[0] if events else None, shape, ip_exporters=ips)
     return survey_from_counts(starts, events[0] if events else None, ips)
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from netflowgen.config import ConfigError
 
 ENGINES: tuple[str, ...] = ("polars", "spark")
+MISSING_BY: tuple[str, ...] = ("exporter", "global")
 
 
 @dataclass
@@ -30,6 +31,14 @@ class FeatureConfig:
     spark_shuffle_partitions: int = 8
     chunk_rows: int = 262_144  # dense rows per written row group (bounds memory of densifying)
     compression: str = "zstd"  # Parquet codec of the output; "lz4" writes ~40 % faster, 2x bigger
+    # Missing minutes: "exporter" = a node-minute is missing when the exporter that reported most of
+    # the node's flow records sent nothing in that minute (nodes whose records carry no exporter, and
+    # inputs without one, fall back to "global"); "global" = missing when no record at all arrived.
+    missing_by: str = "exporter"
+    # Sampling rate of records that carry none (formats like nfcapd, nfdump-csv; SPEC 1 order:
+    # record -> exporter_sampling -> default_sampling -> reject). Unused for canonical Parquet.
+    default_sampling: int | None = None
+    exporter_sampling: dict[str, int] = field(default_factory=dict)  # exporter IP -> N
 
     def validate(self) -> None:
         if self.engine not in ENGINES:
@@ -40,6 +49,13 @@ class FeatureConfig:
             raise ConfigError(f"features.chunk_rows must be >= 1, got {self.chunk_rows}")
         if self.compression not in ("zstd", "lz4", "snappy", "gzip", "brotli", "none"):
             raise ConfigError(f"features.compression: {self.compression!r} is not a Parquet codec")
+        if self.missing_by not in MISSING_BY:
+            raise ConfigError(f"features.missing_by: {self.missing_by!r} is not one of {list(MISSING_BY)}")
+        if self.default_sampling is not None and self.default_sampling < 1:
+            raise ConfigError(f"features.default_sampling must be >= 1, got {self.default_sampling}")
+        bad = {k: v for k, v in self.exporter_sampling.items() if not isinstance(v, int) or v < 1}
+        if bad:
+            raise ConfigError(f"features.exporter_sampling: rates must be integers >= 1, got {bad}")
         s, e = self.start_minute(), self.end_minute()
         if s is not None and e is not None and e <= s:
             raise ConfigError(f"features.end ({self.end}) must be after features.start ({self.start})")

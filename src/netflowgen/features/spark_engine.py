@@ -58,21 +58,35 @@ def _minutes(spread: bool) -> tuple["Column", "Column"]:
     return (start, F.greatest(minute("ts_end"), start)) if spread else (start, start)
 
 
-def survey(spark: "SparkSession", paths: list[Path], customers: bool, spread: bool) -> Survey:
+def survey(spark: "SparkSession", paths: list[Path], customers: bool, spread: bool,
+           by_exporter: bool = False) -> Survey:
     """First pass (see `polars_engine.survey`), computed by Spark, results collected to Polars."""
     from pyspark.sql import functions as F
 
     df = _read(spark, paths)
     start, end = _minutes(spread)
-    spans = df.select(start.alias("s"), end.alias("e"))
-    starts = _to_polars(spans.groupBy(F.col("s").alias("minute")).agg(F.count(F.lit(1)).alias("n")),
-                        {"minute": pl.Int64, "n": pl.Int64})
+    keys = ["exporter"] if by_exporter else []
+    key_schema = {"exporter": pl.String} if by_exporter else {}
+    spans = df.select(*keys, start.alias("s"), end.alias("e"))
+    starts = _to_polars(spans.groupBy(*keys, F.col("s").alias("minute")).agg(
+        F.count(F.lit(1)).alias("n")), {**key_schema, "minute": pl.Int64, "n": pl.Int64})
     events = None
     if spread:
-        ev = spans.select(F.col("s").alias("minute"), F.lit(1).cast("long").alias("delta")).unionByName(
-            spans.select((F.col("e") + 1).alias("minute"), F.lit(-1).cast("long").alias("delta")))
-        events = _to_polars(ev.groupBy("minute").agg(F.sum("delta").alias("delta")),
-                            {"minute": pl.Int64, "delta": pl.Int64})
+        ev = spans.select(*keys, F.col("s").alias("minute"),
+                          F.lit(1).cast("long").alias("delta")).unionByName(
+            spans.select(*keys, (F.col("e") + 1).alias("minute"),
+                         F.lit(-1).cast("long").alias("delta")))
+        events = _to_polars(ev.groupBy(*keys, "minute").agg(F.sum("delta").alias("delta")),
+                            {**key_schema, "minute": pl.Int64, "delta": pl.Int64})
+    if by_exporter:
+        ends = df.select(F.col("src_ip").alias("ip"), "exporter", F.lit(0).cast("long").alias("d")
+                         ).unionByName(df.select(F.col("dst_ip").alias("ip"), "exporter",
+                                                 F.lit(1).cast("long").alias("d")))
+        ip_exporters = _to_polars(ends.groupBy("ip", "exporter").agg(
+            F.count(F.lit(1)).alias("n"), F.sum("d").alias("n_dst")),
+            {"ip": pl.String, "exporter": pl.String, "n": pl.Int64, "n_dst": pl.Int64})
+        shape = pl.DataFrame(schema={"ip": pl.String} if customers else {"dst_ip": pl.String})
+        return survey_from_counts(starts, events, shape, ip_exporters=ip_exporters)
     if customers:
         ips = _to_polars(df.select(F.col("src_ip").alias("ip")).unionByName(
             df.select(F.col("dst_ip").alias("ip"))).distinct(), {"ip": pl.String})

@@ -7,7 +7,10 @@ each covered minute gets an equal share (1/k of packets, bytes and the flow coun
 
 A minute is *missing* when no flow record at all - from any exporter, for nodes or not - is
 attributed to it (spread: covers it): the source reported nothing, which is not the same as zero
-traffic for one node while others are active.
+traffic for one node while others are active. With `missing_by = "exporter"` the same rule is
+applied per exporter: a node is attributed to the exporter that reported most of its flow records
+(either end; ties: the smallest exporter text), and its minute is missing when that exporter sent
+no record in it. Nodes without an exporter (null in every record) keep the global rule.
 """
 
 from __future__ import annotations
@@ -31,6 +34,9 @@ class Survey:
     `starts`: DataFrame (minute: Int64, n: Int64) of flow records per ts_start minute.
     `ips`: the distinct IP texts (customer rule) or DataFrame (dst_ip, n) of flow records per
     destination (default rule).
+    Per exporter (None unless `missing_by = "exporter"`): `exporter_events` (exporter, minute,
+    delta) as `events` for each exporter's records, and `ip_exporters` (ip, exporter, n) = flow
+    records per IP (either end) and exporter.
     """
 
     n_flows: int
@@ -39,6 +45,8 @@ class Survey:
     events: pl.DataFrame
     starts: pl.DataFrame
     ips: pl.DataFrame
+    exporter_events: pl.DataFrame | None = None
+    ip_exporters: pl.DataFrame | None = None
 
     def starting_outside(self, rng: "TimeRange") -> int:
         """Flow records whose ts_start minute lies outside `rng` (cut by --start/--end)."""
@@ -46,19 +54,40 @@ class Survey:
         return int(self.starts.filter((m < rng.first) | (m >= rng.first + rng.n))["n"].sum())
 
 
-def survey_from_counts(starts: pl.DataFrame, events: pl.DataFrame | None, ips: pl.DataFrame) -> Survey:
+def survey_from_counts(starts: pl.DataFrame, events: pl.DataFrame | None, ips: pl.DataFrame,
+                       ip_exporters: pl.DataFrame | None = None) -> Survey:
     """Survey from per-minute start counts (minute, n) and, for spread attribution, coverage
-    events (minute, delta); without events every flow covers only its start minute."""
+    events (minute, delta); without events every flow covers only its start minute.
+
+    Per-exporter mode: `starts` and `events` carry an `exporter` column as well (counts per
+    exporter and minute) and `ip_exporters` is (ip, exporter, n, n_dst); `ips` is then derived
+    (distinct ip for the customer rule: pass `ips` with the column "ip"; destination counts
+    (dst_ip, n) for the default rule: pass `ips` with the column "dst_ip")."""
+    exporter_events = None
+    if "exporter" in starts.columns:
+        if events is None:
+            events = pl.concat([starts.select("exporter", "minute", delta="n"),
+                                starts.select("exporter", pl.col("minute") + 1, delta=-pl.col("n"))])
+        exporter_events = events
+        events = events.group_by("minute").agg(pl.col("delta").sum())
+        starts = starts.group_by("minute").agg(pl.col("n").sum())
+    if ip_exporters is not None:
+        if "dst_ip" in ips.columns:
+            ips = ip_exporters.filter(pl.col("n_dst") > 0).group_by("ip").agg(
+                n=pl.col("n_dst").sum()).select(dst_ip="ip", n="n")
+        else:
+            ips = ip_exporters.select("ip").unique()
+        ip_exporters = ip_exporters.select("ip", "exporter", "n")
     n = int(starts["n"].sum()) if starts.height else 0
     if events is None:
         events = pl.concat([starts.select("minute", delta="n"),
                             starts.select(pl.col("minute") + 1, delta=-pl.col("n"))])
     if n == 0:
-        return Survey(0, None, None, events, starts, ips)
+        return Survey(0, None, None, events, starts, ips, exporter_events, ip_exporters)
     # Every flow puts its -1 at (last minute + 1) and last >= first, so the largest event minute
     # is the latest covered minute + 1.
     return Survey(n, int(starts["minute"].min()), int(events["minute"].max()) - 1, events,  # type: ignore[arg-type]
-                  starts, ips)
+                  starts, ips, exporter_events, ip_exporters)
 
 
 @dataclass(frozen=True)
@@ -68,10 +97,28 @@ class TimeRange:
     first: int
     n: int
     missing: np.ndarray  # (n,) bool
+    # Per exporter (missing_by = "exporter"): exporter names and their (E, n) missing minutes.
+    exporters: tuple[str, ...] = ()
+    exporter_missing: np.ndarray | None = None
 
     @property
     def n_missing(self) -> int:
         return int(self.missing.sum())
+
+    def node_missing(self, node_exporter: pl.Series | None) -> tuple[np.ndarray, np.ndarray]:
+        """(matrix (1 + E, n) bool, row per node): row 0 is the global rule, row 1 + i that of
+        exporter i; a node whose exporter is null (or unknown) gets row 0."""
+        rows = [self.missing[None, :]]
+        if self.exporter_missing is not None:
+            rows.append(self.exporter_missing)
+        matrix = np.concatenate(rows)
+        if node_exporter is None or not self.exporters:
+            return matrix, np.zeros(0 if node_exporter is None else len(node_exporter), np.int64)
+        lookup = pl.DataFrame({"exporter": list(self.exporters),
+                               "row": np.arange(1, len(self.exporters) + 1, dtype=np.int64)})
+        idx = pl.DataFrame({"exporter": node_exporter.cast(pl.String)}).join(
+            lookup, on="exporter", how="left", maintain_order="left")["row"].fill_null(0)
+        return matrix, idx.to_numpy().astype(np.int64)
 
 
 def resolve_range(survey: Survey, start: int | None, end: int | None, what: str) -> TimeRange:
@@ -85,13 +132,37 @@ def resolve_range(survey: Survey, start: int | None, end: int | None, what: str)
         raise InputError(f"{what}: time range is empty: flows end before --start or start after "
                          f"--end (flows cover minutes {survey.first_minute}..{survey.last_minute})")
     n = stop - first
+    missing = ~_covered(survey.events, first, n)
+    if survey.exporter_events is None:
+        return TimeRange(first, n, missing)
+    ev = survey.exporter_events.filter(pl.col("exporter").is_not_null())
+    names = tuple(sorted(ev["exporter"].unique().to_list()))
+    per = ev.partition_by("exporter", as_dict=True)
+    mat = np.stack([~_covered(per[(x,)], first, n) for x in names]) if names else \
+        np.zeros((0, n), bool)
+    return TimeRange(first, n, missing, names, mat)
+
+
+def _covered(events: pl.DataFrame, first: int, n: int) -> np.ndarray:
+    """(n,) bool: minutes first..first+n-1 that some flow of `events` (minute, delta) covers."""
     diff = np.zeros(n + 1, dtype=np.int64)
-    ev = survey.events.filter(pl.col("delta") != 0)
+    ev = events.filter(pl.col("delta") != 0)
     m = ev["minute"].to_numpy().astype(np.int64) - first
     d = ev["delta"].to_numpy().astype(np.int64)
     before = m < 0  # flows that started before the range and may still cover its first minutes
     diff[0] += d[before].sum()
     keep = (~before) & (m <= n)
     np.add.at(diff, m[keep], d[keep])
-    covered = np.cumsum(diff[:n]) > 0
-    return TimeRange(first, n, ~covered)
+    return np.cumsum(diff[:n]) > 0
+
+
+def attribute_exporters(nodes: pl.DataFrame, ip_exporters: pl.DataFrame | None) -> pl.DataFrame:
+    """The node table with a column `exporter`: the exporter that reported most of the node's flow
+    records (ties: smallest text; null records ignored), null when none did."""
+    if ip_exporters is None:
+        return nodes.with_columns(exporter=pl.lit(None, pl.String))
+    best = ip_exporters.filter(pl.col("exporter").is_not_null()).sort(
+        ["ip", "n", "exporter"], descending=[False, True, False]).group_by(
+        "ip", maintain_order=True).first().select(node=pl.col("ip").cast(pl.String),
+                                                 exporter=pl.col("exporter").cast(pl.String))
+    return nodes.join(best, on="node", how="left", maintain_order="left")
