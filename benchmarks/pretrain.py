@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from netflowgen.model import TrafficGPT, model_config
+from netflowgen.model import TrafficGPT, model_config, next_minute_loss
 from netflowgen.schema import FEATURE_NAMES
 from netflowgen.tokens import ModelInputs
 
@@ -99,14 +99,17 @@ def run_variant(args: argparse.Namespace) -> dict:
         step_fn = torch.compile(model)
     opt = torch.optim.AdamW(model.parameters(), lr=5e-4)
     x = random_inputs(args.batch, args.context, device)
-    targets = x.tokens[:, 1:]
+    targets, mask = x.tokens[:, 1:], x.valid[:, 1:]
     amp = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if args.dtype == "bf16" else \
         (lambda: torch.autocast(device.type, enabled=False))
 
     def step() -> None:
         with amp():
             logits = step_fn(x)  # (B, T, F, N)
-        loss = F.cross_entropy(logits[:, :-1].float().reshape(-1, N_BINS), targets.reshape(-1))
+        if args.variant == "ours":  # the training loss (bins-first layout, fp32 softmax)
+            loss = next_minute_loss(logits, targets, mask)
+        else:  # the plain way: cross-entropy over the last dim of (B, T, F, N)
+            loss = F.cross_entropy(logits[:, :-1].float().reshape(-1, N_BINS), targets.reshape(-1))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -90,3 +90,12 @@ def test_tiny_model_overfits_one_batch(data):
         loss.backward()
         opt.step()
     assert first > 2.0 and loss.item() < 0.1 * first  # from ~log(10) to near-memorized
+
+
+def test_output_bias_starts_at_the_training_marginals(data):
+    m = tiny(predicted_features=FEATURE_NAMES[:3])
+    freq = torch.softmax(torch.randn(3, 10), dim=-1)  # (P, N)
+    m.init_output_bias(freq)
+    torch.nn.init.zeros_(m.head.weight)  # logits = bias only
+    p = torch.softmax(m(data.inputs(np.array([0]), np.array([0]), 8)), dim=-1)  # (1, 8, P, N)
+    torch.testing.assert_close(p[0, 5], freq)

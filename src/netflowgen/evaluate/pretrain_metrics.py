@@ -17,7 +17,7 @@ from typing import Callable, ContextManager, Sequence
 import numpy as np
 import torch
 
-from netflowgen.model import TrafficGPT
+from netflowgen.model import TrafficGPT, next_minute_loss
 from netflowgen.tokens import TokenData, scoring_windows
 
 GROUPS: tuple[str, ...] = ("volume", "protocol", "port", "flags")
@@ -108,13 +108,9 @@ def score_model(model: TrafficGPT, data: TokenData, lo: int, hi: int, batch: int
         targets, mask = model.targets(x)  # (b, T-1, P), (b, T-1)
         pos = (w[:, 1:2] + torch.arange(T - 1)[None, :]).to(device)  # (b, T-1) absolute minute of position
         scored = mask & (pos >= w[:, 2:3].to(device)) & (pos < w[:, 3:4].to(device))  # (b, T-1)
-        lg = logits[:, :-1].float()
-        targets = targets.clamp_max(lg.shape[-1] - 1)  # missing minutes are masked out below
-        per = torch.nn.functional.cross_entropy(lg.reshape(-1, lg.shape[-1]), targets.reshape(-1),
-                                                reduction="none").view(targets.shape)  # (b, T-1, P)
-        s = scored[..., None]
-        nll += (per * s).sum((0, 1)).double()
-        correct += ((lg.argmax(-1) == targets) & s).sum((0, 1)).double()
+        s = scored[..., None]  # (b, T-1, 1)
+        nll += next_minute_loss(logits, targets, scored, reduction="none").sum((0, 1)).double()
+        correct += ((logits[:, :-1].argmax(-1) == targets) & s).sum((0, 1)).double()
         count += s.expand_as(targets).sum((0, 1)).double()
     model.train(was_training)
     return Scores(tuple(model.cfg.predicted_features), nll.cpu().numpy(), correct.cpu().numpy(),

@@ -174,7 +174,10 @@ class TrafficGPT(nn.Module):
         """Logits (B, T, P, n_bins): position t's distribution over the bins of minute t+1."""
         h = self.hidden_states(x)  # (B, T, C)
         B, T, _ = h.shape
-        return self.head(h).view(B, T, len(self.cfg.predicted_features), self.cfg.n_bins)  # (B, T, P, N)
+        # Stored bins-first (B, T, N, P): the loss's softmax then runs over a strided dim with P
+        # contiguous lanes, ~5x faster on CPU than over a contiguous dim of only 10.
+        logits = self.head(h).view(B, T, self.cfg.n_bins, len(self.cfg.predicted_features))  # (B, T, N, P)
+        return logits.transpose(2, 3)  # (B, T, P, N) view
 
     def targets(self, x: ModelInputs) -> tuple[torch.Tensor, torch.Tensor]:
         """Next-minute targets (B, T-1, P) and their mask (B, T-1): False where minute t+1 is missing."""
@@ -187,7 +190,7 @@ class TrafficGPT(nn.Module):
         Without it the first hundreds of steps only learn that ~80 % of minutes are bin 0.
         bin_frequency : (P, n_bins), rows summing to 1.
         """
-        self.head.bias.copy_(bin_frequency.clamp_min(1e-6).log().reshape(-1))
+        self.head.bias.copy_(bin_frequency.clamp_min(1e-6).log().t().reshape(-1))  # head rows are (N, P)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -214,12 +217,14 @@ def next_minute_loss(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Te
     logits : (B, T, P, N) model output.
     targets : (B, T-1, P) next-minute bins (from `TrafficGPT.targets`).
     mask : (B, T-1) bool, False where minute t+1 is missing (never a target).
-    reduction : "mean" over valid (node, step, feature) triples, or "sum".
+    reduction : "mean" over valid (node, step, feature) triples, "sum", or "none" ((B, T-1, P), 0
+        where masked).
     """
-    lg = logits[:, :-1].float()  # (B, T-1, P, N); fp32 log-softmax even under autocast
-    nll = F.cross_entropy(lg.reshape(-1, lg.shape[-1]), targets.reshape(-1).clamp_max(lg.shape[-1] - 1),
-                          reduction="none").view(targets.shape)  # (B, T-1, P)
+    lg = logits[:, :-1].permute(0, 3, 1, 2).float()  # (B, N, T-1, P): class dim second; fp32 even under autocast
+    nll = F.cross_entropy(lg, targets.clamp_max(lg.shape[1] - 1), reduction="none")  # (B, T-1, P)
     nll = nll * mask[..., None]
+    if reduction == "none":
+        return nll
     if reduction == "sum":
         return nll.sum()
     return nll.sum() / (mask.sum() * targets.shape[-1]).clamp_min(1)
