@@ -127,3 +127,12 @@ def test_cli_under_torchrun_two_processes(features, tmp_path):
     for k in a:  # Adam's first steps are ~lr * sign(grad): equal up to float noise in the gradients
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-5, msg=k)
     assert '"world_size": 2' in r.stdout and single["world_size"] == 1
+
+
+def test_settings_are_validated():
+    from netflowgen.config import ConfigError
+
+    for bad in ({"precision": "fp8"}, {"model": "4-4-64-64"}, {"predicted": "in_all_pkt,nope"}, {"context": 1}):
+        with pytest.raises(ConfigError):
+            PretrainConfig(**bad)
+    assert PretrainConfig(predicted="out_all_byt,in_all_pkt").predicted  # names in any order are fine

@@ -32,7 +32,7 @@ import torch
 import torch.distributed as dist
 
 from netflowgen.api import NetFlowGen
-from netflowgen.config import save_beside
+from netflowgen.config import ConfigError, save_beside
 from netflowgen.evaluate.pretrain_metrics import score_model
 from netflowgen.model import TrafficGPT, model_config, next_minute_loss
 from netflowgen.progress import progress_bar
@@ -75,6 +75,18 @@ class PretrainConfig:
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU), fp32, bf16
     threads: int = 0  # torch intra-op threads, 0 = torch default
 
+    def __post_init__(self) -> None:
+        from netflowgen.model.gpt import MODEL_CONFIGS
+
+        checks = {"model": (self.model, tuple(MODEL_CONFIGS)), "device": (self.device, ("auto", "cpu", "cuda")),
+                  "precision": (self.precision, ("auto", "fp32", "bf16"))}
+        for key, (value, allowed) in checks.items():
+            if value not in allowed:
+                raise ConfigError(f"{key} = {value!r}: expected one of {list(allowed)}")
+        if self.context < 2 or self.batch_size < 1 or self.lr < 0 or not 2 <= self.n_bins <= 255:
+            raise ConfigError("context >= 2, batch_size >= 1, lr >= 0 and 2 <= n_bins <= 255 are required")
+        predicted_features(self.predicted)  # raises on unknown names
+
 
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
@@ -96,8 +108,8 @@ def predicted_features(spec: str) -> tuple[str, ...]:
         return LIGHT_FEATURE_NAMES
     names = tuple(n.strip() for n in spec.split(",") if n.strip())
     bad = [n for n in names if n not in FEATURE_NAMES]
-    if bad:
-        raise ValueError(f"unknown predicted feature(s) {bad}")
+    if bad or not names:
+        raise ConfigError(f"predicted = {spec!r}: unknown feature(s) {bad}; use all, light or names from the schema")
     return tuple(n for n in FEATURE_NAMES if n in names)  # schema order
 
 
