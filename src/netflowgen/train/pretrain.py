@@ -242,6 +242,8 @@ def pretrain(features: str | Path, out: str | Path, cfg: PretrainConfig, resume:
     probe = resolve_device(cfg.device)
     d = init_distributed(probe)
     device = resolve_device(cfg.device, d)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # NCCL collectives run on the current device
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if d.main:
