@@ -107,8 +107,8 @@ class NetFlowGen:
         -------
         np.ndarray
             (n_nodes, T, P, n_bins) float32: entry [i, t, p] is the distribution of predicted
-            feature p at minute t+1 of node i (nodes in order of first appearance, sorted by name;
-            see `tokenize(table).nodes`); T = min(table minutes, context).
+            feature p at minute t+1 of node i (nodes sorted by name, as `tokenize(table).nodes`);
+            T = min(table minutes, context).
         """
         x = self._window(self.tokenize(table))
         return torch.softmax(self.model.eval()(x).float(), dim=-1).cpu().numpy()
