@@ -20,7 +20,7 @@ torch.set_num_threads(1)
 from .synthetic import make_dataset  # noqa: E402
 
 METRICS = MetricConfig(warmup=8, overhead_budget=0.2)
-FT = FinetuneConfig(epochs=20, patience=5, head_hidden=32, lr=3e-3, batch_size=8)
+FT = FinetuneConfig(epochs=20, patience=5, min_epochs=14, head_hidden=32, lr=3e-3, batch_size=8)
 
 
 @pytest.fixture(scope="module")

@@ -28,12 +28,12 @@ from netflowgen.detect.safe import safe_loss, survival
 
 @dataclass
 class FinetuneConfig:
-    epochs: int = 40
+    epochs: int = 30
     batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 1e-4
     patience: int = 6  # epochs without a better early-stopping loss before stopping
-    min_epochs: int = 10  # never stop earlier: the loss on held-out attacks often rises first
+    min_epochs: int = 8  # never stop earlier: the loss on held-out attacks often rises first
     holdout: float = 0.2  # share of label pairs held out for early stopping (val and count regimes)
     head_hidden: int = 512
     head_dropout: float = 0.1

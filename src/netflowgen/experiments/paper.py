@@ -38,6 +38,8 @@ class PaperConfig:
     headline_labels: str = "360"  # Table 5 / Fig. 5 regime ("val" = the validation split, or a count)
     more_labels: str = "all"  # the "MoreData" regime of Table 5
     more_data_seeds: int = 3  # seeds for the MoreData regime (0 = skip it)
+    more_data_methods: list[str] = field(default_factory=lambda: list(METHODS))  # methods run on MoreData
+    table6_methods: list[str] = field(default_factory=lambda: list(METHODS))
     tf_seeds: int = 3  # seeds of the end-to-end Transformer (costly on a CPU), every part
     table6_seeds: int = 3  # seeds per attack type
     bounds: list[float] = field(default_factory=lambda: [0.7, 0.8, 0.9])  # Fig. 5 overhead bounds
@@ -137,7 +139,8 @@ class PaperRun:
             self.log("Table 5: all attacks, headline and MoreData label regimes")
             t5: dict[str, Any] = {}
             for method in cfg.methods:
-                for labels, sd in ((cfg.headline_labels, seeds), (cfg.more_labels, seeds[:cfg.more_data_seeds])):
+                more = seeds[:cfg.more_data_seeds] if method in cfg.more_data_methods else []
+                for labels, sd in ((cfg.headline_labels, seeds), (cfg.more_labels, more)):
                     rs = self.scored(method, labels, "all", sd)
                     if rs:
                         t5[f"{method}|{labels}"] = {"aggregate": aggregate(rs), "runs": [r.to_json() for r in rs]}
@@ -157,7 +160,7 @@ class PaperRun:
             self.log("Table 6: per attack type")
             t6: dict[str, Any] = {}
             for ty in cfg.attack_types:
-                for method in cfg.methods:
+                for method in [m for m in cfg.methods if m in cfg.table6_methods]:
                     rs = self.scored(method, cfg.headline_labels, ty, seeds[:cfg.table6_seeds])
                     if rs:
                         t6[f"{method}|{ty}"] = {"aggregate": aggregate(rs)}
