@@ -32,9 +32,16 @@ from netflowgen.schema import FLOW_SCHEMA
 T0_MS = 1_700_006_400_000  # 2023-11-15 00:00 UTC, a Wednesday
 
 
-def generate(path: Path, n_flows: int, n_nodes: int = 2000, days: float = 2.0, seed: int = 0,
-             chunk: int = 2_000_000) -> Path:
-    """Write `n_flows` random flows to `path` (canonical Parquet) and `customers.csv` beside it."""
+DEFAULT_NODES, DEFAULT_DAYS = 1700, 1.0  # 20 M flows -> 2.45 M node-minutes, ~8 flows each
+
+
+def generate(path: Path, n_flows: int, n_nodes: int = DEFAULT_NODES, days: float = DEFAULT_DAYS,
+             seed: int = 0, chunk: int = 2_000_000) -> Path:
+    """Write `n_flows` random flows to `path` (canonical Parquet) and `customers.csv` beside it.
+
+    Every flow has at least one node end (the ISP's customers): 70 % inbound from an outside peer
+    (200 k peer IPs), 28 % outbound to one, 2 % node to node. Each node sits behind one of three
+    exporters (by node number), whose name the flow carries."""
     rng = np.random.default_rng(seed)
     node_ints = (10 << 24) + rng.choice(1 << 20, size=n_nodes, replace=False)
     nodes = np.array([f"{i >> 24}.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}" for i in node_ints])
@@ -46,6 +53,7 @@ def generate(path: Path, n_flows: int, n_nodes: int = 2000, days: float = 2.0, s
     minute_w = 1.0 + 0.6 * np.sin(np.arange(n_min) * 2 * np.pi / 1440)  # daily cycle
     minute_w[n_min // 2: n_min // 2 + 30] = 0.0  # a 30-minute collector outage
     minute_w /= minute_w.sum()
+    exporters = np.array(["192.0.2.1", "192.0.2.2", "192.0.2.3"])[np.arange(n_nodes) % 3]
     with (path.parent / "customers.csv").open("w") as f:
         f.write("customer_id,prefix\n")
         for k, i in enumerate(sorted({i >> 12 for i in node_ints})):  # one customer per /20
@@ -54,13 +62,14 @@ def generate(path: Path, n_flows: int, n_nodes: int = 2000, days: float = 2.0, s
         done = 0
         while done < n_flows:
             n = min(chunk, n_flows - done)
-            w.write_table(_chunk(rng, n, nodes, peers, weight, minute_w))
+            w.write_table(_chunk(rng, n, nodes, peers, weight, minute_w, exporters))
             done += n
     return path
 
 
-def _chunk(rng, n, nodes, peers, weight, minute_w) -> pa.Table:
-    node = nodes[rng.choice(len(nodes), size=n, p=weight)]
+def _chunk(rng, n, nodes, peers, weight, minute_w, exporters) -> pa.Table:
+    node_i = rng.choice(len(nodes), size=n, p=weight)
+    node = nodes[node_i]
     peer = peers[rng.integers(0, len(peers), size=n)]
     inbound = rng.random(n) < 0.7
     both = rng.random(n) < 0.02  # node-to-node flows
@@ -89,7 +98,7 @@ def _chunk(rng, n, nodes, peers, weight, minute_w) -> pa.Table:
         "proto": pa.array(proto), "tcp_flags": pa.array(np.where(proto == 6, flags, 0).astype(np.uint8)),
         "packets": pa.array(pk), "bytes": pa.array(pk * rng.integers(40, 1500, n)),
         "sampling_rate": pa.array(rate),
-        "exporter": pa.array(np.where(rate == 1, "r1", "r2")),
+        "exporter": pa.array(exporters[node_i]),
         "in_if": pa.nulls(n, pa.uint32()), "out_if": pa.nulls(n, pa.uint32()),
     }
     return pa.Table.from_pydict(cols, schema=FLOW_SCHEMA)
@@ -106,7 +115,10 @@ def run_engine(engine: str, flows: Path, customers: Path, out: Path) -> dict:
 
         cfg = FeatureConfig(engine=engine, customers=str(customers), spark_master="local[2]",
                             spark_driver_memory="6g")
-        rows = build_features([flows], out, cfg).rows
+        summary = build_features([flows], out, cfg)
+        rows = summary.rows
+        return {"seconds": time.perf_counter() - t0, "rows": rows,
+                "phases": {k: [round(w, 2), round(c, 2)] for k, (w, c) in summary.phases.items()}}
     return {"seconds": time.perf_counter() - t0, "rows": rows}
 
 
@@ -168,6 +180,8 @@ def measure(engine: str, flows: Path, customers: Path, out: Path) -> dict:
 
     cmd = [sys.executable, __file__, "--_run", engine, str(flows), str(customers), str(out)]
     env = dict(os.environ, NETFLOWGEN_QUIET="1")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    load = os.getloadavg()[0]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     ps, peak = psutil.Process(proc.pid), 0
     while proc.poll() is None:
@@ -181,7 +195,12 @@ def measure(engine: str, flows: Path, customers: Path, out: Path) -> dict:
     if proc.returncode != 0:
         return {"error": stderr.strip().splitlines()[-1] if stderr.strip() else f"exit {proc.returncode}"}
     result = json.loads(stdout.strip().splitlines()[-1])
-    result["peak_gb"] = max(peak, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024) / 1e9
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result["peak_gb"] = max(peak, after.ru_maxrss * 1024) / 1e9
+    # CPU seconds (user + sys) of the child and the descendants it waited for; Spark's JVM may
+    # not be among them, so Spark's figure is a lower bound.
+    result["cpu_s"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    result["load"] = (load + os.getloadavg()[0]) / 2  # 1-minute load average, start and end
     return result
 
 
@@ -190,8 +209,10 @@ def main() -> None:
     ap.add_argument("--millions", type=float, nargs="+", default=[20, 100], help="flow counts, in millions")
     ap.add_argument("--engines", nargs="+", default=["polars", "spark", "pandas"],
                     choices=["polars", "spark", "pandas"])
-    ap.add_argument("--nodes", type=int, default=2000, help="node IPs (customers.csv covers them)")
-    ap.add_argument("--days", type=float, default=2.0, help="days of minutes in the data")
+    ap.add_argument("--nodes", type=int, default=DEFAULT_NODES,
+                    help="node IPs (customers.csv covers them); the default 1700 nodes x 1 day "
+                    "gives 20 M flows ~8 flows per node-minute, as TOOLS-NOTES' reference")
+    ap.add_argument("--days", type=float, default=DEFAULT_DAYS, help="days of minutes in the data")
     ap.add_argument("--pandas-max-millions", type=float, default=2.0,
                     help="pandas runs on at most this many flows (it holds everything in memory)")
     ap.add_argument("--workdir", type=Path, default=None, help="keep generated data here (reused)")
@@ -204,6 +225,9 @@ def main() -> None:
     work = args.workdir or Path(tempfile.mkdtemp(prefix="netflowgen-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     results = []
+    print(f"data shape: {args.nodes} nodes x {args.days:g} days = {int(args.nodes * args.days * 1440):,} "
+          f"dense node-minutes; 70 % inbound, 28 % outbound, 2 % node-to-node flows; 3 exporters",
+          flush=True)
     for m in args.millions:
         n = int(m * 1_000_000)
         d = work / f"{m:g}M-{args.nodes}n-{args.days:g}d"
@@ -224,6 +248,9 @@ def main() -> None:
             r.update(engine=engine, millions=m, flows=n_run)
             results.append(r)
             print(_row(r, None), flush=True)
+            if r.get("phases"):
+                print("  phases (wall s, CPU s): " + ", ".join(
+                    f"{k} {w:.1f}/{c:.1f}" for k, (w, c) in r["phases"].items()), flush=True)
     print("\n" + _table(results))
 
 
@@ -233,12 +260,15 @@ def _row(r: dict, pandas_rate: float | None) -> str:
     rate = r["flows"] / r["seconds"]
     ratio = f"{rate / pandas_rate:.1f}x" if pandas_rate else "-"
     return (f"| {r['millions']:g} M | {r['engine']} | {r['flows']:,} | {r['seconds']:.1f} | "
-            f"{rate / 1e6:.2f} M | {r['peak_gb']:.2f} | {r['rows']:,} | {ratio} |")
+            f"{rate / 1e6:.2f} M | {r['cpu_s']:.1f} | {r['flows'] / max(r['cpu_s'], 1e-9) / 1e6:.2f} M | "
+            f"{r['peak_gb']:.2f} | {r['rows']:,} | {r['flows'] / max(r['rows'], 1):.1f} | "
+            f"{r['load']:.1f} | {ratio} |")
 
 
 def _table(results: list[dict]) -> str:
-    lines = ["| size | engine | flows run | seconds | flows/s | peak RSS GB | rows out | speed vs pandas |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| size | engine | flows run | wall s | flows/s | CPU s | flows per CPU-s | peak RSS GB "
+             "| rows out | flows per row | load avg | speed vs pandas |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         ref = [x for x in results if x["engine"] == "pandas" and x["millions"] == r["millions"]
                and "error" not in x]

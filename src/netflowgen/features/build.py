@@ -122,8 +122,11 @@ def build_features(paths: Sequence[str | Path], out: str | Path, cfg: FeatureCon
             node_tab = _nodes(surv, table, cfg, rejects)
             rng = resolve_range(surv, cfg.start_minute(), cfg.end_minute(), what)
             phase("nodes")
-            chunks = eng.PolarsChunks(eng.semi_aggregate(flow_paths, node_tab, rng,
-                                                         cfg.spread_over_minutes))
+            semi, counts = eng.semi_aggregate(flow_paths, node_tab, rng, cfg.spread_over_minutes,
+                                              by_exporter)
+            chunks = eng.PolarsChunks(semi)
+            del semi
+            node_tab = attribute_exporters(node_tab, counts)
             phase("aggregate")
             node_missing = rng.node_missing(node_tab["exporter"])
             rows = write_dense(out, node_tab, rng, chunks, cfg.chunk_rows, cfg.compression,
@@ -140,8 +143,10 @@ def build_features(paths: Sequence[str | Path], out: str | Path, cfg: FeatureCon
             rng = resolve_range(surv, cfg.start_minute(), cfg.end_minute(), what)
             phase("nodes")
             sparse_dir = Path(tmp) / "sparse"
-            chunks = seng.aggregate(session, flow_paths, node_tab, rng, cfg.spread_over_minutes,
-                                    sparse_dir, cfg.chunk_rows)
+            chunks, counts = seng.aggregate(session, flow_paths, node_tab, rng,
+                                            cfg.spread_over_minutes, sparse_dir, cfg.chunk_rows,
+                                            by_exporter)
+            node_tab = attribute_exporters(node_tab, counts)
             phase("aggregate")
             node_missing = rng.node_missing(node_tab["exporter"])
             rows = write_dense(out, node_tab, rng, chunks, cfg.chunk_rows, cfg.compression,
@@ -162,7 +167,7 @@ def _nodes(surv: Survey, table: nodes_mod.CustomerTable | None, cfg: FeatureConf
         found = table.assign(surv.ips["ip"], rejects)
     else:
         found = nodes_mod.default_nodes(surv.ips, cfg.min_flows)
-    return attribute_exporters(nodes_mod.node_table(found), surv.ip_exporters)
+    return nodes_mod.node_table(found)
 
 
 def _canonical(paths: Sequence[str | Path], fmt: str, tmp: Path, rejects: RejectCounter,

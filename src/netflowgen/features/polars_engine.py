@@ -52,19 +52,16 @@ def _minutes(spread: bool) -> tuple[pl.Expr, pl.Expr]:
 
 
 def survey(paths: list[Path], customers: bool, spread: bool, by_exporter: bool = False) -> Survey:
-    """First pass: flows per start minute, coverage events (spread) and the candidate node IPs;
-    `by_exporter`: all of these per exporter, and flow records per (IP, exporter)."""
+    """First pass: flows per start minute (per exporter too with `by_exporter`), coverage events
+    (spread) and the candidate node IPs (distinct IPs, or flow records per destination)."""
     lf = scan(paths)
     start, end = _minutes(spread)
     keys = ["exporter"] if by_exporter else []
     spans = lf.select(*keys, s=start, e=end)
     queries = [spans.group_by(*keys, pl.col("s").alias("minute")).agg(n=pl.len().cast(pl.Int64))]
-    if by_exporter:
-        queries.append(pl.concat([lf.select("exporter", ip="src_ip", d=pl.lit(0, pl.Int64)),
-                                  lf.select("exporter", ip="dst_ip", d=pl.lit(1, pl.Int64))])
-                       .group_by("ip", "exporter").agg(n=pl.len().cast(pl.Int64),
-                                                       n_dst=pl.col("d").sum()))
-    elif customers:
+    # Distinct IP texts. (Grouping on a 64-bit hash of the text instead was at most ~15 % faster
+    # here, within the noise of a shared machine, and two 64-bit hashes were slower: kept exact.)
+    if customers:
         queries.append(pl.concat([lf.select(ip="src_ip"), lf.select(ip="dst_ip")]).unique())
     else:
         queries.append(lf.group_by("dst_ip").agg(n=pl.len()))
@@ -74,9 +71,6 @@ def survey(paths: list[Path], customers: bool, spread: bool, by_exporter: bool =
                                                delta=pl.lit(-1, pl.Int64))]
                                  ).group_by(*keys, "minute").agg(pl.col("delta").sum()))
     starts, ips, *events = pl.collect_all(queries, engine=ENGINE)
-    if by_exporter:
-        shape = pl.DataFrame(schema={"ip": pl.String} if customers else {"dst_ip": pl.String})
-        return survey_from_counts(starts, events[0] if events else None, shape, ip_exporters=ips)
     return survey_from_counts(starts, events[0] if events else None, ips)
 
 
@@ -122,34 +116,42 @@ def _cls(direction: int, port_c: str) -> pl.Expr:
     return cls
 
 
-def semi_aggregate(paths: list[Path], nodes: pl.DataFrame, rng: TimeRange,
-                   spread: bool) -> pl.DataFrame:
+def semi_aggregate(paths: list[Path], nodes: pl.DataFrame, rng: TimeRange, spread: bool,
+                   by_exporter: bool = False) -> tuple[pl.DataFrame, pl.DataFrame | None]:
     """Second pass: sums (est_pkt, est_byt, est_flow) per packed key (node, minute, class codes),
-    sorted by key, i.e. by node then minute. Minutes are offsets from `rng.first`; flows outside the
-    range are left out (the survey counted them). Integer sums unless `spread` (then Float64)."""
+    in node blocks (see `PolarsChunks`). Minutes are offsets from `rng.first`; flows outside the
+    range are left out (the survey counted them). Integer sums unless `spread` (then Float64).
+    With `by_exporter` also (node_idx, exporter, n): flow records per node end and exporter, over
+    all the input's records (inside the range or not), for `timeline.attribute_exporters`."""
     if nodes.height > MAX_NODES:
         raise ValueError(f"{nodes.height:,} nodes exceed the supported {MAX_NODES:,}")
     start, end = _minutes(spread)
     rate = pl.col("sampling_rate").cast(pl.Int64)
+    xc = ["exporter"] if by_exporter else []
     base = scan(paths).select(
-        "src_ip", "dst_ip", "src_port", "dst_port", "proto", "tcp_flags",
+        "src_ip", "dst_ip", "src_port", "dst_port", "proto", "tcp_flags", *xc,
         s=start - rng.first, e=end - rng.first,
         est_pkt=pl.col("packets").cast(pl.Int64) * rate,
         est_byt=pl.col("bytes").cast(pl.Int64) * rate,
         est_flow=rate)
-    if not spread:  # cheap range filter before the joins (spread needs the whole span)
-        base = base.filter(pl.col("s").is_between(0, rng.n - 1))
+    if not spread and not by_exporter:  # cheap range filter before the joins (spread needs the
+        base = base.filter(pl.col("s").is_between(0, rng.n - 1))  # whole span, exporters all)
     # Codes once per flow, before the joins: the two ends share protocol and flags.
     base = base.with_columns(_codes()).select(
-        "src_ip", "dst_ip", "s", "e", "est_pkt", "est_byt", "est_flow",
+        "src_ip", "dst_ip", *xc, "s", "e", "est_pkt", "est_byt", "est_flow",
         cls_in=_cls(DIR_IN, "port_in_c"), cls_out=_cls(DIR_OUT, "port_out_c"))
     lazy_nodes = nodes.lazy().select("node", "node_idx")
     ends = []
     for ip, cls in (("dst_ip", "cls_in"), ("src_ip", "cls_out")):
         ends.append(base.join(lazy_nodes, left_on=ip, right_on="node", how="inner").select(
-            "s", "e", "est_pkt", "est_byt", "est_flow",
+            "node_idx", *xc, "s", "e", "est_pkt", "est_byt", "est_flow",
             part=pl.col("node_idx").cast(pl.Int64) * (1 << _NODE_SHIFT) + pl.col(cls)))
     rows = pl.concat(ends)
+    queries = []
+    if by_exporter:
+        queries.append(rows.group_by("node_idx", "exporter").agg(n=pl.len().cast(pl.Int64)))
+        if not spread:
+            rows = rows.filter(pl.col("s").is_between(0, rng.n - 1))
     values = ["est_pkt", "est_byt", "est_flow"]
     if spread:
         # Shares use the whole span; only the minutes inside the range are generated, so a flow
@@ -163,7 +165,8 @@ def semi_aggregate(paths: list[Path], nodes: pl.DataFrame, rng: TimeRange,
         rows = rows.rename({"s": "minute"})
     key = pl.col("part") + pl.col("minute").cast(pl.Int64) * (1 << _CLS_BITS)
     semi = rows.group_by(key.alias("key")).agg(pl.col(v).sum() for v in values)
-    return semi.collect(engine=ENGINE).sort("key")
+    semi, *counts = pl.collect_all([semi, *queries], engine=ENGINE)
+    return semi, (counts[0] if counts else None)
 
 
 def _code_frame() -> pl.DataFrame:
@@ -196,42 +199,54 @@ class PolarsChunks:
     """Dense feature blocks for node ranges, scattered from the semi table.
 
     The feature conditions depend only on the class codes, so they are evaluated once on the
-    1024 possible class values (not once per row) into a routing table: class value -> the
-    features it feeds (at most 10: all, protocol, port for each measure, and a flag). Each semi row
-    is then added to its target cells with one `np.bincount`; that is ~10 adds per row instead of
-    the 86 conditional sums of a group-by, which cost ~1 us per row here (measured).
+    1024 possible class values (not once per row) into routing tables: per measure, a few
+    "slots" (all traffic, protocol, port, flag), each mapping a class value to the feature it
+    feeds (or to a discarded spare row). A block is then one `np.bincount` over 10 entries per
+    semi row (3 slots for pkt and byt, 4 for flow), instead of the 86 conditional sums of a
+    group-by. The semi rows are sorted by key (node, minute, class) once, so a block of nodes is
+    one contiguous slice of them.
     """
 
     MEASURES = ("est_pkt", "est_byt", "est_flow")
 
     def __init__(self, semi: pl.DataFrame) -> None:
-        # Keep numpy arrays only (keys zero-copy, values as float64), not the DataFrame: the
-        # caller drops it, so its integer value columns are freed.
-        self.keys = semi["key"].to_numpy()
+        # Sorted by key = by node, then minute (Polars' multithreaded sort was faster here than a
+        # radix bucketing by block in numpy, measured); numpy arrays only, so the caller can drop
+        # the DataFrame.
+        semi = semi.sort("key")
+        keys = semi["key"].to_numpy()
+        self.keys = keys
         self.vals = [semi[m].to_numpy().astype(np.float64) for m in self.MEASURES]
+        del semi
         hits = _code_frame().select(feature_conditions()).to_numpy()  # (1024, 86) bool
-        self.routes = []  # per measure: CSR (counts, starts, feature indices) over class values
+        spare = len(FEATURES)
+        self.slots: list[list[np.ndarray]] = []  # per measure: arrays class value -> feature
         for m in self.MEASURES:
             mine = np.array([f.value_column == m for f in FEATURES])
             per_cls = [np.flatnonzero(row & mine) for row in hits]
-            counts = np.array([len(x) for x in per_cls], dtype=np.int64)
-            starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-            self.routes.append((counts, starts, np.concatenate(per_cls).astype(np.int64)))
+            width = max(len(x) for x in per_cls)
+            table = np.full((len(per_cls), width), spare, dtype=np.int64)
+            for c, feats in enumerate(per_cls):
+                table[c, :len(feats)] = feats
+            self.slots.append([np.ascontiguousarray(table[:, k]) for k in range(width)])
 
     def __call__(self, lo: int, hi: int, n_minutes: int) -> np.ndarray:
         a, b = np.searchsorted(self.keys, [lo << _NODE_SHIFT, hi << _NODE_SHIFT])
         key = self.keys[a:b]
+        rows = slice(a, b)
         n = (hi - lo) * n_minutes
         pos = ((key >> _NODE_SHIFT) - lo) * n_minutes + ((key >> _CLS_BITS) & ((1 << _MINUTE_BITS) - 1))
         cls = key & ((1 << _CLS_BITS) - 1)
-        flat, weights = [], []
-        for (counts, starts, feats), val in zip(self.routes, self.vals):
-            c = counts[cls]
-            rows = np.repeat(np.arange(len(key)), c)
-            within = np.arange(len(rows)) - np.repeat(np.cumsum(c) - c, c)
-            feat = feats[starts[cls][rows] + within]
-            flat.append(feat * n + pos[rows])
-            weights.append(val[a:b][rows])
-        out = np.bincount(np.concatenate(flat), weights=np.concatenate(weights),
-                          minlength=len(FEATURES) * n)
-        return out.reshape(len(FEATURES), n)
+        r = len(pos)
+        width = sum(len(x) for x in self.slots)
+        idx = np.empty(width * r, dtype=np.int64)
+        weights = np.empty(width * r, dtype=np.float64)
+        j = 0
+        for slots, val in zip(self.slots, self.vals):
+            v = val[rows]
+            for table in slots:
+                np.add(np.take(table, cls) * n, pos, out=idx[j:j + r])
+                weights[j:j + r] = v
+                j += r
+        out = np.bincount(idx, weights=weights, minlength=(len(FEATURES) + 1) * n)
+        return out[:len(FEATURES) * n].reshape(len(FEATURES), n)

@@ -30,7 +30,7 @@ class FeatureConfig:
     spark_driver_memory: str = "4g"
     spark_shuffle_partitions: int = 8
     chunk_rows: int = 262_144  # dense rows per written row group (bounds memory of densifying)
-    compression: str = "zstd"  # Parquet codec of the output; "lz4" writes ~40 % faster, 2x bigger
+    compression: str = "lz4"  # Parquet codec of the output; "zstd": ~2x smaller, ~1.7x the encoding CPU
     # Missing minutes: "exporter" = a node-minute is missing when the exporter that reported most of
     # the node's flow records sent nothing in that minute (nodes whose records carry no exporter, and
     # inputs without one, fall back to "global"); "global" = missing when no record at all arrived.

@@ -78,15 +78,6 @@ def survey(spark: "SparkSession", paths: list[Path], customers: bool, spread: bo
                          F.lit(-1).cast("long").alias("delta")))
         events = _to_polars(ev.groupBy(*keys, "minute").agg(F.sum("delta").alias("delta")),
                             {**key_schema, "minute": pl.Int64, "delta": pl.Int64})
-    if by_exporter:
-        ends = df.select(F.col("src_ip").alias("ip"), "exporter", F.lit(0).cast("long").alias("d")
-                         ).unionByName(df.select(F.col("dst_ip").alias("ip"), "exporter",
-                                                 F.lit(1).cast("long").alias("d")))
-        ip_exporters = _to_polars(ends.groupBy("ip", "exporter").agg(
-            F.count(F.lit(1)).alias("n"), F.sum("d").alias("n_dst")),
-            {"ip": pl.String, "exporter": pl.String, "n": pl.Int64, "n_dst": pl.Int64})
-        shape = pl.DataFrame(schema={"ip": pl.String} if customers else {"dst_ip": pl.String})
-        return survey_from_counts(starts, events, shape, ip_exporters=ip_exporters)
     if customers:
         ips = _to_polars(df.select(F.col("src_ip").alias("ip")).unionByName(
             df.select(F.col("dst_ip").alias("ip"))).distinct(), {"ip": pl.String})
@@ -141,16 +132,19 @@ def feature_aggs() -> list["Column"]:
 
 
 def aggregate(spark: "SparkSession", paths: list[Path], nodes: pl.DataFrame, rng: TimeRange,
-              spread: bool, workdir: Path, chunk_rows: int) -> "SparkChunks":
+              spread: bool, workdir: Path, chunk_rows: int, by_exporter: bool = False,
+              ) -> tuple["SparkChunks", pl.DataFrame | None]:
     """Second pass: sparse (node_idx, minute offset, 86 features) rows written as Parquet under
     `workdir`, one folder per block of nodes that `dense.write_dense` will write together (so the
-    driver reads each block back alone); returns the reader of those blocks."""
+    driver reads each block back alone); returns the reader of those blocks and, with
+    `by_exporter`, (node_idx, exporter, n) as `polars_engine.semi_aggregate`."""
     from pyspark.sql import functions as F
 
     start, end = _minutes(spread)
     rate = F.col("sampling_rate").cast("long")
+    xc = ["exporter"] if by_exporter else []
     base = _read(spark, paths).select(
-        "src_ip", "dst_ip", "src_port", "dst_port", "proto", "tcp_flags",
+        "src_ip", "dst_ip", "src_port", "dst_port", "proto", "tcp_flags", *xc,
         (start - rng.first).alias("s"), (end - rng.first).alias("e"),
         (F.col("packets").cast("long") * rate).alias("est_pkt"),
         (F.col("bytes").cast("long") * rate).alias("est_byt"), rate.alias("est_flow"))
@@ -159,9 +153,13 @@ def aggregate(spark: "SparkSession", paths: list[Path], nodes: pl.DataFrame, rng
     ends = []
     for direction, ip, port in ((DIR_IN, "dst_ip", "dst_port"), (DIR_OUT, "src_ip", "src_port")):
         ends.append(base.join(node_df, base[ip] == node_df["node"], "inner").select(
-            "node_idx", "s", "e", "est_pkt", "est_byt", "est_flow", *_codes(port),
+            "node_idx", *xc, "s", "e", "est_pkt", "est_byt", "est_flow", *_codes(port),
             F.lit(direction).alias("dir")))
     rows = ends[0].unionByName(ends[1])
+    counts = None
+    if by_exporter:  # records per node end and exporter, whole input (as the Polars engine)
+        counts = _to_polars(rows.groupBy("node_idx", "exporter").agg(F.count(F.lit(1)).alias("n")),
+                            {"node_idx": pl.Int32, "exporter": pl.String, "n": pl.Int64})
     if spread:
         # As in polars_engine: shares of the whole span, minutes generated inside the range only.
         k = (F.col("e") - F.col("s") + 1).cast("double")
@@ -181,7 +179,7 @@ def aggregate(spark: "SparkSession", paths: list[Path], nodes: pl.DataFrame, rng
     per_chunk = nodes_per_chunk(chunk_rows, rng.n)
     (sparse.withColumn("block", (F.col("node_idx") / per_chunk).cast("int"))
      .write.mode("overwrite").partitionBy("block").parquet(str(workdir)))
-    return SparkChunks(workdir, per_chunk)
+    return SparkChunks(workdir, per_chunk), counts
 
 
 class SparkChunks:

@@ -35,8 +35,7 @@ class Survey:
     `ips`: the distinct IP texts (customer rule) or DataFrame (dst_ip, n) of flow records per
     destination (default rule).
     Per exporter (None unless `missing_by = "exporter"`): `exporter_events` (exporter, minute,
-    delta) as `events` for each exporter's records, and `ip_exporters` (ip, exporter, n) = flow
-    records per IP (either end) and exporter.
+    delta) as `events` for each exporter's records.
     """
 
     n_flows: int
@@ -46,7 +45,6 @@ class Survey:
     starts: pl.DataFrame
     ips: pl.DataFrame
     exporter_events: pl.DataFrame | None = None
-    ip_exporters: pl.DataFrame | None = None
 
     def starting_outside(self, rng: "TimeRange") -> int:
         """Flow records whose ts_start minute lies outside `rng` (cut by --start/--end)."""
@@ -54,15 +52,12 @@ class Survey:
         return int(self.starts.filter((m < rng.first) | (m >= rng.first + rng.n))["n"].sum())
 
 
-def survey_from_counts(starts: pl.DataFrame, events: pl.DataFrame | None, ips: pl.DataFrame,
-                       ip_exporters: pl.DataFrame | None = None) -> Survey:
+def survey_from_counts(starts: pl.DataFrame, events: pl.DataFrame | None, ips: pl.DataFrame) -> Survey:
     """Survey from per-minute start counts (minute, n) and, for spread attribution, coverage
     events (minute, delta); without events every flow covers only its start minute.
 
     Per-exporter mode: `starts` and `events` carry an `exporter` column as well (counts per
-    exporter and minute) and `ip_exporters` is (ip, exporter, n, n_dst); `ips` is then derived
-    (distinct ip for the customer rule: pass `ips` with the column "ip"; destination counts
-    (dst_ip, n) for the default rule: pass `ips` with the column "dst_ip")."""
+    exporter and minute); the global ones are their sums."""
     exporter_events = None
     if "exporter" in starts.columns:
         if events is None:
@@ -71,23 +66,16 @@ def survey_from_counts(starts: pl.DataFrame, events: pl.DataFrame | None, ips: p
         exporter_events = events
         events = events.group_by("minute").agg(pl.col("delta").sum())
         starts = starts.group_by("minute").agg(pl.col("n").sum())
-    if ip_exporters is not None:
-        if "dst_ip" in ips.columns:
-            ips = ip_exporters.filter(pl.col("n_dst") > 0).group_by("ip").agg(
-                n=pl.col("n_dst").sum()).select(dst_ip="ip", n="n")
-        else:
-            ips = ip_exporters.select("ip").unique()
-        ip_exporters = ip_exporters.select("ip", "exporter", "n")
     n = int(starts["n"].sum()) if starts.height else 0
     if events is None:
         events = pl.concat([starts.select("minute", delta="n"),
                             starts.select(pl.col("minute") + 1, delta=-pl.col("n"))])
     if n == 0:
-        return Survey(0, None, None, events, starts, ips, exporter_events, ip_exporters)
+        return Survey(0, None, None, events, starts, ips, exporter_events)
     # Every flow puts its -1 at (last minute + 1) and last >= first, so the largest event minute
     # is the latest covered minute + 1.
     return Survey(n, int(starts["minute"].min()), int(events["minute"].max()) - 1, events,  # type: ignore[arg-type]
-                  starts, ips, exporter_events, ip_exporters)
+                  starts, ips, exporter_events)
 
 
 @dataclass(frozen=True)
@@ -156,13 +144,15 @@ def _covered(events: pl.DataFrame, first: int, n: int) -> np.ndarray:
     return np.cumsum(diff[:n]) > 0
 
 
-def attribute_exporters(nodes: pl.DataFrame, ip_exporters: pl.DataFrame | None) -> pl.DataFrame:
+def attribute_exporters(nodes: pl.DataFrame, counts: pl.DataFrame | None) -> pl.DataFrame:
     """The node table with a column `exporter`: the exporter that reported most of the node's flow
-    records (ties: smallest text; null records ignored), null when none did."""
-    if ip_exporters is None:
+    records (`counts`: node_idx, exporter, n = records with the node at either end; ties: the
+    smallest exporter text; null exporters do not vote), null when none did or counts is None."""
+    if counts is None:
         return nodes.with_columns(exporter=pl.lit(None, pl.String))
-    best = ip_exporters.filter(pl.col("exporter").is_not_null()).sort(
-        ["ip", "n", "exporter"], descending=[False, True, False]).group_by(
-        "ip", maintain_order=True).first().select(node=pl.col("ip").cast(pl.String),
-                                                 exporter=pl.col("exporter").cast(pl.String))
-    return nodes.join(best, on="node", how="left", maintain_order="left")
+    best = counts.filter(pl.col("exporter").is_not_null()).group_by(
+        pl.col("node_idx").cast(pl.Int32), pl.col("exporter").cast(pl.String)).agg(
+        pl.col("n").sum()).sort(["node_idx", "n", "exporter"], descending=[False, True, False]
+                                ).group_by("node_idx", maintain_order=True).first()
+    return nodes.join(best.select("node_idx", "exporter"), on="node_idx", how="left",
+                      maintain_order="left")
