@@ -127,8 +127,16 @@ def semi_aggregate(paths: list[Path], nodes: pl.DataFrame, rng: TimeRange, sprea
         raise ValueError(f"{nodes.height:,} nodes exceed the supported {MAX_NODES:,}")
     start, end = _minutes(spread)
     rate = pl.col("sampling_rate").cast(pl.Int64)
-    xc = ["exporter"] if by_exporter else []
-    base = scan(paths).select(
+    # Exporters are counted by a 64-bit hash of their text (cheaper to group than the text) and
+    # named back from the survey's exporter list, whose hashes are checked to be distinct.
+    names = pl.Series("exporter", list(rng.exporters), pl.String)
+    lookup = names.to_frame().with_columns(xh=pl.col("exporter").hash())
+    hashed = lookup["xh"].n_unique() == lookup.height
+    xc = ["xh"] if by_exporter else []
+    xh = pl.col("exporter").hash() if hashed else pl.col("exporter")
+    base = scan(paths).with_columns(
+        xh=pl.when(pl.col("exporter").is_not_null()).then(xh) if by_exporter else pl.lit(0)
+    ).select(
         "src_ip", "dst_ip", "src_port", "dst_port", "proto", "tcp_flags", *xc,
         s=start - rng.first, e=end - rng.first,
         est_pkt=pl.col("packets").cast(pl.Int64) * rate,
@@ -149,7 +157,7 @@ def semi_aggregate(paths: list[Path], nodes: pl.DataFrame, rng: TimeRange, sprea
     rows = pl.concat(ends)
     queries = []
     if by_exporter:
-        queries.append(rows.group_by("node_idx", "exporter").agg(n=pl.len().cast(pl.Int64)))
+        queries.append(rows.group_by("node_idx", "xh").agg(n=pl.len().cast(pl.Int64)))
         if not spread:
             rows = rows.filter(pl.col("s").is_between(0, rng.n - 1))
     values = ["est_pkt", "est_byt", "est_flow"]
@@ -166,7 +174,11 @@ def semi_aggregate(paths: list[Path], nodes: pl.DataFrame, rng: TimeRange, sprea
     key = pl.col("part") + pl.col("minute").cast(pl.Int64) * (1 << _CLS_BITS)
     semi = rows.group_by(key.alias("key")).agg(pl.col(v).sum() for v in values)
     semi, *counts = pl.collect_all([semi, *queries], engine=ENGINE)
-    return semi, (counts[0] if counts else None)
+    if not counts:
+        return semi, None
+    if hashed:
+        return semi, counts[0].join(lookup, on="xh", how="left").select("node_idx", "exporter", "n")
+    return semi, counts[0].rename({"xh": "exporter"})
 
 
 def _code_frame() -> pl.DataFrame:
