@@ -9,7 +9,9 @@ latter for sparse series whose MAD is 0), floored at `sigma_floor` so flat serie
 robust to the tail of an earlier event inside the reference. Standardized z_t = (x_t - mu) / sigma;
 S_t = max(0, S_{t-1} + z_t - k) from the start of the search span. The alarm is the first t with
 S_t > h; the onset is one minute after the last minute before the alarm at which S was 0 (Page's
-change-point estimate). No alarm: the onset is the alert minute. A local reference matters: over a
+change-point estimate). No alarm: the onset is the alert minute. z is clipped to +-`z_clip` (2) so
+that an alarm needs about h / (z_clip - k) = 6 consecutive elevated minutes ("sudden, sustained"):
+without it one-minute bursts of a sparse series fired the alarm tens of minutes before the attack. A local reference matters: over a
 whole 512-minute window, diurnal drift and earlier attacks of the same node pull a global CUSUM
 hundreds of minutes too early.
 
@@ -33,6 +35,7 @@ class CusumConfig:
     sigma_floor: float = 0.25  # in log1p units (~28 % change)
     search: int = 60  # minutes before the alert in which the onset is searched
     reference: int = 120  # minutes before the search span that set the normal level
+    z_clip: float = 2.0  # each minute adds at most z_clip - k: an alarm needs a sustained rise
 
 
 def cusum_path(z: np.ndarray, k: float) -> np.ndarray:
@@ -55,7 +58,8 @@ def cusum_onset(series: np.ndarray, alert_t: int, cfg: CusumConfig = CusumConfig
     mu = float(np.median(ref))
     # MAD for dense series, the standard deviation for sparse ones (MAD 0 but occasional bursts)
     sigma = max(1.4826 * float(np.median(np.abs(ref - mu))), float(np.std(ref)), cfg.sigma_floor)
-    s = cusum_path((x[s0:] - mu) / sigma, cfg.k)  # s[i] is minute s0 + i
+    z = np.clip((x[s0:] - mu) / sigma, -cfg.z_clip, cfg.z_clip)
+    s = cusum_path(z, cfg.k)  # s[i] is minute s0 + i
     fired = np.flatnonzero(s[:alert_t - s0 + 1] > cfg.h)
     if fired.size == 0:
         fired = np.flatnonzero(s > cfg.h)
