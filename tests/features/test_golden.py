@@ -86,10 +86,12 @@ def check_table(path, expected, n_minutes, missing_minutes, customer=CUSTOMER, e
 
 
 @pytest.mark.parametrize("chunk_rows", [262_144, 1])  # one block, or one block per node
-def test_golden_default_attribution(golden, tmp_path, chunk_rows):
+@pytest.mark.parametrize("dense_max_gb", [3.0, 0.0])  # whole dense table, or the semi table
+def test_golden_default_attribution(golden, tmp_path, chunk_rows, dense_max_gb):
     flows, customers = golden
     out = tmp_path / "features.parquet"
-    s = build_features([flows], out, FeatureConfig(customers=str(customers), chunk_rows=chunk_rows))
+    s = build_features([flows], out, FeatureConfig(customers=str(customers), chunk_rows=chunk_rows,
+                                                   dense_max_gb=dense_max_gb))
     # Range = minutes 0..3 (last start is in minute 3); minute 2 had no flow at all -> missing,
     # while minute 3 is a plain zero for N1 and N6 (N2 was active).
     check_table(out, EXPECTED, 4, {2})

@@ -44,10 +44,12 @@ def missing_minutes(path) -> dict[str, list[int]]:
 
 
 @pytest.mark.parametrize("customers", [True, False])
-def test_exporter_outage_marks_only_its_nodes(tmp_path, customers):
+@pytest.mark.parametrize("dense_max_gb", [3.0, 0.0])  # both Polars aggregation paths
+def test_exporter_outage_marks_only_its_nodes(tmp_path, customers, dense_max_gb):
     flows = write_flows(tmp_path / "f.parquet", two_exporter_flows())
     (tmp_path / "c.csv").write_text(CUSTOMERS)
-    cfg = FeatureConfig(customers=str(tmp_path / "c.csv") if customers else None, min_flows=1)
+    cfg = FeatureConfig(customers=str(tmp_path / "c.csv") if customers else None, min_flows=1,
+                        dense_max_gb=dense_max_gb)
     out = tmp_path / "o.parquet"
     s = build_features([flows], out, cfg)
     got = missing_minutes(out)

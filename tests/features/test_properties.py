@@ -61,3 +61,19 @@ def test_real_argus_trace(real_data, tmp_path):
 
     flows = pl.from_arrow(pa.Table.from_batches(list(open_source([trace], "argus"))))
     check_conservation(pl.read_parquet(out), flows)
+
+
+def test_dense_and_semi_paths_agree(tmp_path):
+    """The two Polars aggregation paths (whole dense table / semi table) give the same file,
+    including the per-exporter missing rows and flows outside an explicit range."""
+    from .test_engines import random_flows as rf
+
+    path = rf(tmp_path / "flows.parquet", n=3000, seed=5, exporters=True)
+    outs = []
+    for gb in (3.0, 0.0):
+        out = tmp_path / f"f{gb}.parquet"
+        build_features([path], out, FeatureConfig(min_flows=20, dense_max_gb=gb, chunk_rows=700,
+                                                  start="2024-01-01T00:05", end="2024-01-01T01:20"))
+        outs.append(pl.read_parquet(out))
+    assert outs[0].height > 0 and outs[0]["missing"].sum() > 0
+    assert outs[0].equals(outs[1])

@@ -122,10 +122,15 @@ def build_features(paths: Sequence[str | Path], out: str | Path, cfg: FeatureCon
             node_tab = _nodes(surv, table, cfg, rejects)
             rng = resolve_range(surv, cfg.start_minute(), cfg.end_minute(), what)
             phase("nodes")
-            semi, counts = eng.semi_aggregate(flow_paths, node_tab, rng, cfg.spread_over_minutes,
-                                              by_exporter)
-            chunks = eng.PolarsChunks(semi)
-            del semi
+            direct = (not cfg.spread_over_minutes
+                      and eng.dense_bytes(node_tab.height, rng.n) <= cfg.dense_max_gb * 1e9)
+            if direct:
+                chunks, counts = eng.dense_aggregate(flow_paths, node_tab, rng, by_exporter)
+            else:
+                semi, counts = eng.semi_aggregate(flow_paths, node_tab, rng,
+                                                  cfg.spread_over_minutes, by_exporter)
+                chunks = eng.PolarsChunks(semi)
+                del semi
             node_tab = attribute_exporters(node_tab, counts)
             phase("aggregate")
             node_missing = rng.node_missing(node_tab["exporter"])

@@ -15,10 +15,12 @@ bounded by the node-minutes with traffic, not by the number of flows:
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pyarrow.parquet as pq
 
 from netflowgen.features.definition import (DIR_IN, DIR_OUT, FEATURES, FLAG_CODES, FLAG_NOT_TCP,
                                             FLAG_UNLISTED, PORT0_CODE, PORT_BEARING_PROTOCOLS,
@@ -61,8 +63,8 @@ def survey(paths: list[Path], customers: bool, spread: bool, by_exporter: bool =
     queries = [spans.group_by(*keys, pl.col("s").alias("minute")).agg(n=pl.len().cast(pl.Int64))]
     # Distinct IP texts. (Grouping on a 64-bit hash of the text instead was at most ~15 % faster
     # here, within the noise of a shared machine, and two 64-bit hashes were slower: kept exact.)
-    if customers:
-        queries.append(pl.concat([lf.select(ip="src_ip"), lf.select(ip="dst_ip")]).unique())
+    if customers:  # each end alone, then the union (a concat of two scans of one file buffers)
+        queries += [lf.select(ip="src_ip").unique(), lf.select(ip="dst_ip").unique()]
     else:
         queries.append(lf.group_by("dst_ip").agg(n=pl.len()))
     if spread:
@@ -70,7 +72,16 @@ def survey(paths: list[Path], customers: bool, spread: bool, by_exporter: bool =
                                   spans.select(*keys, minute=pl.col("e") + 1,
                                                delta=pl.lit(-1, pl.Int64))]
                                  ).group_by(*keys, "minute").agg(pl.col("delta").sum()))
-    starts, ips, *events = pl.collect_all(queries, engine=ENGINE)
+    # Together, but each with its own scan: with the shared scan (common subplan elimination) the
+    # streaming engine buffers the faster branches (survey peak memory 0.74 GB at 20 M flows, 2.6 GB
+    # at 100 M, measured; 0.77 / 1.53 GB without sharing, and the queries still run in parallel).
+    starts, *rest = pl.collect_all(queries, engine=ENGINE,
+                                   optimizations=pl.QueryOptFlags(comm_subplan_elim=False))
+    if customers:
+        ips = pl.concat(rest[:2]).unique()
+        events = rest[2:]
+    else:
+        ips, *events = rest
     return survey_from_counts(starts, events[0] if events else None, ips)
 
 
@@ -123,38 +134,7 @@ def semi_aggregate(paths: list[Path], nodes: pl.DataFrame, rng: TimeRange, sprea
     range are left out (the survey counted them). Integer sums unless `spread` (then Float64).
     With `by_exporter` also (node_idx, exporter, n): flow records per node end and exporter, over
     all the input's records (inside the range or not), for `timeline.attribute_exporters`."""
-    if nodes.height > MAX_NODES:
-        raise ValueError(f"{nodes.height:,} nodes exceed the supported {MAX_NODES:,}")
-    start, end = _minutes(spread)
-    rate = pl.col("sampling_rate").cast(pl.Int64)
-    # Exporters are counted by a 64-bit hash of their text (cheaper to group than the text) and
-    # named back from the survey's exporter list, whose hashes are checked to be distinct.
-    names = pl.Series("exporter", list(rng.exporters), pl.String)
-    lookup = names.to_frame().with_columns(xh=pl.col("exporter").hash())
-    hashed = lookup["xh"].n_unique() == lookup.height
-    xc = ["xh"] if by_exporter else []
-    xh = pl.col("exporter").hash() if hashed else pl.col("exporter")
-    base = scan(paths).with_columns(
-        xh=pl.when(pl.col("exporter").is_not_null()).then(xh) if by_exporter else pl.lit(0)
-    ).select(
-        "src_ip", "dst_ip", "src_port", "dst_port", "proto", "tcp_flags", *xc,
-        s=start - rng.first, e=end - rng.first,
-        est_pkt=pl.col("packets").cast(pl.Int64) * rate,
-        est_byt=pl.col("bytes").cast(pl.Int64) * rate,
-        est_flow=rate)
-    if not spread and not by_exporter:  # cheap range filter before the joins (spread needs the
-        base = base.filter(pl.col("s").is_between(0, rng.n - 1))  # whole span, exporters all)
-    # Codes once per flow, before the joins: the two ends share protocol and flags.
-    base = base.with_columns(_codes()).select(
-        "src_ip", "dst_ip", *xc, "s", "e", "est_pkt", "est_byt", "est_flow",
-        cls_in=_cls(DIR_IN, "port_in_c"), cls_out=_cls(DIR_OUT, "port_out_c"))
-    lazy_nodes = nodes.lazy().select("node", "node_idx")
-    ends = []
-    for ip, cls in (("dst_ip", "cls_in"), ("src_ip", "cls_out")):
-        ends.append(base.join(lazy_nodes, left_on=ip, right_on="node", how="inner").select(
-            "node_idx", *xc, "s", "e", "est_pkt", "est_byt", "est_flow",
-            part=pl.col("node_idx").cast(pl.Int64) * (1 << _NODE_SHIFT) + pl.col(cls)))
-    rows = pl.concat(ends)
+    rows, lookup, hashed = _ends(paths, nodes, rng, spread, by_exporter)
     queries = []
     if by_exporter:
         queries.append(rows.group_by("node_idx", "xh").agg(n=pl.len().cast(pl.Int64)))
@@ -179,6 +159,164 @@ def semi_aggregate(paths: list[Path], nodes: pl.DataFrame, rng: TimeRange, sprea
     if hashed:
         return semi, counts[0].join(lookup, on="xh", how="left").select("node_idx", "exporter", "n")
     return semi, counts[0].rename({"xh": "exporter"})
+
+
+def _ends(paths: list[Path], nodes: pl.DataFrame, rng: TimeRange, spread: bool,
+          by_exporter: bool, rows: tuple[int, int] | None = None,
+          ) -> tuple[pl.LazyFrame, pl.DataFrame, bool]:
+    """One row per node end of a flow: node_idx, [xh], s, e (minute offsets), est_pkt, est_byt,
+    est_flow, part (= node_idx << _NODE_SHIFT | class bits); plus the exporter hash lookup
+    (exporter, xh) and whether its hashes are distinct (else xh holds the exporter text)."""
+    if nodes.height > MAX_NODES:
+        raise ValueError(f"{nodes.height:,} nodes exceed the supported {MAX_NODES:,}")
+    start, end = _minutes(spread)
+    rate = pl.col("sampling_rate").cast(pl.Int64)
+    # Exporters are counted by a 64-bit hash of their text (cheaper to group than the text) and
+    # named back from the survey's exporter list, whose hashes are checked to be distinct.
+    names = pl.Series("exporter", list(rng.exporters), pl.String)
+    lookup = names.to_frame().with_columns(xh=pl.col("exporter").hash())
+    hashed = lookup["xh"].n_unique() == lookup.height
+    xc = ["xh"] if by_exporter else []
+    xh = pl.col("exporter").hash() if hashed else pl.col("exporter")
+    flows = scan(paths) if rows is None else scan(paths).slice(*rows)
+    base = flows.with_columns(
+        xh=pl.when(pl.col("exporter").is_not_null()).then(xh) if by_exporter else pl.lit(0)
+    ).select(
+        "src_ip", "dst_ip", "src_port", "dst_port", "proto", "tcp_flags", *xc,
+        s=start - rng.first, e=end - rng.first,
+        est_pkt=pl.col("packets").cast(pl.Int64) * rate,
+        est_byt=pl.col("bytes").cast(pl.Int64) * rate,
+        est_flow=rate)
+    if not spread and not by_exporter:  # cheap range filter before the joins (spread needs the
+        base = base.filter(pl.col("s").is_between(0, rng.n - 1))  # whole span, exporters all)
+    # Codes once per flow, before the joins: the two ends share protocol and flags.
+    base = base.with_columns(_codes()).select(
+        "src_ip", "dst_ip", *xc, "s", "e", "est_pkt", "est_byt", "est_flow",
+        cls_in=_cls(DIR_IN, "port_in_c"), cls_out=_cls(DIR_OUT, "port_out_c"))
+    lazy_nodes = nodes.lazy().select("node", "node_idx")
+    ends = []
+    for ip, cls in (("dst_ip", "cls_in"), ("src_ip", "cls_out")):
+        ends.append(base.join(lazy_nodes, left_on=ip, right_on="node", how="inner").select(
+            "node_idx", *xc, "s", "e", "est_pkt", "est_byt", "est_flow",
+            part=pl.col("node_idx").cast(pl.Int64) * (1 << _NODE_SHIFT) + pl.col(cls)))
+    return pl.concat(ends), lookup, hashed
+
+
+_SLICE_ROWS = 1 << 22  # flow records per query of dense_aggregate
+
+
+def dense_bytes(n_nodes: int, n_minutes: int) -> int:
+    """Memory of `dense_aggregate`'s accumulator for a grid (86 features + a spare row, float64)."""
+    return (len(FEATURES) + 1) * n_nodes * n_minutes * 8
+
+
+def dense_aggregate(paths: list[Path], nodes: pl.DataFrame, rng: TimeRange,
+                    by_exporter: bool = False) -> tuple["DenseChunks", pl.DataFrame | None]:
+    """Second pass without the semi table (default attribution only): the node ends stream out of
+    Polars in batches and are added straight into the whole dense (86, nodes x minutes) float64
+    table (`np.add.at`, 10 entries per node end through the routing slots), so memory is fixed by
+    the grid (`dense_bytes`), not by the flows, and there is no group-by or sort. Sums of integers
+    in float64 are exact below 2^53, so the result equals the semi path's. `by_exporter`: also
+    (node_idx, exporter, n) as in `semi_aggregate`."""
+    _, lookup, hashed = _ends(paths, nodes, rng, False, by_exporter)
+    n_nodes, n_min = nodes.height, rng.n
+    size = n_nodes * n_min
+    out = np.zeros((len(FEATURES) + 1, size), dtype=np.float64)
+    flat = out.reshape(-1)
+    slots = routing_slots()
+    names = lookup.sort("xh") if by_exporter else lookup
+    xh_sorted = names["xh"].to_numpy() if by_exporter and hashed else None
+    n_x = names.height + 1  # exporter codes 0..E-1, E = null or unknown
+    counts = np.zeros(n_nodes * n_x, dtype=np.int64) if by_exporter else None
+    cols = ["part", "s", "est_pkt", "est_byt", "est_flow"] + (["xh"] if by_exporter else [])
+
+    def query(path: Path, offset: int) -> pl.DataFrame:
+        rows, _, _ = _ends([path], nodes, rng, False, by_exporter, (offset, _SLICE_ROWS))
+        if by_exporter and hashed:
+            rows = rows.with_columns(pl.col("xh").fill_null(0))
+        return rows.select(cols).collect(engine=ENGINE)
+
+    def batches():
+        # Slices of the input, one streaming query each, so at most two slices of node ends are in
+        # memory (collect_batches buffers without bound when the consumer is slower, measured);
+        # the next slice is read in a thread (Polars releases the GIL) while this one is added.
+        work = [(p, off) for p in paths
+                for off in range(0, pq.ParquetFile(p).metadata.num_rows, _SLICE_ROWS)]
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending = pool.submit(query, *work[0]) if work else None
+            for k in range(len(work)):
+                df = pending.result()  # type: ignore[union-attr]
+                pending = pool.submit(query, *work[k + 1]) if k + 1 < len(work) else None
+                yield df
+
+    for df in batches():
+        part = df["part"].to_numpy()
+        node = part >> _NODE_SHIFT
+        minute = df["s"].to_numpy()
+        if counts is not None:
+            counts += np.bincount(node * n_x + _exporter_codes(df["xh"], names, xh_sorted),
+                                  minlength=len(counts))
+        inside = (minute >= 0) & (minute < n_min)
+        if not inside.all():
+            part, node, minute, df = part[inside], node[inside], minute[inside], df.filter(pl.Series(inside))
+        pos = node * n_min + minute
+        cls = part & ((1 << _CLS_BITS) - 1)
+        for measure_slots, m in zip(slots, PolarsChunks.MEASURES):
+            v = df[m].to_numpy().astype(np.float64)
+            for table in measure_slots:
+                np.add.at(flat, np.take(table, cls) * size + pos, v)
+    table = None
+    if counts is not None:
+        c = counts.reshape(n_nodes, n_x)
+        ni, xi = np.nonzero(c)
+        known = xi < names.height
+        table = pl.DataFrame({"node_idx": ni[known].astype(np.int32),
+                              "exporter": names["exporter"].to_numpy()[xi[known]] if names.height else [],
+                              "n": c[ni[known], xi[known]]},
+                             schema={"node_idx": pl.Int32, "exporter": pl.String, "n": pl.Int64})
+    return DenseChunks(out), table
+
+
+def _exporter_codes(xh: pl.Series, names: pl.DataFrame, xh_sorted: np.ndarray | None) -> np.ndarray:
+    """Row of `names` (exporter, xh) for each value of `xh` (a hash, or the text when the hashes
+    of the names are not distinct); len(names) for null/unknown."""
+    unknown = names.height
+    if xh_sorted is None:
+        return xh.replace_strict(names["exporter"], np.arange(unknown), default=unknown,
+                                 return_dtype=pl.Int64).to_numpy()
+    h = xh.to_numpy()
+    if unknown == 0:
+        return np.zeros(len(h), dtype=np.int64)
+    code = np.minimum(np.searchsorted(xh_sorted, h), unknown - 1)
+    return np.where(xh_sorted[code] == h, code, unknown)
+
+
+class DenseChunks:
+    """Blocks of `dense_aggregate`'s finished table: views, no copy."""
+
+    def __init__(self, out: np.ndarray) -> None:
+        self.out = out
+
+    def __call__(self, lo: int, hi: int, n_minutes: int) -> np.ndarray:
+        return self.out[:len(FEATURES), lo * n_minutes:hi * n_minutes]
+
+
+def routing_slots() -> list[list[np.ndarray]]:
+    """Per measure (est_pkt, est_byt, est_flow): the routing slots, each an array class value ->
+    the feature index it feeds in that slot (all traffic, protocol, port, flag), or the spare row
+    86 where it feeds none."""
+    hits = _code_frame().select(feature_conditions()).to_numpy()  # (1024, 86) bool
+    spare = len(FEATURES)
+    out = []
+    for m in PolarsChunks.MEASURES:
+        mine = np.array([f.value_column == m for f in FEATURES])
+        per_cls = [np.flatnonzero(row & mine) for row in hits]
+        width = max(len(x) for x in per_cls)
+        table = np.full((len(per_cls), width), spare, dtype=np.int64)
+        for c, feats in enumerate(per_cls):
+            table[c, :len(feats)] = feats
+        out.append([np.ascontiguousarray(table[:, k]) for k in range(width)])
+    return out
 
 
 def _code_frame() -> pl.DataFrame:
@@ -230,17 +368,7 @@ class PolarsChunks:
         self.keys = keys
         self.vals = [semi[m].to_numpy().astype(np.float64) for m in self.MEASURES]
         del semi
-        hits = _code_frame().select(feature_conditions()).to_numpy()  # (1024, 86) bool
-        spare = len(FEATURES)
-        self.slots: list[list[np.ndarray]] = []  # per measure: arrays class value -> feature
-        for m in self.MEASURES:
-            mine = np.array([f.value_column == m for f in FEATURES])
-            per_cls = [np.flatnonzero(row & mine) for row in hits]
-            width = max(len(x) for x in per_cls)
-            table = np.full((len(per_cls), width), spare, dtype=np.int64)
-            for c, feats in enumerate(per_cls):
-                table[c, :len(feats)] = feats
-            self.slots.append([np.ascontiguousarray(table[:, k]) for k in range(width)])
+        self.slots = routing_slots()
 
     def __call__(self, lo: int, hi: int, n_minutes: int) -> np.ndarray:
         a, b = np.searchsorted(self.keys, [lo << _NODE_SHIFT, hi << _NODE_SHIFT])

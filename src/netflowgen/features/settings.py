@@ -31,6 +31,10 @@ class FeatureConfig:
     spark_shuffle_partitions: int = 8
     chunk_rows: int = 262_144  # dense rows per written row group (bounds memory of densifying)
     compression: str = "lz4"  # Parquet codec of the output; "zstd": ~2x smaller, ~1.7x the encoding CPU
+    # Polars, default attribution: add flows straight into the whole dense table when it takes at
+    # most this many GB (87 x nodes x minutes x 8 bytes); else (and with spreading) go through the
+    # semi table, whose memory grows with the distinct (node, minute, class) combinations.
+    dense_max_gb: float = 3.0
     # Missing minutes: "exporter" = a node-minute is missing when the exporter that reported most of
     # the node's flow records sent nothing in that minute (nodes whose records carry no exporter, and
     # inputs without one, fall back to "global"); "global" = missing when no record at all arrived.
@@ -49,6 +53,8 @@ class FeatureConfig:
             raise ConfigError(f"features.chunk_rows must be >= 1, got {self.chunk_rows}")
         if self.compression not in ("zstd", "lz4", "snappy", "gzip", "brotli", "none"):
             raise ConfigError(f"features.compression: {self.compression!r} is not a Parquet codec")
+        if self.dense_max_gb < 0:
+            raise ConfigError(f"features.dense_max_gb must be >= 0, got {self.dense_max_gb}")
         if self.missing_by not in MISSING_BY:
             raise ConfigError(f"features.missing_by: {self.missing_by!r} is not one of {list(MISSING_BY)}")
         if self.default_sampling is not None and self.default_sampling < 1:
