@@ -2,13 +2,16 @@
 
     .venv/bin/python benchmarks/features.py --millions 20 100 --engines polars spark pandas
 
-For each size, random but realistic-ish flows are generated in chunks (a few thousand node IPs with
-heavy-tailed popularity, several days of minutes with a daily cycle and one outage, a mix of
-protocols, ports, TCP flags and sampling rates) and written as canonical Parquet. Each engine then
-runs in its own subprocess; its wall time and peak RSS (the child's ru_maxrss) are reported, with
-ratios against a plain pandas group-by measured in the same run. pandas materializes everything
-in memory, so above --pandas-max-millions it runs on the first part of the data only and its rate
-is compared per flow (the table says so).
+For each size, random but ISP-like flows are generated in chunks and written as canonical
+Parquet. The default shape is 1700 node IPs x 1 day (2.45 M dense node-minutes, so 20 M flows are
+~8 flows per node-minute, like TOOLS-NOTES' reference of 20 M flows -> 2.36 M node-minutes);
+every flow has at least one node end (70 % inbound from 200 k outside peers, 28 % outbound, 2 %
+node to node), with a daily cycle, one outage, a mix of protocols, ports, TCP flags and sampling
+rates, and 3 exporters. `--nodes`/`--days` give other shapes. Each engine then runs in its own
+subprocess; its wall time, CPU seconds, peak RSS (the process tree), the load average and the
+phases are reported, with ratios against a plain pandas group-by measured in the same run. pandas
+materializes everything in memory, so above --pandas-max-millions it runs on the first part of
+the data only and its rate is compared per flow (the table says so).
 """
 
 from __future__ import annotations
