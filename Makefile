@@ -31,8 +31,11 @@ test: setup
 demo: setup
 	$(VENV)/bin/netflowgen demo --out $(DEMO_DIR)
 
+# Throughput and memory against references measured in the same run (minutes; see docs).
 bench: setup
+	$(PY) benchmarks/simulate.py
 	$(PY) benchmarks/features.py
+	$(PY) benchmarks/pretrain.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache
