@@ -76,7 +76,8 @@ def test_generic_csv_map_and_bad_values(tmp_path: Path) -> None:
                  "2024-01-01 10:00:00,10.0.0.1,10.0.0.2,1234,80,6,-3,180,\n"
                  "2024-01-01 10:00:05,10.0.0.1,10.0.0.2,1234,80,6,3,180,2024-01-01 10:00:04\n"
                  "2024-01-01 10:00:00,10.0.0.1,10.0.0.2,1234,80,6,three,180,\n"
-                 "2024-01-01 10:00:00,10.0.0.1,10.0.0.2\n")
+                 "2024-01-01 10:00:00,10.0.0.1,10.0.0.2\n"
+                 "1970-01-01 00:00:00,10.0.0.1,10.0.0.2,1234,80,6,3,180,\n")
     cmap = {"ts_start": "when", "src_ip": "a", "dst_ip": "b", "src_port": "sp", "dst_port": "dp",
             "proto": "p", "packets": "pk", "bytes": "by", "ts_end": "end"}
     rj = RejectCounter()
@@ -88,8 +89,11 @@ def test_generic_csv_map_and_bad_values(tmp_path: Path) -> None:
         "packets": 3, "bytes": 180, "sampling_rate": 1, "exporter": None, "in_if": None,
         "out_if": None}]
     assert dict(rj.counts) == {"port > 65535": 1, "negative count": 1, "end before start": 1,
-                               "unparsable field": 1, "garbage line": 1}
+                               "unparsable field": 1, "garbage line": 1, "unknown start time (0)": 1}
     assert rj.samples["unparsable field"] == [f"{f}:6 packets=three"]
+    assert rj.samples["garbage line"][0].startswith(f"{f}:7 3 fields, expected 9")
+    # line numbers stay exact after a skipped line
+    assert rj.samples["unknown start time (0)"] == [f"{f}:8 ts_start=1970-01-01 00:00:00"]
     with pytest.raises(InputError, match=r"mapped column\(s\) \['nope'\] not in the table"):
         read(f, "csv", SourceOptions(column_map={**cmap, "src_ip": "nope"}))
     with pytest.raises(InputError, match=r"missing column\(s\) for \{'src_ip'"):

@@ -229,15 +229,11 @@ class Collector:
             # nfcapd already multiplied packets and bytes by every rate it knew (announced or -s),
             # so the stored counts are estimates of the true traffic: rate 1 from here on.
             options = SourceOptions(default_sampling_rate=1)
-            unknown = RejectCounter()
             if info.get("flows", 1) == 0:  # a quiet rotation: an empty file says 'collector was up'
                 batches: Iterator[pa.RecordBatch] = iter(())
-            else:
-                batches = span.track(_drop_unknown_times(
-                    open_source([path], "nfcapd", options, rejects), unknown, path.name))
+            else:  # records with start time 0 (unknown) are rejected and counted by the reader
+                batches = span.track(open_source([path], "nfcapd", options, rejects))
             written = write_flows(batches, target, rejects)  # written via a rename: never partial
-            rejects.merge(unknown)
-            rejects.accepted -= unknown.rejected  # the reader had accepted them
         except (InputError, OSError, ValueError) as e:  # keep collecting; say what failed
             error = str(e)
         stats = RotationStats(
@@ -331,20 +327,6 @@ class Collector:
 def _parquet_name(nfcapd_name: str) -> str:
     """nfcapd.202611270231 -> flows-202611270231.parquet (seconds kept for sub-minute rotation)."""
     return "flows-" + nfcapd_name.split(".", 1)[1] + ".parquet"
-
-
-def _drop_unknown_times(batches: Iterator[pa.RecordBatch], rejects: RejectCounter,
-                        name: str) -> Iterator[pa.RecordBatch]:
-    """Reject records whose start nfcapd stored as 0 (1970-01-01): it means 'unknown', e.g.
-    softflowd's v5/v9 flows that start at the exporter's boot instant (first_switched = 0)."""
-    for batch in batches:
-        start = batch.column("ts_start").cast(pa.int64())
-        unknown = pc.less_equal(start, 0)
-        n_bad = pc.sum(unknown).as_py() or 0
-        if n_bad:
-            rejects.reject("unknown start time (0)", name, n_bad)
-            batch = batch.filter(pc.invert(unknown))
-        yield batch
 
 
 class _TimeSpan:

@@ -240,6 +240,9 @@ def normalize(df: pl.DataFrame, file: str, layout: TimeLayout, rejects: RejectCo
     for name in required:
         checks.append((pl.col(name).is_null(), "missing field", name))
     checks.append((pl.col("ts_start__v").is_null(), "unparsable timestamp", sample("ts_start")))
+    # A start at (or before) the epoch means 'unknown': e.g. softflowd's v5/v9 flows that start at
+    # the exporter's boot instant are stored by nfcapd with first_switched = 0.
+    checks.append((pl.col("ts_start__v") <= 0, "unknown start time (0)", sample("ts_start")))
     if "ts_end" in cols:
         checks.append((pl.col("ts_end").is_not_null() & pl.col("ts_end__v").is_null(),
                        "unparsable timestamp", sample("ts_end")))

@@ -16,7 +16,6 @@ from zoneinfo import ZoneInfo
 
 import polars as pl
 import pyarrow as pa
-import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from netflowgen.rejects import InputError, RejectCounter
@@ -24,7 +23,7 @@ from netflowgen.sources.bidirectional import split_bidirectional
 from netflowgen.sources.normalize import TimeLayout, normalize
 from netflowgen.sources.options import SourceOptions
 from netflowgen.sources.presets import CANONICAL, PRESET_NAMES, PRESETS, Preset, flags_from_counts
-from netflowgen.sources.text import expand_paths
+from netflowgen.sources.text import expand_paths, line_chunks, split_fields
 
 _DURATIONS = {"duration": "s", "duration_ms": "ms", "duration_us": "us"}
 _RESP = ("resp_packets", "resp_bytes", "resp_tcp_flags")
@@ -151,37 +150,26 @@ def read_csv(paths: Sequence[str | Path], options: SourceOptions, rejects: Rejec
 
 def _read_csv_file(path: Path, options: SourceOptions, rejects: RejectCounter,
                    ) -> Iterator[pa.RecordBatch]:
+    """One CSV flow table, read in bounded chunks of numbered lines (the same splitter as the Zeek
+    and Argus readers), so every rejected record is reported with its true line number. Fields are
+    split on commas and stripped of surrounding quotes; a quoted comma makes a line a counted
+    "garbage line" (flow datasets carry none). Blank lines are not records and are skipped."""
     name = str(path)
     with open(path, "rb") as f:
         first = f.readline().decode("utf-8-sig", "replace").rstrip("\r\n")
-    header = [h.strip() for h in first.split(",")]
-    header = _dedupe(header)
-    preset, mapping = resolve_mapping(name, header, options)
-    needed = sorted(set(mapping.values()) | {c for cs in preset.flag_counts.values() for c in cs
-                                             if c in header})
+        header = _dedupe([h.strip().strip('"') for h in first.split(",")])
+        preset, mapping = resolve_mapping(name, header, options)
+        needed = sorted(set(mapping.values()) | {c for cs in preset.flag_counts.values() for c in cs
+                                                 if c in header})
 
-    def on_invalid(row: pacsv.InvalidRow) -> str:
-        rejects.reject("garbage line", f"{name}:{row.number} {row.actual_columns} fields, expected "
-                       f"{row.expected_columns}: {row.text[:60]!r}")
-        return "skip"
+        def bad(no: int, why: str, detail: str) -> None:
+            rejects.reject(why, f"{name}:{no} {detail}")
 
-    reader = pacsv.open_csv(
-        path,
-        read_options=pacsv.ReadOptions(column_names=header, skip_rows=1,
-                                       block_size=max(1 << 20, options.batch_size * 256)),
-        parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid),
-        convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in needed},
-                                             include_columns=needed, strings_can_be_null=False),
-    )
-    row = 2  # data starts on line 2; assumes no quoted line breaks (flow tables have none)
-    for batch in reader:
-        df = pl.from_arrow(pa.Table.from_batches([batch]))
-        assert isinstance(df, pl.DataFrame)
-        for off in range(0, df.height, options.batch_size):
-            part = df.slice(off, options.batch_size)
-            part = part.with_columns(pl.int_range(row, row + part.height, dtype=pl.Int64).alias("_line"))
-            row += part.height
-            yield from _normalized(part, name, preset, mapping, options, rejects)
+        for first_no, lines in line_chunks(f, options.batch_size, first_line=2):
+            numbered = [(first_no + i, ln) for i, ln in enumerate(lines) if ln.strip()]
+            df = split_fields(numbered, header, ",", on_bad=bad)
+            df = df.select(*(pl.col(c).str.strip_chars(' "') for c in needed), "_line")
+            yield from _normalized(df, name, preset, mapping, options, rejects)
 
 
 def _dedupe(header: list[str]) -> list[str]:
