@@ -56,6 +56,55 @@ def model_config(name: str, **overrides: object) -> ModelConfig:
     return replace(MODEL_CONFIGS[name], **overrides)  # type: ignore[arg-type]
 
 
+class _LookupSum(torch.autograd.Function):
+    """`embedding_bag(idx, weight, mode="sum")` with a faster weight gradient on CPU.
+
+    Forward is the fused lookup-and-sum. The stock backward sorts all B*T*K indices (~0.3 s per
+    paper-config step on 2 cores, more than any single matmul); here column k of `idx` holds one
+    feature, so the gradient is K `index_add_`s of the (B*T, C) output gradient into the table
+    (~5x faster; same sums, another order of float additions).
+    """
+
+    @staticmethod
+    def forward(ctx, idx: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:  # idx (M, K) -> (M, C)
+        ctx.save_for_backward(idx)
+        ctx.weight_shape, ctx.weight_dtype = weight.shape, weight.dtype
+        return F.embedding_bag(idx, weight, mode="sum")
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # (M, C) -> (None, table gradient)
+        (idx,) = ctx.saved_tensors
+        grad = grad.contiguous().to(ctx.weight_dtype)
+        out = grad.new_zeros(ctx.weight_shape)
+        for col in idx.t().contiguous():  # (M,) each, contiguous: a strided index is ~50x slower
+            out.index_add_(0, col, grad)
+        return None, out
+
+
+def lookup_sum(idx: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Rows of `weight` summed per row of `idx` (M, K) -> (M, C); fused backward on CPU."""
+    if weight.requires_grad and torch.is_grad_enabled() and weight.device.type == "cpu":
+        return _LookupSum.apply(idx, weight)
+    return F.embedding_bag(idx, weight, mode="sum")
+
+
+class Dropout(nn.Dropout):
+    """`nn.Dropout` with a cheaper mask on CPU: keep where an fp32 uniform draw is >= p.
+
+    Same distribution (keep probability 1 - p to 2^-24, survivors scaled by 1 / (1 - p)); the
+    stock kernel's Bernoulli sampling costs ~3x more (~15 ms per (32, 512, 128) tensor on 2 cores,
+    9 per step). Other devices use the stock kernel.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0 or x.device.type != "cpu" or self.inplace:
+            return super().forward(x)
+        if self.p == 1.0:
+            return x * 0.0
+        keep = torch.rand(x.shape, device=x.device).ge_(self.p).mul_(1.0 / (1.0 - self.p))  # fp32
+        return x * keep.to(x.dtype)
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -64,7 +113,7 @@ class CausalSelfAttention(nn.Module):
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
         self.proj = nn.Linear(cfg.d_model, cfg.d_model)
         self.attn_dropout = cfg.attn_dropout
-        self.resid_drop = nn.Dropout(cfg.dropout)
+        self.resid_drop = Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
@@ -81,7 +130,7 @@ class MLP(nn.Module):
         super().__init__()
         self.fc = nn.Linear(cfg.d_model, cfg.d_ff)
         self.proj = nn.Linear(cfg.d_ff, cfg.d_model)
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.drop(self.proj(F.gelu(self.fc(x))))  # (B, T, C)
@@ -134,7 +183,7 @@ class TrafficGPT(nn.Module):
         self.node_emb = nn.Embedding(n_nodes, cfg.d_model)
         self.customer_emb = nn.Embedding(n_customers, cfg.d_model)
         self.pos_emb = nn.Embedding(cfg.context, cfg.d_model)
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout)
         self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.n_layers)])
         self.ln_f = nn.LayerNorm(cfg.d_model)
         self.head = nn.Linear(cfg.d_model, len(cfg.predicted_features) * cfg.n_bins)
@@ -158,7 +207,7 @@ class TrafficGPT(nn.Module):
         if T > self.cfg.context:
             raise ValueError(f"window of {T} minutes exceeds the model context {self.cfg.context}")
         idx = torch.cat([x.tokens.index_select(2, self.input_index), x.time], dim=2) + self.offsets  # (B, T, F_in + 4)
-        tok = F.embedding_bag(idx.reshape(B * T, -1), self.wte.weight, mode="sum").view(B, T, -1)  # (B, T, C)
+        tok = lookup_sum(idx.reshape(B * T, -1), self.wte.weight).view(B, T, -1)  # (B, T, C)
         meta = self.node_emb(x.node) + self.customer_emb(x.customer)  # (B, C)
         pos = self.pos_emb(torch.arange(T, device=idx.device))  # (T, C)
         return tok + meta[:, None, :] + pos[None, :, :]  # (B, T, C)
