@@ -77,3 +77,17 @@ def test_dense_and_semi_paths_agree(tmp_path):
         outs.append(pl.read_parquet(out))
     assert outs[0].height > 0 and outs[0]["missing"].sum() > 0
     assert outs[0].equals(outs[1])
+
+
+def test_dense_path_derives_all_traffic_from_protocols():
+    """The dense path sums each all-traffic feature from the 4 protocol features of its direction
+    and measure instead of scattering it (the protocol classes partition the flows); the paths'
+    equality above checks the values."""
+    from netflowgen.features.definition import FEATURES
+    from netflowgen.features.polars_engine import derived_features, routing_slots
+
+    derived = derived_features()
+    assert sorted(FEATURES[i].name for i in derived) == sorted(
+        f"{d}_all_{m}" for d in ("in", "out") for m in MEASURES)
+    assert all(len(parts) == 4 for parts in derived.values())
+    assert [len(s) for s in routing_slots(set(derived))] == [len(s) - 1 for s in routing_slots()]

@@ -15,6 +15,7 @@ bounded by the node-minutes with traffic, not by the number of flows:
 
 from __future__ import annotations
 
+import mmap
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -214,26 +215,36 @@ def dense_aggregate(paths: list[Path], nodes: pl.DataFrame, rng: TimeRange,
                     by_exporter: bool = False) -> tuple["DenseChunks", pl.DataFrame | None]:
     """Second pass without the semi table (default attribution only): the node ends stream out of
     Polars in batches and are added straight into the whole dense (86, nodes x minutes) float64
-    table (`np.add.at`, 10 entries per node end through the routing slots), so memory is fixed by
+    table (`np.add.at`, 7 entries per node end through the routing slots; the 6 all-traffic
+    features are summed from the protocol ones at the end, `derived_features`; the table's pages
+    are allocated up front, `_zeros`), so memory is fixed by
     the grid (`dense_bytes`), not by the flows, and there is no group-by or sort. Sums of integers
     in float64 are exact below 2^53, so the result equals the semi path's. `by_exporter`: also
     (node_idx, exporter, n) as in `semi_aggregate`."""
     _, lookup, hashed = _ends(paths, nodes, rng, False, by_exporter)
     n_nodes, n_min = nodes.height, rng.n
     size = n_nodes * n_min
-    out = np.zeros((len(FEATURES) + 1, size), dtype=np.float64)
+    out = _zeros((len(FEATURES) + 1, size))
     flat = out.reshape(-1)
-    slots = routing_slots()
-    names = lookup.sort("xh") if by_exporter else lookup
-    xh_sorted = names["xh"].to_numpy() if by_exporter and hashed else None
+    names = lookup
     n_x = names.height + 1  # exporter codes 0..E-1, E = null or unknown
     counts = np.zeros(n_nodes * n_x, dtype=np.int64) if by_exporter else None
-    cols = ["part", "s", "est_pkt", "est_byt", "est_flow"] + (["xh"] if by_exporter else [])
+    cols = ["part", "s", "est_pkt", "est_byt", "est_flow"] + (["xc"] if by_exporter else [])
+    derived = derived_features()
+    slots = routing_slots(skip=set(derived))
+    # Exporter code (row of `names`) per node end, looked up in the query (in the reading thread,
+    # beside the scatter) rather than by a numpy searchsorted in the scattering thread.
+    if not by_exporter or names.height == 0:
+        xc = pl.lit(names.height, pl.Int64)
+    else:
+        keys = names["xh"] if hashed else names["exporter"]
+        xc = pl.col("xh").replace_strict(keys, pl.Series(np.arange(names.height)),
+                                         default=names.height, return_dtype=pl.Int64)
 
     def query(path: Path, offset: int) -> pl.DataFrame:
         rows, _, _ = _ends([path], nodes, rng, False, by_exporter, (offset, _SLICE_ROWS))
-        if by_exporter and hashed:
-            rows = rows.with_columns(pl.col("xh").fill_null(0))
+        if by_exporter:
+            rows = rows.with_columns(xc=xc)
         return rows.select(cols).collect(engine=ENGINE)
 
     def batches():
@@ -254,8 +265,7 @@ def dense_aggregate(paths: list[Path], nodes: pl.DataFrame, rng: TimeRange,
         node = part >> _NODE_SHIFT
         minute = df["s"].to_numpy()
         if counts is not None:
-            counts += np.bincount(node * n_x + _exporter_codes(df["xh"], names, xh_sorted),
-                                  minlength=len(counts))
+            counts += np.bincount(node * n_x + df["xc"].to_numpy(), minlength=len(counts))
         inside = (minute >= 0) & (minute < n_min)
         if not inside.all():
             part, node, minute, df = part[inside], node[inside], minute[inside], df.filter(pl.Series(inside))
@@ -265,6 +275,8 @@ def dense_aggregate(paths: list[Path], nodes: pl.DataFrame, rng: TimeRange,
             v = df[m].to_numpy().astype(np.float64)
             for table in measure_slots:
                 np.add.at(flat, np.take(table, cls) * size + pos, v)
+    for f, parts in derived.items():  # exact: integer sums below 2^53, in any order
+        np.sum(out[parts], axis=0, out=out[f])
     table = None
     if counts is not None:
         c = counts.reshape(n_nodes, n_x)
@@ -277,18 +289,22 @@ def dense_aggregate(paths: list[Path], nodes: pl.DataFrame, rng: TimeRange,
     return DenseChunks(out), table
 
 
-def _exporter_codes(xh: pl.Series, names: pl.DataFrame, xh_sorted: np.ndarray | None) -> np.ndarray:
-    """Row of `names` (exporter, xh) for each value of `xh` (a hash, or the text when the hashes
-    of the names are not distinct); len(names) for null/unknown."""
-    unknown = names.height
-    if xh_sorted is None:
-        return xh.replace_strict(names["exporter"], np.arange(unknown), default=unknown,
-                                 return_dtype=pl.Int64).to_numpy()
-    h = xh.to_numpy()
-    if unknown == 0:
-        return np.zeros(len(h), dtype=np.int64)
-    code = np.minimum(np.searchsorted(xh_sorted, h), unknown - 1)
-    return np.where(xh_sorted[code] == h, code, unknown)
+def _zeros(shape: tuple[int, int]) -> np.ndarray:
+    """A zero-filled float64 array for the dense table, its pages allocated up front in one
+    system call (anonymous mmap with MAP_POPULATE, Linux; else `np.zeros`). The scatter touches
+    the 1.7 GB table at random: `np.zeros` leaves that to ~1 page fault per first touch, and
+    numpy asks for transparent huge pages on large arrays, whose first touches compacted memory
+    here (measured on one 4 M-record slice of the benchmark: 2.4-3.8 CPU s of system time with
+    `np.zeros`, 1.0-1.2 s with 4 KiB pages faulted one by one, 0.6 s with MAP_POPULATE)."""
+    n = shape[0] * shape[1] * 8
+    flags = getattr(mmap, "MAP_POPULATE", None)
+    if n == 0 or flags is None or not hasattr(mmap, "MAP_ANONYMOUS"):
+        return np.zeros(shape, dtype=np.float64)
+    try:
+        buf = mmap.mmap(-1, n, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | flags)
+    except (OSError, ValueError):
+        return np.zeros(shape, dtype=np.float64)
+    return np.frombuffer(buf, dtype=np.float64).reshape(shape)  # zeroed by the kernel
 
 
 class DenseChunks:
@@ -301,15 +317,32 @@ class DenseChunks:
         return self.out[:len(FEATURES), lo * n_minutes:hi * n_minutes]
 
 
-def routing_slots() -> list[list[np.ndarray]]:
+def derived_features() -> dict[int, list[int]]:
+    """Features (index -> component indices) that equal the sum of a group of others for every
+    class value: each "all traffic" feature is the sum of the protocol features of its direction
+    and measure (the protocol classes partition the flows). Checked on all 1024 class values, so a
+    change of the definition that breaks the partition just leaves the feature routed."""
+    hits = _code_frame().select(feature_conditions()).to_numpy().astype(np.int64)  # (1024, 86)
+    out = {}
+    for i, f in enumerate(FEATURES):
+        if f.code_column is not None:
+            continue
+        parts = [j for j, g in enumerate(FEATURES) if g.code_column == "proto"
+                 and g.direction == f.direction and g.value_column == f.value_column]
+        if parts and np.array_equal(hits[:, parts].sum(axis=1), hits[:, i]):
+            out[i] = parts
+    return out
+
+
+def routing_slots(skip: set[int] | frozenset[int] = frozenset()) -> list[list[np.ndarray]]:
     """Per measure (est_pkt, est_byt, est_flow): the routing slots, each an array class value ->
     the feature index it feeds in that slot (all traffic, protocol, port, flag), or the spare row
-    86 where it feeds none."""
+    86 where it feeds none. Features in `skip` are fed by none (computed otherwise)."""
     hits = _code_frame().select(feature_conditions()).to_numpy()  # (1024, 86) bool
     spare = len(FEATURES)
     out = []
     for m in PolarsChunks.MEASURES:
-        mine = np.array([f.value_column == m for f in FEATURES])
+        mine = np.array([f.value_column == m and i not in skip for i, f in enumerate(FEATURES)])
         per_cls = [np.flatnonzero(row & mine) for row in hits]
         width = max(len(x) for x in per_cls)
         table = np.full((len(per_cls), width), spare, dtype=np.int64)
