@@ -81,3 +81,18 @@ def test_reject_counter_counts_and_samples() -> None:
     r.merge(other)
     assert r.as_dict()["by_reason"] == {"negative packets": 3, "bad ip": 3}
     assert "negative packets: 3" in r.report()
+
+
+def test_section_if_present_selects_a_commands_table(tmp_path: Path) -> None:
+    from netflowgen.config import section_if_present
+
+    shared = tmp_path / "all.toml"
+    shared.write_text("[features]\nbins = 4\n[collect]\nrotate = 60\n")
+    plain = tmp_path / "plain.toml"
+    plain.write_text("bins = 5\n")
+    assert section_if_present(shared, "features") == "features"
+    assert load(Outer, shared, section=section_if_present(shared, "features")).bins == 4
+    assert section_if_present(plain, "features") is None
+    assert load(Outer, plain, section=section_if_present(plain, "features")).bins == 5
+    assert section_if_present(tmp_path / "absent.toml", "features") is None
+    assert section_if_present(None, "features") is None

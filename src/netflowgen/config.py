@@ -103,6 +103,19 @@ def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def section_if_present(path: Path | str | None, name: str) -> str | None:
+    """`name` when the TOML file at `path` has a `[name]` table, else None (use its top level).
+
+    Lets one file configure several commands while a plain file still works for one. An unreadable
+    or invalid file gives None here; `load` then reports the error with the file's name."""
+    if path is None or not Path(path).exists():
+        return None
+    try:
+        return name if name in tomllib.loads(Path(path).read_text()) else None
+    except tomllib.TOMLDecodeError:
+        return None
+
+
 def load(cls: type[T], path: Path | str | None = None, overrides: dict[str, Any] | None = None,
          section: str | None = None) -> T:
     """Defaults of `cls` <- TOML file (optionally one `[section]` of it) <- explicit overrides.

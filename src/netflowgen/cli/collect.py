@@ -48,7 +48,7 @@ def collect(
 
     overrides = {"listen": listen, "out": str(out) if out else None, "rotate": rotate,
                  "sampling": sampling, "socket_buffer": socket_buffer, "keep_nfcapd": keep_nfcapd}
-    section = _section(config_file)
+    section = config.section_if_present(config_file, "collect")
     cfg = config.load(CollectorConfig, config_file, overrides, section=section)
     if dump:
         typer.echo(config.to_toml(cfg), nl=False)
@@ -87,17 +87,6 @@ def collect(
         typer.secho(f"error: nfcapd exited unexpectedly; see {Path(cfg.out) / 'nfcapd.log'}",
                     fg=typer.colors.RED, err=True)
         raise typer.Exit(1)
-
-
-def _section(path: Path | None) -> str | None:
-    """Use the file's [collect] table when it has one, else its top level."""
-    if path is None or not path.exists():
-        return None
-    import tomllib
-    try:
-        return "collect" if "collect" in tomllib.loads(path.read_text()) else None
-    except tomllib.TOMLDecodeError:
-        return None  # config.load reports the error with the file name
 
 
 def register(app: typer.Typer) -> None:

@@ -63,7 +63,7 @@ def features(
                  "missing_by": missing_by}
     if exporter_sampling:
         overrides["exporter_sampling"] = _rates(exporter_sampling)
-    cfg = config.load(FeatureConfig, config_file, overrides, section=_section(config_file))
+    cfg = config.load(FeatureConfig, config_file, overrides, section=config.section_if_present(config_file, "features"))
     cfg.validate()
     if dump:
         typer.echo(config.to_toml(cfg), nl=False)
@@ -93,17 +93,6 @@ def _rates(items: list[str]) -> dict[str, int]:
                                      f"got {item!r}")
         out[key.strip()] = rate
     return out
-
-
-def _section(path: Path | None) -> str | None:
-    """Use the file's [features] table when it has one, else its top level."""
-    if path is None or not path.exists():
-        return None
-    import tomllib
-    try:
-        return "features" if "features" in tomllib.loads(path.read_text()) else None
-    except tomllib.TOMLDecodeError:
-        return None  # config.load reports the error with the file name
 
 
 def register(app: typer.Typer) -> None:

@@ -62,7 +62,7 @@ def replay_cmd(
 
     overrides = {"to": to, "protocol": protocol, "speed": speed, "mtu": mtu,
                  "template_every": template_every, "max_pps": max_pps}
-    cfg = config.load(ReplayConfig, config_file, overrides, section=_section(config_file))
+    cfg = config.load(ReplayConfig, config_file, overrides, section=config.section_if_present(config_file, "replay"))
     if dump:
         typer.echo(config.to_toml(cfg), nl=False)
         raise typer.Exit()
@@ -93,16 +93,6 @@ def replay_cmd(
     if stats is not None:
         stats.write_text(json.dumps(result.as_dict(), indent=2) + "\n")
         config.save_beside(stats, cfg)
-
-
-def _section(path: Path | None) -> str | None:
-    if path is None or not path.exists():
-        return None
-    import tomllib
-    try:
-        return "replay" if "replay" in tomllib.loads(path.read_text()) else None
-    except tomllib.TOMLDecodeError:
-        return None
 
 
 def register(app: typer.Typer) -> None:
