@@ -114,14 +114,23 @@ def build_features(paths: Sequence[str | Path], out: str | Path, cfg: FeatureCon
         phase("read input")
         table = nodes_mod.CustomerTable.from_csv(cfg.customers) if cfg.customers else None
         what = ", ".join(str(p) for p in flow_paths[:3]) + (" ..." if len(flow_paths) > 3 else "")
+        # The engines differ in how they survey and aggregate; nodes, range, exporter attribution
+        # and the dense writer are shared, so both produce the same file.
         if cfg.engine == "polars":
             from netflowgen.features import polars_engine as eng
 
             surv = eng.survey(flow_paths, table is not None, cfg.spread_over_minutes, by_exporter)
-            phase("survey")
-            node_tab = _nodes(surv, table, cfg, rejects)
-            rng = resolve_range(surv, cfg.start_minute(), cfg.end_minute(), what)
-            phase("nodes")
+        else:
+            from netflowgen.features import spark_engine as seng
+
+            session = spark or seng.spark_session(cfg)
+            surv = seng.survey(session, flow_paths, table is not None, cfg.spread_over_minutes,
+                               by_exporter)
+        phase("survey")
+        node_tab = _nodes(surv, table, cfg, rejects)
+        rng = resolve_range(surv, cfg.start_minute(), cfg.end_minute(), what)
+        phase("nodes")
+        if cfg.engine == "polars":
             direct = (not cfg.spread_over_minutes
                       and eng.dense_bytes(node_tab.height, rng.n) <= cfg.dense_max_gb * 1e9)
             if direct:
@@ -131,32 +140,16 @@ def build_features(paths: Sequence[str | Path], out: str | Path, cfg: FeatureCon
                                                   cfg.spread_over_minutes, by_exporter)
                 chunks = eng.PolarsChunks(semi)
                 del semi
-            node_tab = attribute_exporters(node_tab, counts)
-            phase("aggregate")
-            node_missing = rng.node_missing(node_tab["exporter"])
-            rows = write_dense(out, node_tab, rng, chunks, cfg.chunk_rows, cfg.compression,
-                               node_missing)
-            phase("write")
         else:
-            from netflowgen.features import spark_engine as seng
-
-            session = spark or seng.spark_session(cfg)
-            surv = seng.survey(session, flow_paths, table is not None, cfg.spread_over_minutes,
-                               by_exporter)
-            phase("survey")
-            node_tab = _nodes(surv, table, cfg, rejects)
-            rng = resolve_range(surv, cfg.start_minute(), cfg.end_minute(), what)
-            phase("nodes")
-            sparse_dir = Path(tmp) / "sparse"
             chunks, counts = seng.aggregate(session, flow_paths, node_tab, rng,
-                                            cfg.spread_over_minutes, sparse_dir, cfg.chunk_rows,
-                                            by_exporter)
-            node_tab = attribute_exporters(node_tab, counts)
-            phase("aggregate")
-            node_missing = rng.node_missing(node_tab["exporter"])
-            rows = write_dense(out, node_tab, rng, chunks, cfg.chunk_rows, cfg.compression,
-                               node_missing)
-            phase("write")
+                                            cfg.spread_over_minutes, Path(tmp) / "sparse",
+                                            cfg.chunk_rows, by_exporter)
+        node_tab = attribute_exporters(node_tab, counts)
+        phase("aggregate")
+        node_missing = rng.node_missing(node_tab["exporter"])
+        rows = write_dense(out, node_tab, rng, chunks, cfg.chunk_rows, cfg.compression,
+                           node_missing)
+        phase("write")
     first = pl.Series([rng.first * 60_000]).cast(pl.Datetime("ms", "UTC"))[0]
     return FeatureSummary(out, cfg.engine, surv.n_flows, node_tab.height,
                           node_tab["customer"].n_unique() if node_tab.height else 0, rng.n,

@@ -102,24 +102,17 @@ def _time_expr(name: str, dtype: pl.DataType, layout: TimeLayout) -> pl.Expr:
         if dtype.time_zone is None:
             col = col.dt.replace_time_zone(layout.timezone, ambiguous="earliest", non_existent="null")
         return col.dt.convert_time_zone("UTC").dt.epoch("ms")
-    if dtype.is_numeric():
-        scale = {"epoch_s": 1000.0, "epoch_ms": 1.0, "epoch_us": 0.001}[fmt]
-        return (col.cast(pl.Float64) * scale).floor().cast(pl.Int64, strict=False)
+    if dtype.is_numeric() or fmt.startswith("epoch_"):
+        return _ms_from_number(col, dtype, fmt.removeprefix("epoch_"))
     s = col.str.strip_chars()
-    if fmt == "epoch_s":
-        return _decimal_to_int(s, 3)
-    if fmt == "epoch_ms":
-        return _decimal_to_int(s, 0)
-    if fmt == "epoch_us":
-        return _decimal_to_int(s, 0) // 1000
     parsed = s.str.to_datetime(fmt, time_unit="us", time_zone=layout.timezone, strict=False,
                                ambiguous="earliest")
     return parsed.dt.convert_time_zone("UTC").dt.epoch("ms")
 
 
-def _duration_expr(name: str, dtype: pl.DataType, layout: TimeLayout) -> pl.Expr:
-    col = pl.col(name)
-    unit = layout.duration_unit
+def _ms_from_number(col: pl.Expr, dtype: pl.DataType, unit: str) -> pl.Expr:
+    """A number of `unit` ("s", "ms" or "us"), typed or as decimal text -> Int64 ms (floored);
+    null when unparsable."""
     if dtype.is_numeric():
         scale = {"s": 1000.0, "ms": 1.0, "us": 0.001}[unit]
         return (col.cast(pl.Float64) * scale).floor().cast(pl.Int64, strict=False)
@@ -129,6 +122,10 @@ def _duration_expr(name: str, dtype: pl.DataType, layout: TimeLayout) -> pl.Expr
     if unit == "ms":
         return _decimal_to_int(s, 0)
     return _decimal_to_int(s, 0) // 1000
+
+
+def _duration_expr(name: str, dtype: pl.DataType, layout: TimeLayout) -> pl.Expr:
+    return _ms_from_number(pl.col(name), dtype, layout.duration_unit)
 
 
 def _proto_expr(dtype: pl.DataType) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
