@@ -95,3 +95,21 @@ def test_parse_ips_halves():
     assert v["1.2.3.4"] == (4, 0, 0x01020304)
     assert v["::1"] == (6, 0, 1)
     assert v["2001:db8::ff"] == (6, 0x20010DB800000000, 0xFF)
+
+
+def test_text_prefixes_cover_every_address_inside(tmp_path):
+    """Every canonical text of an address inside a prefix starts with one of the survey's text
+    prefixes, and a text outside all of them is no node (so skipping it loses nothing)."""
+    t = table(tmp_path, "customer_id,prefix\na,10.1.0.0/16\nb,192.168.4.0/22\nc,6.0.0.0/7\n")
+    prefixes = t.text_prefixes()
+    assert prefixes == ["6.", "7.", "10.", "192."]
+    rnd = random.Random(3)
+    ips = [str(ipaddress.IPv4Address(rnd.getrandbits(32))) for _ in range(20_000)]
+    ips += ["10.1.200.7", "192.168.7.255", "7.255.255.255", "6.0.0.0", "100.1.2.3", "19.1.1.1"]
+    nodes = assign(t, ips)
+    assert nodes and all(any(ip.startswith(p) for p in prefixes) for ip in nodes)
+    skipped = [ip for ip in ips if not any(ip.startswith(p) for p in prefixes)]
+    assert assign(t, skipped) == {}
+    # No short list: an IPv6 prefix, or too many first octets.
+    assert table(tmp_path, "customer_id,prefix\na,10.0.0.0/8\nb,2001:db8::/32\n").text_prefixes() is None
+    assert table(tmp_path, "customer_id,prefix\na,0.0.0.0/0\n").text_prefixes() is None

@@ -119,7 +119,8 @@ def build_features(paths: Sequence[str | Path], out: str | Path, cfg: FeatureCon
         if cfg.engine == "polars":
             from netflowgen.features import polars_engine as eng
 
-            surv = eng.survey(flow_paths, table is not None, cfg.spread_over_minutes, by_exporter)
+            surv = eng.survey(flow_paths, table is not None, cfg.spread_over_minutes, by_exporter,
+                              table.text_prefixes() if table is not None else None)
         else:
             from netflowgen.features import spark_engine as seng
 

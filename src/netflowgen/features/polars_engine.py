@@ -18,6 +18,7 @@ from __future__ import annotations
 import mmap
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import polars as pl
@@ -54,9 +55,12 @@ def _minutes(spread: bool) -> tuple[pl.Expr, pl.Expr]:
     return start, end
 
 
-def survey(paths: list[Path], customers: bool, spread: bool, by_exporter: bool = False) -> Survey:
+def survey(paths: list[Path], customers: bool, spread: bool, by_exporter: bool = False,
+           ip_text_prefixes: Sequence[str] | None = None) -> Survey:
     """First pass: flows per start minute (per exporter too with `by_exporter`), coverage events
-    (spread) and the candidate node IPs (distinct IPs, or flow records per destination)."""
+    (spread) and the candidate node IPs (distinct IPs, or flow records per destination).
+    `ip_text_prefixes` (with `customers`, see `CustomerTable.text_prefixes`): only IP texts that
+    start with one of them are candidates; the others are not collected."""
     lf = scan(paths)
     start, end = _minutes(spread)
     keys = ["exporter"] if by_exporter else []
@@ -65,7 +69,9 @@ def survey(paths: list[Path], customers: bool, spread: bool, by_exporter: bool =
     # Distinct IP texts. (Grouping on a 64-bit hash of the text instead was at most ~15 % faster
     # here, within the noise of a shared machine, and two 64-bit hashes were slower: kept exact.)
     if customers:  # each end alone, then the union (a concat of two scans of one file buffers)
-        queries += [lf.select(ip="src_ip").unique(), lf.select(ip="dst_ip").unique()]
+        keep = (pl.any_horizontal(pl.col("ip").str.starts_with(t) for t in ip_text_prefixes)
+                if ip_text_prefixes else pl.lit(True))
+        queries += [lf.select(ip=c).filter(keep).unique() for c in ("src_ip", "dst_ip")]
     else:
         queries.append(lf.group_by("dst_ip").agg(n=pl.len()))
     if spread:
