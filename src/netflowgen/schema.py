@@ -85,8 +85,9 @@ FEATURE_SET_HASH: str = hashlib.sha256("\n".join(FEATURE_NAMES).encode()).hexdig
 NODE_MINUTE_KEY_COLUMNS: tuple[str, ...] = ("node", "customer", "minute", "missing")
 NODE_MINUTE_SCHEMA = pa.schema(
     [
-        pa.field("node", pa.string(), nullable=False),
-        pa.field("customer", pa.string(), nullable=False),
+        # large_string: Polars' string type, so that its Parquet sink writes this schema exactly.
+        pa.field("node", pa.large_string(), nullable=False),
+        pa.field("customer", pa.large_string(), nullable=False),
         pa.field("minute", TIMESTAMP, nullable=False),
         pa.field("missing", pa.bool_(), nullable=False),
     ]

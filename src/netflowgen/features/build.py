@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,6 +120,10 @@ def build_features(paths: Sequence[str | Path], out: str | Path, cfg: FeatureCon
         if cfg.engine == "polars":
             from netflowgen.features import polars_engine as eng
 
+            # numba's import and the compiled scatter's load (~0.75 s) overlap the survey, which
+            # runs in Polars' threads without the GIL.
+            warm = threading.Thread(target=_warm_scatter, name="netflowgen-warm-up", daemon=True)
+            warm.start()
             surv = eng.survey(flow_paths, table is not None, cfg.spread_over_minutes, by_exporter,
                               table.text_prefixes() if table is not None else None)
         else:
@@ -135,6 +140,7 @@ def build_features(paths: Sequence[str | Path], out: str | Path, cfg: FeatureCon
             direct = (not cfg.spread_over_minutes
                       and eng.dense_bytes(node_tab.height, rng.n) <= cfg.dense_max_gb * 1e9)
             if direct:
+                warm.join()
                 chunks, counts = eng.dense_aggregate(flow_paths, node_tab, rng, by_exporter)
             else:
                 semi, counts = eng.semi_aggregate(flow_paths, node_tab, rng,
@@ -158,6 +164,15 @@ def build_features(paths: Sequence[str | Path], out: str | Path, cfg: FeatureCon
                           time.perf_counter() - t0, surv.starting_outside(rng), rejects.as_dict(),
                           "exporter" if by_exporter else "global",
                           int(node_missing[0].sum(axis=1)[node_missing[1]].sum()), phase.done)
+
+
+def _warm_scatter() -> None:
+    try:
+        from netflowgen.features.scatter import warm_up
+
+        warm_up()
+    except Exception:  # noqa: BLE001 - the real import in dense_aggregate reports it
+        pass
 
 
 def _nodes(surv: Survey, table: nodes_mod.CustomerTable | None, cfg: FeatureConfig,

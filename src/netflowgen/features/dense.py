@@ -3,24 +3,23 @@
 The dense table has nodes x minutes rows, usually far more than fit comfortably in memory as 86
 float64 columns, so it is written a few nodes at a time: for each node range the engine hands over
 a zero-filled block of feature values with its traffic scattered in, and the block is written as
-one Parquet row group. Rows come out sorted by node, then minute.
+one Parquet row group (by Polars' streaming sink). Rows come out sorted by node, then minute.
 """
 
 from __future__ import annotations
 
 import os
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import polars as pl
-import pyarrow as pa
 import pyarrow.parquet as pq
+from polars.io.plugins import register_io_source  # unstable in Polars, covered by the tests
 
 from netflowgen.features.timeline import MS_PER_MINUTE, TimeRange
 from netflowgen.progress import progress_bar
-from netflowgen.schema import FEATURE_NAMES, NODE_MINUTE_SCHEMA, TIMESTAMP
+from netflowgen.schema import FEATURE_NAMES, NODE_MINUTE_SCHEMA
 
 # (lo, hi, n_minutes) -> the feature values of nodes lo..hi-1 x all minutes: float64 array of shape
 # (86, (hi - lo) * n_minutes), one row per feature in contract order, node-major then minute.
@@ -46,70 +45,73 @@ def nodes_per_chunk(chunk_rows: int, n_minutes: int) -> int:
     return max(1, chunk_rows // max(1, n_minutes))
 
 
+# The node-minute schema as Polars types (the blocks handed to the sink).
+POLARS_NODE_MINUTE_SCHEMA = pl.from_arrow(NODE_MINUTE_SCHEMA.empty_table()).schema  # type: ignore[union-attr]
+# Parquet codec names of the config -> Polars' names.
+_POLARS_CODEC = {"none": "uncompressed"}
+
+
 def write_dense(out: Path, nodes: pl.DataFrame, rng: TimeRange, chunks: ChunkSource,
                 chunk_rows: int = 262_144, compression: str = "zstd",
                 node_missing: tuple[np.ndarray, np.ndarray] | None = None) -> int:
     """Write the dense table for `nodes` (node table: node, customer, node_idx = row number) over
     `rng` to `out` (atomically: a temporary file renamed at the end). Returns the row count
     (= nodes x minutes). `node_missing`: (matrix of missing minutes, row of it per node), see
-    `TimeRange.node_missing`; None: `rng.missing` for every node."""
+    `TimeRange.node_missing`; None: `rng.missing` for every node.
+
+    The blocks are built here and handed to Polars' streaming Parquet sink, which encodes and
+    compresses the columns of a row group on all cores (pyarrow's writer uses one: 1.8 s against
+    1.1 s for 2.45 M rows x 90 columns here, measured); the file has `NODE_MINUTE_SCHEMA` exactly."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     n_nodes, n_min = nodes.height, rng.n
     per_chunk = nodes_per_chunk(chunk_rows, n_min)
-    names = nodes["node"].to_arrow().cast(pa.string())
-    customers = nodes["customer"].to_arrow().cast(pa.string())
+    names = nodes["node"].cast(pl.String)
+    customers = nodes["customer"].cast(pl.String)
     minute_ms = (rng.first + np.arange(n_min, dtype=np.int64)) * MS_PER_MINUTE
     if node_missing is None or len(node_missing[1]) != n_nodes:
         node_missing = (rng.missing[None, :], np.zeros(n_nodes, np.int64))
-    rows = 0
     try:
-        # Dictionaries and statistics only where they pay: on the key columns. For the 86 mostly
-        # zero float columns they cost more CPU than the whole pivot (measured), and zstd alone
-        # already packs the zero runs.
-        with pq.ParquetWriter(tmp, NODE_MINUTE_SCHEMA, compression=compression,
-                              compression_level=1 if compression == "zstd" else None,
-                              use_dictionary=["node", "customer"],
-                              write_statistics=["node", "customer", "minute", "missing"]) as writer, \
-                progress_bar("features: writing node-minutes", total=n_nodes) as advance:
-            # Encoding a block (pyarrow, GIL released) overlaps with building the next one; at
-            # most one block waits, so memory stays at about two blocks.
-            with ThreadPoolExecutor(max_workers=1) as pool:
-                pending: Future[None] | None = None
-                for lo in range(0, n_nodes, per_chunk):
-                    hi = min(n_nodes, lo + per_chunk)
-                    missing = node_missing[0][node_missing[1][lo:hi]].ravel()
-                    block = _block(lo, hi, chunks(lo, hi, n_min), names, customers, minute_ms,
-                                   missing)
-                    if pending is not None:
-                        pending.result()
-                    pending = pool.submit(writer.write_table, block)
-                    rows += block.num_rows
-                    advance(hi - lo)
-                if pending is not None:
-                    pending.result()
-            if n_nodes == 0:
-                writer.write_table(NODE_MINUTE_SCHEMA.empty_table())
+        if n_nodes == 0:
+            pq.write_table(NODE_MINUTE_SCHEMA.empty_table(), tmp)
+        else:
+            with progress_bar("features: writing node-minutes", total=n_nodes) as advance:
+                def blocks(with_columns: list[str] | None, predicate: pl.Expr | None,
+                           n_rows: int | None, batch_size: int | None) -> Iterator[pl.DataFrame]:
+                    for lo in range(0, n_nodes, per_chunk):
+                        hi = min(n_nodes, lo + per_chunk)
+                        missing = node_missing[0][node_missing[1][lo:hi]].ravel()
+                        df = _block(lo, hi, chunks(lo, hi, n_min), names, customers, minute_ms,
+                                    missing)
+                        advance(hi - lo)
+                        if predicate is not None:
+                            df = df.filter(predicate)
+                        yield df.select(with_columns) if with_columns is not None else df
+
+                metadata = {k.decode(): v.decode() for k, v in (NODE_MINUTE_SCHEMA.metadata or {}).items()}
+                register_io_source(blocks, schema=POLARS_NODE_MINUTE_SCHEMA).sink_parquet(
+                    tmp, compression=_POLARS_CODEC.get(compression, compression),  # type: ignore[arg-type]
+                    compression_level=1 if compression == "zstd" else None,
+                    row_group_size=per_chunk * n_min, arrow_schema=NODE_MINUTE_SCHEMA,
+                    metadata=metadata)
         os.replace(tmp, out)
     finally:
         if tmp.exists():
             tmp.unlink()
-    return rows
+    return n_nodes * n_min
 
 
-def _block(lo: int, hi: int, values: np.ndarray, names: pa.Array, customers: pa.Array,
-           minute_ms: np.ndarray, missing: np.ndarray) -> pa.Table:
-    """Arrow table of nodes lo..hi-1 x all minutes around the (86, rows) feature `values`;
-    `missing`: (rows,) bool, node-major like the values."""
+def _block(lo: int, hi: int, values: np.ndarray, names: pl.Series, customers: pl.Series,
+           minute_ms: np.ndarray, missing: np.ndarray) -> pl.DataFrame:
+    """DataFrame of nodes lo..hi-1 x all minutes around the (86, rows) feature `values` (its rows
+    are used without copying); `missing`: (rows,) bool, node-major like the values."""
     n_min = len(minute_ms)
     if values.shape != (len(FEATURE_NAMES), (hi - lo) * n_min):
         raise AssertionError(f"engine block has shape {values.shape}")
-    node_ix = pa.array(np.repeat(np.arange(lo, hi, dtype=np.int32), n_min))
-    cols = [
-        pa.DictionaryArray.from_arrays(node_ix, names).cast(pa.string()),
-        pa.DictionaryArray.from_arrays(node_ix, customers).cast(pa.string()),
-        pa.array(np.tile(minute_ms, hi - lo), type=pa.int64()).cast(TIMESTAMP),
-        pa.array(missing, type=pa.bool_()),
-    ] + [pa.array(values[j]) for j in range(len(FEATURE_NAMES))]
-    return pa.Table.from_arrays(cols, schema=NODE_MINUTE_SCHEMA)
+    node_ix = pl.Series(np.repeat(np.arange(lo, hi, dtype=np.uint32), n_min))
+    cols = [names.gather(node_ix).alias("node"), customers.gather(node_ix).alias("customer"),
+            pl.Series("minute", np.tile(minute_ms, hi - lo)).cast(pl.Datetime("ms", "UTC")),
+            pl.Series("missing", missing, dtype=pl.Boolean)]
+    cols += [pl.Series(name, values[j]) for j, name in enumerate(FEATURE_NAMES)]
+    return pl.DataFrame(cols)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import mmap
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import polars as pl
@@ -27,8 +27,10 @@ import pyarrow.parquet as pq
 from netflowgen.features.definition import (DIR_IN, DIR_OUT, FEATURES, FLAG_CODES, FLAG_NOT_TCP,
                                             FLAG_UNLISTED, PORT0_CODE, PORT_BEARING_PROTOCOLS,
                                             TCP, protocol_rules, port_rules)
-from netflowgen.features.scatter import DenseScatter
 from netflowgen.features.timeline import MS_PER_MINUTE, Survey, TimeRange, survey_from_counts
+
+if TYPE_CHECKING:
+    from netflowgen.features.scatter import ClassTables
 
 ENGINE = "streaming"
 
@@ -208,16 +210,40 @@ def _ends(paths: list[Path], nodes: pl.DataFrame, rng: TimeRange, spread: bool,
     return pl.concat(ends), lookup, hashed
 
 
-def _flow_rows(path: Path, offset: int, nodes: pl.DataFrame, rng: TimeRange,
+def class_tables() -> "ClassTables":
+    """The class bits of `_cls` as lookup tables for the compiled scatter, computed by evaluating
+    `_codes` and `_cls` on every (protocol, flags) pair with port 0, and on every port of a
+    port-bearing protocol: the class is a sum of independent parts (direction, protocol, port,
+    flag), and the port part of a port-bearing protocol depends on the port alone."""
+    from netflowgen.features.scatter import ClassTables
+
+    def cls(df: pl.DataFrame) -> pl.DataFrame:
+        return df.with_columns(_codes()).select(cls_in=_cls(DIR_IN, "port_in_c"),
+                                                cls_out=_cls(DIR_OUT, "port_out_c"))
+
+    pf = np.arange(1 << 16)
+    base = cls(pl.DataFrame({"proto": (pf >> 8).astype(np.uint8), "tcp_flags": (pf & 255).astype(np.uint8),
+                             "src_port": np.zeros(1 << 16, np.uint16), "dst_port": np.zeros(1 << 16, np.uint16)}))
+    bearing_proto = PORT_BEARING_PROTOCOLS[0]
+    ports = cls(pl.DataFrame({"proto": np.full(1 << 16, bearing_proto, np.uint8),
+                              "tcp_flags": np.zeros(1 << 16, np.uint8),
+                              "src_port": pf.astype(np.uint16), "dst_port": pf.astype(np.uint16)}))
+    bearing = np.isin(np.arange(256), PORT_BEARING_PROTOCOLS).astype(np.int64)
+    return ClassTables(base["cls_in"].to_numpy(), base["cls_out"].to_numpy(),
+                       ports["cls_in"].to_numpy() - ports["cls_in"][0],
+                       ports["cls_out"].to_numpy() - ports["cls_out"][0], bearing)
+
+
+def _flow_rows(path: Path, offset: int, nodes: pl.DataFrame,
                exporters: pl.Series | None) -> pl.LazyFrame:
-    """One row per flow of a slice of `path` (`_SLICE_ROWS` records from `offset`), for
-    `DenseScatter`: dst_node, src_node (node_idx, -1 when that end is no node), cls_in, cls_out
-    (class bits of each end), s (minute offset), est_pkt, est_byt, est_flow, and with `exporters`
-    xc (row of the exporter in it; its length when null or unknown). Node indices come from a
-    cast of the IP text to an Enum of the node IPs (1.7 s wall for 20 M flows against 2.2 s for
-    two joins and a concat of their results, measured)."""
-    start, _ = _minutes(False)
-    rate = pl.col("sampling_rate").cast(pl.Int64)
+    """The raw fields of a slice of `path` (`_SLICE_ROWS` records from `offset`) for
+    `DenseScatter.add`, one row per flow: dst_node, src_node (node_idx, -1 when that end is no
+    node), proto, tcp_flags, src_port, dst_port, ts_ms, packets, bytes, sampling_rate and with
+    `exporters` xc (row of the exporter in it; its length when null or unknown). Node indices come
+    from a cast of the IP text to an Enum of the node IPs (1.7 s wall for 20 M flows against
+    2.2 s for two joins and a concat of their results, measured); the rest is computed in the
+    compiled loop. Nulls (not in canonical flows, SPEC 1) get what the Polars expressions give
+    them: no port class (port 0), unlisted flags, no measure, a minute outside every range."""
     names = nodes.sort("node_idx")["node"]
     if not names.equals(nodes["node"]) or not (nodes["node_idx"] == range(nodes.height)).all():
         raise AssertionError("node table must be sorted with node_idx = row number")
@@ -230,13 +256,17 @@ def _flow_rows(path: Path, offset: int, nodes: pl.DataFrame, rng: TimeRange,
     if exporters is not None:
         extra.append(pl.col("exporter").cast(pl.Enum(exporters), strict=False).to_physical()
                      .cast(pl.Int32).fill_null(len(exporters)).alias("xc"))
-    return scan([path]).slice(offset, _SLICE_ROWS).with_columns(_codes()).select(
+    never = -(1 << 62)  # ms: no minute of any range
+    return scan([path]).slice(offset, _SLICE_ROWS).select(
         dst_node=node_of("dst_ip"), src_node=node_of("src_ip"),
-        cls_in=_cls(DIR_IN, "port_in_c"), cls_out=_cls(DIR_OUT, "port_out_c"),
-        s=start - rng.first,
-        est_pkt=pl.col("packets").cast(pl.Int64) * rate,
-        est_byt=pl.col("bytes").cast(pl.Int64) * rate,
-        est_flow=rate, *extra)
+        proto=pl.col("proto").cast(pl.UInt8).fill_null(255),
+        tcp_flags=pl.col("tcp_flags").cast(pl.UInt8).fill_null(255),
+        src_port=pl.col("src_port").cast(pl.UInt16).fill_null(0),
+        dst_port=pl.col("dst_port").cast(pl.UInt16).fill_null(0),
+        ts_ms=pl.col("ts_start").dt.epoch("ms").fill_null(never),
+        packets=pl.col("packets").cast(pl.Int64).fill_null(0),
+        bytes=pl.col("bytes").cast(pl.Int64).fill_null(0),
+        sampling_rate=pl.col("sampling_rate").cast(pl.Int64).fill_null(0), *extra)
 
 
 _SLICE_ROWS = 1 << 22  # flow records per query of dense_aggregate
@@ -258,25 +288,23 @@ def dense_aggregate(paths: list[Path], nodes: pl.DataFrame, rng: TimeRange,
     the grid (`dense_bytes`), not by the flows, and there is no group-by. Sums of integers in
     float64 are exact below 2^53, so the result equals the semi path's. `by_exporter`: also
     (node_idx, exporter, n) as in `semi_aggregate`."""
+    from netflowgen.features.scatter import DenseScatter  # numba: imported only where used
+
     if nodes.height > MAX_NODES:
         raise ValueError(f"{nodes.height:,} nodes exceed the supported {MAX_NODES:,}")
     n_nodes, n_min = nodes.height, rng.n
-    out = _zeros((len(FEATURES) + 1, n_nodes * n_min))
     names = pl.Series("exporter", list(rng.exporters), pl.String)
     if names.n_unique() != len(names):
         raise AssertionError("exporter names from the survey are not distinct")
     n_x = len(names) + 1  # exporter codes 0..E-1, E = null or unknown
     counts = np.zeros(n_nodes * n_x, dtype=np.int64) if by_exporter else None
-    cols = ["dst_node", "src_node", "cls_in", "cls_out", "s", "est_pkt", "est_byt", "est_flow"]
-    cols += ["xc"] if by_exporter else []
     derived = derived_features()
     routes = [np.stack(m, axis=1) if m else np.zeros((1 << _CLS_BITS, 0), np.int64)
               for m in routing_slots(skip=set(derived))]
-    scatter = DenseScatter(out, n_nodes, n_min, routes, _CLS_BITS, counts, n_x)
+    classes = class_tables()
 
     def query(path: Path, offset: int) -> pl.DataFrame:
-        rows = _flow_rows(path, offset, nodes, rng, names if by_exporter else None)
-        return rows.select(cols).collect(engine=ENGINE)
+        return _flow_rows(path, offset, nodes, names if by_exporter else None).collect(engine=ENGINE)
 
     # Slices of the input, one streaming query each, so at most two slices of flows are in memory
     # (collect_batches buffers without bound when the consumer is slower, measured); the next
@@ -286,10 +314,14 @@ def dense_aggregate(paths: list[Path], nodes: pl.DataFrame, rng: TimeRange,
             for off in range(0, pq.ParquetFile(p).metadata.num_rows, _SLICE_ROWS)]
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = pool.submit(query, *work[0]) if work else None
+        # The table's pages are populated (0.5 s for 1.7 GB here) while the first slice is read.
+        out = _zeros((len(FEATURES) + 1, n_nodes * n_min))
+        scatter = DenseScatter(out, n_nodes, n_min, rng.first, classes, routes, _CLS_BITS,
+                               counts, n_x)
         for k in range(len(work)):
             df = pending.result()  # type: ignore[union-attr]
             pending = pool.submit(query, *work[k + 1]) if k + 1 < len(work) else None
-            scatter.add(*(df[c].to_numpy() for c in cols))
+            scatter.add({c: df[c].to_numpy() for c in df.columns})
             del df
     for f, parts in derived.items():  # exact: integer sums below 2^53, in any order
         np.sum(out[parts], axis=0, out=out[f])

@@ -1,0 +1,83 @@
+"""The compiled dense scatter: its class lookups equal the Polars class expressions, and it adds,
+buckets and counts exactly (against a direct numpy computation)."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from netflowgen.features import polars_engine as eng
+from netflowgen.features.definition import DIR_IN, DIR_OUT
+from netflowgen.features.scatter import DenseScatter
+
+
+def test_class_tables_equal_the_polars_expressions():
+    rng = np.random.default_rng(5)
+    n = 300_000
+    proto = rng.integers(0, 256, n).astype(np.uint8)
+    proto[: n // 2] = rng.choice(np.array([1, 6, 17, 47, 58, 132, 136], np.uint8), n // 2)
+    flags = rng.integers(0, 256, n).astype(np.uint8)
+    flags[: n // 3] = rng.choice(np.array([0, 16, 24, 2, 17, 18, 4, 25, 27], np.uint8), n // 3)
+    sport = rng.integers(0, 65536, n).astype(np.uint16)
+    dport = rng.choice(np.array([0, 1, 52, 53, 54, 80, 123, 443, 1023, 1024, 49151, 49152, 65535],
+                                np.uint16), n)
+    df = pl.DataFrame({"proto": proto, "tcp_flags": flags, "src_port": sport, "dst_port": dport})
+    want = df.with_columns(eng._codes()).select(cls_in=eng._cls(DIR_IN, "port_in_c"),
+                                                cls_out=eng._cls(DIR_OUT, "port_out_c"))
+    got_in, got_out = eng.class_tables().classes(proto, flags, sport, dport)
+    assert np.array_equal(got_in, want["cls_in"].to_numpy())
+    assert np.array_equal(got_out, want["cls_out"].to_numpy())
+    assert len(np.unique(got_in)) >= 20 and len(np.unique(got_out)) >= 30  # not all one class
+
+
+class _OneNodeBuckets(DenseScatter):
+    BLOCK_BYTES = 1
+
+
+@pytest.mark.parametrize("kind", [DenseScatter, _OneNodeBuckets])  # one bucket; one per node
+def test_scatter_equals_direct_sums_and_counts(kind):
+    rng = np.random.default_rng(1)
+    n_nodes, n_min, first, n = 37, 50, 1_000, 40_000
+    classes = eng.class_tables()
+    routes = [np.stack(m, axis=1) for m in eng.routing_slots()]
+    flows = {
+        "dst_node": rng.integers(-1, n_nodes, n).astype(np.int32),
+        "src_node": rng.integers(-1, n_nodes, n).astype(np.int32),
+        "proto": rng.choice(np.array([1, 6, 17, 47], np.uint8), n),
+        "tcp_flags": rng.choice(np.array([2, 16, 18, 27], np.uint8), n),
+        "src_port": rng.integers(0, 65536, n).astype(np.uint16),
+        "dst_port": rng.choice(np.array([53, 80, 443, 8080], np.uint16), n),
+        # some flows before and after the table's minutes: counted, not added
+        "ts_ms": (first + rng.integers(-3, n_min + 3, n)) * 60_000 + rng.integers(0, 60_000, n),
+        "packets": rng.integers(1, 1000, n), "bytes": rng.integers(40, 10**6, n),
+        "sampling_rate": rng.choice(np.array([1, 10, 100]), n),
+        "xc": rng.integers(0, 3, n).astype(np.int32),
+    }
+    table = np.zeros((len(eng.FEATURES) + 1, n_nodes * n_min))
+    counts = np.zeros(n_nodes * 3, dtype=np.int64)
+    sc = kind(table, n_nodes, n_min, first, classes, routes, eng._CLS_BITS, counts, 3)
+    assert sc.n_buckets == (1 if kind is DenseScatter else n_nodes)
+    half = n // 2
+    added = sc.add({k: v[:half] for k, v in flows.items()})
+    added += sc.add({k: v[half:] for k, v in flows.items()})
+
+    want = np.zeros_like(table)
+    want_counts = np.zeros_like(counts)
+    minute = flows["ts_ms"] // 60_000 - first
+    cin, cout = classes.classes(flows["proto"], flows["tcp_flags"], flows["src_port"], flows["dst_port"])
+    rate = flows["sampling_rate"]
+    values = [flows["packets"] * rate, flows["bytes"] * rate, rate]
+    ends = 0
+    for node, cls in ((flows["dst_node"], cin), (flows["src_node"], cout)):
+        ok = node >= 0
+        np.add.at(want_counts, node[ok] * 3 + flows["xc"][ok], 1)
+        ok &= (minute >= 0) & (minute < n_min)
+        ends += ok.sum()
+        pos = node[ok] * n_min + minute[ok]
+        for measure_routes, v in zip(routes, values):
+            for slot in measure_routes.T:
+                np.add.at(want, (slot[cls[ok]], pos), v[ok].astype(np.float64))
+    assert added == ends > n // 2
+    assert np.array_equal(table[:-1], want[:-1])
+    assert np.array_equal(counts, want_counts)
