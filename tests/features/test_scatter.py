@@ -52,11 +52,12 @@ def test_scatter_equals_direct_sums_and_counts(kind):
         "ts_ms": (first + rng.integers(-3, n_min + 3, n)) * 60_000 + rng.integers(0, 60_000, n),
         "packets": rng.integers(1, 1000, n), "bytes": rng.integers(40, 10**6, n),
         "sampling_rate": rng.choice(np.array([1, 10, 100]), n),
-        "xc": rng.integers(0, 3, n).astype(np.int32),
+        "xkey": rng.choice(np.array([7, 9, 123456789, 5], np.uint64), n),  # 5: unknown
     }
     table = np.zeros((len(eng.FEATURES) + 1, n_nodes * n_min))
-    counts = np.zeros(n_nodes * 3, dtype=np.int64)
-    sc = kind(table, n_nodes, n_min, first, classes, routes, eng._CLS_BITS, counts, 3)
+    counts = np.zeros(n_nodes * 4, dtype=np.int64)  # exporters 0..2 and 3 = unknown
+    sc = kind(table, n_nodes, n_min, first, classes, routes, eng._CLS_BITS, counts, 4,
+              np.array([123456789, 7, 9], np.uint64))
     assert sc.n_buckets == (1 if kind is DenseScatter else n_nodes)
     half = n // 2
     added = sc.add({k: v[:half] for k, v in flows.items()})
@@ -71,7 +72,8 @@ def test_scatter_equals_direct_sums_and_counts(kind):
     ends = 0
     for node, cls in ((flows["dst_node"], cin), (flows["src_node"], cout)):
         ok = node >= 0
-        np.add.at(want_counts, node[ok] * 3 + flows["xc"][ok], 1)
+        code = np.select([flows["xkey"] == k for k in (123456789, 7, 9)], [0, 1, 2], 3)
+        np.add.at(want_counts, node[ok] * 4 + code[ok], 1)
         ok &= (minute >= 0) & (minute < n_min)
         ends += ok.sum()
         pos = node[ok] * n_min + minute[ok]

@@ -52,21 +52,34 @@ class ClassTables:
 
 
 def _bucket_and_add(flat, size, n_min, first_minute, n_buckets, bucket_shift, dst_node, src_node,
-                    proto, flags, src_port, dst_port, ts_ms, packets, octets, rate, xc, counts,
-                    n_x, in_base, out_base, in_port, out_port, bearing, tp, tb, tf, cls_bits,
-                    start, buf):
+                    proto, flags, src_port, dst_port, ts_ms, packets, octets, rate, xkey, counts,
+                    n_x, xkeys, xcodes, in_base, out_base, in_port, out_port, bearing, tp, tb, tf,
+                    cls_bits, start, buf):
     n = ts_ms.shape[0]
     for j in range(n_buckets + 1):
         start[j] = 0
     with_counts = counts.shape[0] > 0
+    n_keys = xkeys.shape[0]
     for i in range(n):
         m = ts_ms[i] // MS_PER_MINUTE - first_minute
         inside = m >= 0 and m < n_min
+        x = n_x - 1
+        if with_counts:  # exporter code: binary search of its key among the sorted known keys
+            h = xkey[i]
+            lo, hi = 0, n_keys
+            while lo < hi:
+                mid = (lo + hi) >> 1
+                if xkeys[mid] < h:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            if lo < n_keys and xkeys[lo] == h:
+                x = xcodes[lo]
         for node in (dst_node[i], src_node[i]):
             if node < 0:
                 continue
             if with_counts:
-                counts[node * n_x + xc[i]] += 1
+                counts[node * n_x + x] += 1
             if inside:
                 start[(node >> bucket_shift) + 1] += 1
     for j in range(n_buckets):
@@ -118,7 +131,7 @@ _kernel = njit(nogil=True, cache=True)(_bucket_and_add)
 FLOW_DTYPES: dict[str, type] = {
     "dst_node": np.int32, "src_node": np.int32, "proto": np.uint8, "tcp_flags": np.uint8,
     "src_port": np.uint16, "dst_port": np.uint16, "ts_ms": np.int64, "packets": np.int64,
-    "bytes": np.int64, "sampling_rate": np.int64, "xc": np.int32}
+    "bytes": np.int64, "sampling_rate": np.int64, "xkey": np.uint64}
 
 
 class DenseScatter:
@@ -129,13 +142,16 @@ class DenseScatter:
     feature row each slot of a class value feeds (the spare row when none); see
     `polars_engine.routing_slots`; `class_bits`: the width of a class value. `counts`: optional
     (nodes x exporters,) int64 array that counts every node end (inside the minute range or not)
-    per node and exporter code. The compiled loop releases the GIL."""
+    per node and exporter code; a flow's code is that of its `xkey` in `exporter_keys` (distinct
+    uint64 keys, e.g. hashes of the exporter texts; code = position), n_exporters - 1 when it is
+    none of them. The compiled loop releases the GIL."""
 
     BLOCK_BYTES = 4 << 20  # table bytes per bucket of nodes: about L2-to-L3 sized
 
     def __init__(self, table: np.ndarray, n_nodes: int, n_minutes: int, first_minute: int,
                  classes: ClassTables, routes: list[np.ndarray], class_bits: int,
-                 counts: np.ndarray | None = None, n_exporters: int = 1) -> None:
+                 counts: np.ndarray | None = None, n_exporters: int = 1,
+                 exporter_keys: np.ndarray | None = None) -> None:
         if table.shape[1] != n_nodes * n_minutes or not table.flags.c_contiguous:
             raise ValueError(f"table of shape {table.shape} is not (rows, {n_nodes} x {n_minutes})")
         self.flat = table.reshape(-1)
@@ -146,6 +162,11 @@ class DenseScatter:
         self.cls_bits = class_bits
         self.counts = counts if counts is not None else np.zeros(0, dtype=np.int64)
         self.n_x = n_exporters
+        keys = np.asarray(exporter_keys if exporter_keys is not None else [], dtype=np.uint64)
+        if len(np.unique(keys)) != len(keys) or len(keys) >= max(n_exporters, 1):
+            raise ValueError("exporter keys must be distinct and fewer than n_exporters")
+        order = np.argsort(keys, kind="stable")
+        self.xkeys, self.xcodes = keys[order], order.astype(np.int64)
         per_node = max(1, table.shape[0] * n_minutes * table.itemsize)
         self.bucket_shift = max(0, (self.BLOCK_BYTES // per_node).bit_length() - 1)
         self.n_buckets = ((max(n_nodes, 1) - 1) >> self.bucket_shift) + 1
@@ -156,17 +177,18 @@ class DenseScatter:
         """Add one batch of flows: (n,) arrays named as `FLOW_DTYPES` (converted to those types):
         the node index of each end (-1 when that end is no node), protocol, TCP flags, ports,
         start time (ms since the epoch; flows outside the table's minutes are only counted),
-        packets, bytes, sampling rate and, when counting, the exporter code. Returns the node
+        packets, bytes, sampling rate and, when counting, the exporter key. Returns the node
         ends added."""
         n = len(flows["ts_ms"])
         if 2 * n > len(self._buf):  # grown rarely: batches have about the same size
             self._buf = np.empty((max(2 * n, len(self._buf) * 5 // 4), 4), dtype=np.int64)
-        if len(self.counts) and "xc" not in flows:
+        if len(self.counts) and "xkey" not in flows:
             raise ValueError("exporter codes are needed to count ends per exporter")
         cols = [np.ascontiguousarray(flows[c] if c in flows else np.zeros(0), dtype=t)
                 for c, t in FLOW_DTYPES.items()]
         return int(_kernel(self.flat, self.size, self.n_min, self.first, self.n_buckets,
-                           self.bucket_shift, *cols, self.counts, self.n_x, *self.tables,
+                           self.bucket_shift, *cols, self.counts, self.n_x, self.xkeys,
+                           self.xcodes, *self.tables,
                            *self.routes, self.cls_bits, self._start, self._buf))
 
 
@@ -176,6 +198,6 @@ def warm_up() -> None:
     Polars works (`build_features` does it during the survey)."""
     zero = np.zeros(65536, dtype=np.int64)
     classes = ClassTables(zero, zero, zero, zero, zero[:256])
-    one = {c: np.zeros(1, dtype=t) for c, t in FLOW_DTYPES.items() if c != "xc"}
+    one = {c: np.zeros(1, dtype=t) for c, t in FLOW_DTYPES.items() if c != "xkey"}
     DenseScatter(np.zeros((1, 1)), 1, 1, 0, classes,
                  [np.zeros((1024, 0), dtype=np.int64)] * 3, 10).add(one)
