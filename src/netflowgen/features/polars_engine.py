@@ -315,7 +315,7 @@ def _hashes_distinct(exporters: pl.Series) -> bool:
     return h.n_unique() == len(h)
 
 
-_SLICE_ROWS = 1 << 22  # flow records per query of dense_aggregate
+_SLICE_ROWS = 1 << 21  # flow records per query of dense_aggregate (2 M: same speed as 4 M, 0.5 GB less peak)
 
 
 def dense_bytes(n_nodes: int, n_minutes: int) -> int:
