@@ -83,3 +83,17 @@ def test_scatter_equals_direct_sums_and_counts(kind):
     assert added == ends > n // 2
     assert np.array_equal(table[:-1], want[:-1])
     assert np.array_equal(counts, want_counts)
+
+
+def test_row_slices_follow_row_groups(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "f.parquet"
+    with pq.ParquetWriter(path, pa.schema([("a", pa.int64())])) as w:
+        for rows in (30, 30, 30, 100, 5, 5):  # row groups
+            w.write_table(pa.table({"a": np.arange(rows)}), row_group_size=rows)
+    assert [pq.ParquetFile(path).metadata.row_group(g).num_rows for g in range(6)] == [30, 30, 30, 100, 5, 5]
+    got = eng.row_slices(path, target=40)
+    assert got == [(0, 30), (30, 30), (60, 30), (90, 40), (130, 40), (170, 20), (190, 10)]
+    assert eng.row_slices(path, target=1000) == [(0, 200)]
