@@ -143,6 +143,7 @@ class Dist:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    owns_group: bool = False  # init_distributed created the process group (and ends it)
 
     @property
     def main(self) -> bool:
@@ -154,9 +155,21 @@ def init_distributed(device: torch.device) -> Dist:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Dist()
-    if not dist.is_initialized():
+    owns = not dist.is_initialized()
+    if owns:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")),
+                owns)
+
+
+def end_distributed(d: Dist) -> None:
+    """Wait for every rank (rank 0 may still be saving), then end the process group if
+    `init_distributed` created it. A rank that exits with its gloo group alive can abort at
+    exit ("terminate called without an active exception", seen in the torchrun test)."""
+    if d.world > 1 and dist.is_initialized():
+        dist.barrier()
+        if d.owns_group:
+            dist.destroy_process_group()
 
 
 def resolve_device(name: str, d: Dist | None = None) -> torch.device:
@@ -377,6 +390,7 @@ def pretrain(features: str | Path, out: str | Path, cfg: PretrainConfig, resume:
               "parameters": raw.num_parameters(), "world_size": d.world}
     if d.main:
         (out / "train_summary.json").write_text(json.dumps(result, indent=1))
+    end_distributed(d)
     return result
 
 
