@@ -27,7 +27,7 @@ from netflowgen.rejects import RejectCounter
 from netflowgen.sources.bidirectional import split_bidirectional
 from netflowgen.sources.normalize import TimeLayout, normalize
 from netflowgen.sources.options import SourceOptions
-from netflowgen.sources.text import expand_paths, line_chunks, require_columns, split_fields
+from netflowgen.sources.text import expand_paths, require_columns, text_frames
 
 REQUIRED = ("StartTime", "Dur", "Proto", "SrcAddr", "Sport", "DstAddr", "Dport", "State",
             "TotPkts", "TotBytes")
@@ -85,13 +85,7 @@ def _read_file(path: Path, options: SourceOptions, rejects: RejectCounter, layou
         header = f.readline().rstrip(b"\r\n").decode("utf-8", "replace").split(",")
         header = [h.strip() for h in header]
         require_columns(name, header, REQUIRED)
-
-        def bad(no: int, why: str, text: str) -> None:
-            rejects.reject(why, f"{name}:{no} {text}")
-
-        for first, lines in line_chunks(f, options.batch_size, first_line=2):
-            numbered = [(first + i, ln) for i, ln in enumerate(lines) if ln]
-            df = split_fields(numbered, header, ",", on_bad=bad)
+        for df in text_frames(f, header, ",", options.batch_size, name, rejects, first_line=2):
             batch = normalize(_to_flows(df), name, layout, rejects, own_rate=1,
                               exporter_sampling=options.exporter_sampling,
                               default_rate=options.default_sampling_rate, exporter=options.exporter)

@@ -28,7 +28,7 @@ import pyarrow as pa
 from netflowgen.rejects import InputError, RejectCounter
 from netflowgen.sources.normalize import TimeLayout, normalize
 from netflowgen.sources.options import SourceOptions
-from netflowgen.sources.text import expand_paths, line_chunks, split_fields
+from netflowgen.sources.text import expand_paths, text_frames
 
 NFDUMP_FORMAT = "fmt:%tsr,%td,%sa,%da,%sp,%dp,%pr,%flg,%pkt,%byt,%ra,%in,%out"
 FIELDS: tuple[str, ...] = ("ts_start", "duration", "src_ip", "dst_ip", "src_port", "dst_port",
@@ -78,11 +78,8 @@ def read_nfcapd_file(path: str | Path, options: SourceOptions, rejects: RejectCo
         assert proc.stdout is not None
         finished = False
         try:
-            for first, lines in line_chunks(proc.stdout, options.batch_size):
-                numbered = [(first + i, ln) for i, ln in enumerate(lines)
-                            if ln and not ln.startswith(_NOT_RECORDS)]
-                df = split_fields(numbered, FIELDS, ",",
-                                  on_bad=lambda no, why, text: rejects.reject(why, f"{name}:{no} {text}"))
+            for df in text_frames(proc.stdout, FIELDS, ",", options.batch_size, name, rejects,
+                                  keep=lambda ln: bool(ln) and not ln.startswith(_NOT_RECORDS)):
                 batch = normalize(df, name, LAYOUT, rejects, own_rate=own_rate,
                                   exporter_sampling=options.exporter_sampling,
                                   default_rate=options.default_sampling_rate,

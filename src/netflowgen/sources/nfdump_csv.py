@@ -21,7 +21,7 @@ from netflowgen.rejects import InputError, RejectCounter
 from netflowgen.sources.bidirectional import split_bidirectional
 from netflowgen.sources.normalize import TimeLayout, normalize
 from netflowgen.sources.options import SourceOptions
-from netflowgen.sources.text import expand_paths, line_chunks, require_columns, split_fields
+from netflowgen.sources.text import expand_paths, require_columns, text_frames
 
 REQUIRED = ("ts", "td", "sa", "da", "sp", "dp", "pr", "flg", "ipkt", "ibyt")
 # nfdump column -> canonical (or bidirectional helper) name
@@ -50,18 +50,15 @@ def _read_file(path: Path, options: SourceOptions, rejects: RejectCounter, layou
         keep = [c for c in header if c in RENAME]
         in_footer = False
 
-        def bad(no: int, why: str, text: str) -> None:
-            rejects.reject(why, f"{name}:{no} {text}")
+        def is_record(ln: bytes) -> bool:
+            nonlocal in_footer
+            if in_footer or ln == b"Summary":  # nfdump's totals, written without -q
+                in_footer = True
+                return False
+            return bool(ln) and ln != header_raw  # repeated headers of concatenated files are fine
 
-        for first, lines in line_chunks(f, options.batch_size, first_line=2):
-            numbered = []
-            for i, ln in enumerate(lines):
-                if in_footer or ln == b"Summary":  # nfdump's totals, written without -q
-                    in_footer = True
-                    continue
-                if ln and ln != header_raw:  # repeated headers of concatenated files are fine
-                    numbered.append((first + i, ln))
-            df = split_fields(numbered, header, ",", on_bad=bad)
+        for df in text_frames(f, header, ",", options.batch_size, name, rejects, first_line=2,
+                              keep=is_record):
             df = df.select([pl.col(c).alias(RENAME[c]) for c in keep] + [pl.col("_line")])
             if "resp_packets" in df.columns:
                 df = df.with_columns(pl.col("tcp_flags").alias("resp_tcp_flags"))

@@ -23,7 +23,7 @@ from netflowgen.sources.bidirectional import split_bidirectional
 from netflowgen.sources.normalize import TimeLayout, normalize
 from netflowgen.sources.options import SourceOptions
 from netflowgen.sources.presets import CANONICAL, PRESET_NAMES, PRESETS, Preset, flags_from_counts
-from netflowgen.sources.text import expand_paths, line_chunks, split_fields
+from netflowgen.sources.text import expand_paths, text_frames
 
 _DURATIONS = {"duration": "s", "duration_ms": "ms", "duration_us": "us"}
 _RESP = ("resp_packets", "resp_bytes", "resp_tcp_flags")
@@ -162,12 +162,8 @@ def _read_csv_file(path: Path, options: SourceOptions, rejects: RejectCounter,
         needed = sorted(set(mapping.values()) | {c for cs in preset.flag_counts.values() for c in cs
                                                  if c in header})
 
-        def bad(no: int, why: str, detail: str) -> None:
-            rejects.reject(why, f"{name}:{no} {detail}")
-
-        for first_no, lines in line_chunks(f, options.batch_size, first_line=2):
-            numbered = [(first_no + i, ln) for i, ln in enumerate(lines) if ln.strip()]
-            df = split_fields(numbered, header, ",", on_bad=bad)
+        for df in text_frames(f, header, ",", options.batch_size, name, rejects, first_line=2,
+                              keep=lambda ln: bool(ln.strip())):
             df = df.select(*(pl.col(c).str.strip_chars(' "') for c in needed), "_line")
             yield from _normalized(df, name, preset, mapping, options, rejects)
 

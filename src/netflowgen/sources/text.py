@@ -9,7 +9,7 @@ from typing import IO, Callable, Iterator, Sequence
 
 import polars as pl
 
-from netflowgen.rejects import InputError
+from netflowgen.rejects import InputError, RejectCounter
 
 
 def expand_paths(paths: Sequence[str | Path], patterns: Sequence[str] = ("*",)) -> list[Path]:
@@ -42,6 +42,23 @@ def line_chunks(stream: IO[bytes], size: int, first_line: int = 1
             return
         yield line_no, [ln.rstrip(b"\r\n") for ln in chunk]
         line_no += len(chunk)
+
+
+def text_frames(stream: IO[bytes], names: Sequence[str], sep: str, size: int, file: str,
+                rejects: RejectCounter, first_line: int = 1,
+                keep: Callable[[bytes], bool] = bool, three_spaces: bool = False,
+                ) -> Iterator[pl.DataFrame]:
+    """The shared loop of the delimited-text readers: chunks of `size` lines of `stream` split
+    into String frames (columns `names` plus `_line`, see `split_fields`). Lines for which
+    `keep(raw line)` is false (default: empty lines) are skipped; malformed ones are counted in
+    `rejects` as "garbage line", naming `file` and the line number (lines counted from
+    `first_line`)."""
+    def bad(no: int, why: str, detail: str) -> None:
+        rejects.reject(why, f"{file}:{no} {detail}")
+
+    for first, lines in line_chunks(stream, size, first_line):
+        numbered = [(first + i, ln) for i, ln in enumerate(lines) if keep(ln)]
+        yield split_fields(numbered, names, sep, on_bad=bad, three_spaces=three_spaces)
 
 
 def split_fields(lines: Sequence[tuple[int, bytes]], names: Sequence[str], sep: str,

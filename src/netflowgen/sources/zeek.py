@@ -23,7 +23,7 @@ from netflowgen.rejects import InputError, RejectCounter
 from netflowgen.sources.bidirectional import split_bidirectional
 from netflowgen.sources.normalize import TimeLayout, normalize
 from netflowgen.sources.options import SourceOptions
-from netflowgen.sources.text import expand_paths, line_chunks, require_columns, split_fields
+from netflowgen.sources.text import expand_paths, require_columns, text_frames
 
 REQUIRED = ("ts", "id.orig_h", "id.orig_p", "id.resp_h", "id.resp_p", "proto", "duration",
             "conn_state", "orig_pkts", "orig_ip_bytes", "resp_pkts", "resp_ip_bytes")
@@ -111,18 +111,18 @@ def _read_file(path: Path, options: SourceOptions, rejects: RejectCounter) -> It
         if fields is None:
             raise InputError(f"{name}: not a Zeek TSV log (no #fields line)")
         require_columns(name, fields, REQUIRED)
-
-        def bad(no: int, why: str, text: str) -> None:
-            rejects.reject(why, f"{name}:{no} {text}")
-
-        for first, lines in line_chunks(f, options.batch_size, first_line=body_start):
-            numbered = [(first + i, ln) for i, ln in enumerate(lines) if ln and not ln.startswith(b"#")]
-            df = split_fields(numbered, fields, sep, on_bad=bad, three_spaces=three_spaces)
+        for df in text_frames(f, fields, sep, options.batch_size, name, rejects,
+                              first_line=body_start, keep=_is_record,
+                              three_spaces=three_spaces):
             batch = normalize(_to_flows(df), name, LAYOUT, rejects, own_rate=1,
                               exporter_sampling=options.exporter_sampling,
                               default_rate=options.default_sampling_rate, exporter=options.exporter)
             if batch.num_rows:
                 yield batch
+
+
+def _is_record(line: bytes) -> bool:
+    return bool(line) and not line.startswith(b"#")  # "#close" and other directives
 
 
 def _to_flows(df: pl.DataFrame) -> pl.DataFrame:
