@@ -102,9 +102,9 @@ def _survey(paths: list[Path], customers: bool, spread: bool, by_exporter: bool,
                                    optimizations=pl.QueryOptFlags(comm_subplan_elim=False))
     if by_exporter and hash_exporters:
         names, *rest = rest
-        names = names.with_columns(h=pl.col("exporter").hash())
-        if names["h"].n_unique() != names.height:
+        if not _hashes_distinct(names["exporter"].drop_nulls()):
             return _survey(paths, customers, spread, by_exporter, ip_text_prefixes, False)
+        names = names.with_columns(h=pl.col("exporter").hash())
         lookup = names.select(exporter="h", name="exporter")
 
         def named(df: pl.DataFrame) -> pl.DataFrame:
@@ -311,7 +311,8 @@ def exporter_keys(exporters: pl.Series) -> np.ndarray:
 
 
 def _hashes_distinct(exporters: pl.Series) -> bool:
-    h = pl.concat([exporters, pl.Series([None], dtype=pl.String)]).hash()
+    """True when the (distinct, non-null) exporter texts and a null all hash differently."""
+    h = pl.concat([exporters.cast(pl.String), pl.Series([None], dtype=pl.String)]).hash()
     return h.n_unique() == len(h)
 
 
