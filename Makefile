@@ -23,6 +23,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -c 'from netflowgen.features.scatter import warm_up; warm_up()'  # compile the numba loop once (~3 s)
 	touch $(STAMP)
 
 test: setup
