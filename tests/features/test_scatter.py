@@ -97,3 +97,21 @@ def test_row_slices_follow_row_groups(tmp_path):
     got = eng.row_slices(path, target=40)
     assert got == [(0, 30), (30, 30), (60, 30), (90, 40), (130, 40), (170, 20), (190, 10)]
     assert eng.row_slices(path, target=1000) == [(0, 200)]
+
+
+def test_one_compiled_loop_for_every_kind_of_input():
+    """Read-only (Polars) and writable (numpy) inputs of any dtype reach the compiled loop as one
+    signature: each extra one would cost a ~3 s compilation in a user's first run."""
+    from netflowgen.features import scatter
+
+    scatter.warm_up()
+    classes = eng.class_tables()  # from Polars: read-only arrays
+    routes = [np.stack(m, axis=1) for m in eng.routing_slots()]
+    writable = {c: np.ones(3, dtype=np.int32) for c in scatter.FLOW_DTYPES}
+    readonly = pl.DataFrame({c: [1, 2, 3] for c in scatter.FLOW_DTYPES}).to_dict(as_series=False)
+    readonly = {c: pl.Series(v).to_numpy() for c, v in readonly.items()}
+    for flows in (writable, readonly):
+        sc = DenseScatter(np.zeros((len(eng.FEATURES) + 1, 4 * 5)), 4, 5, 0, classes, routes,
+                          eng._CLS_BITS, np.zeros(4 * 2, np.int64), 2, np.array([1], np.uint64))
+        sc.add(flows)
+    assert len(scatter._kernel.signatures) == 1

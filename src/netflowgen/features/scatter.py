@@ -156,9 +156,9 @@ class DenseScatter:
             raise ValueError(f"table of shape {table.shape} is not (rows, {n_nodes} x {n_minutes})")
         self.flat = table.reshape(-1)
         self.size, self.n_min, self.first = n_nodes * n_minutes, n_minutes, first_minute
-        self.tables = [np.ascontiguousarray(t, dtype=np.int64) for t in (
+        self.tables = [_readonly(t, np.int64) for t in (
             classes.in_base, classes.out_base, classes.in_port, classes.out_port, classes.bearing)]
-        self.routes = [np.ascontiguousarray(r, dtype=np.int64) for r in routes]
+        self.routes = [_readonly(r, np.int64) for r in routes]
         self.cls_bits = class_bits
         self.counts = counts if counts is not None else np.zeros(0, dtype=np.int64)
         self.n_x = n_exporters
@@ -166,7 +166,7 @@ class DenseScatter:
         if len(np.unique(keys)) != len(keys) or len(keys) >= max(n_exporters, 1):
             raise ValueError("exporter keys must be distinct and fewer than n_exporters")
         order = np.argsort(keys, kind="stable")
-        self.xkeys, self.xcodes = keys[order], order.astype(np.int64)
+        self.xkeys, self.xcodes = _readonly(keys[order], np.uint64), _readonly(order, np.int64)
         per_node = max(1, table.shape[0] * n_minutes * table.itemsize)
         self.bucket_shift = max(0, (self.BLOCK_BYTES // per_node).bit_length() - 1)
         self.n_buckets = ((max(n_nodes, 1) - 1) >> self.bucket_shift) + 1
@@ -184,12 +184,20 @@ class DenseScatter:
             self._buf = np.empty((max(2 * n, len(self._buf) * 5 // 4), 4), dtype=np.int64)
         if len(self.counts) and "xkey" not in flows:
             raise ValueError("exporter codes are needed to count ends per exporter")
-        cols = [np.ascontiguousarray(flows[c] if c in flows else np.zeros(0), dtype=t)
-                for c, t in FLOW_DTYPES.items()]
+        cols = [_readonly(flows[c] if c in flows else np.zeros(0), t) for c, t in FLOW_DTYPES.items()]
         return int(_kernel(self.flat, self.size, self.n_min, self.first, self.n_buckets,
                            self.bucket_shift, *cols, self.counts, self.n_x, self.xkeys,
                            self.xcodes, *self.tables,
                            *self.routes, self.cls_bits, self._start, self._buf))
+
+
+def _readonly(a: np.ndarray, dtype: type) -> np.ndarray:
+    """A contiguous read-only view of `a` as `dtype` (copied only when needed). Polars hands out
+    read-only arrays when it can share its memory and writable copies when it cannot; numba
+    compiles a separate loop for each (~3 s), so every input is made read-only."""
+    view = np.ascontiguousarray(a, dtype=dtype).view()
+    view.flags.writeable = False
+    return view
 
 
 def warm_up() -> None:
