@@ -23,6 +23,7 @@ from netflowgen import nodes as nodes_mod
 from netflowgen.features.dense import write_dense
 from netflowgen.features.settings import FeatureConfig
 from netflowgen.features.timeline import Survey, attribute_exporters, resolve_range
+from netflowgen.progress import progress_bar
 from netflowgen.rejects import InputError, RejectCounter
 
 # Columns the features need from the canonical flow record (SPEC 1).
@@ -124,14 +125,16 @@ def build_features(paths: Sequence[str | Path], out: str | Path, cfg: FeatureCon
             # runs in Polars' threads without the GIL.
             warm = threading.Thread(target=_warm_scatter, name="netflowgen-warm-up", daemon=True)
             warm.start()
-            surv = eng.survey(flow_paths, table is not None, cfg.spread_over_minutes, by_exporter,
-                              table.text_prefixes() if table is not None else None)
+            with progress_bar("features: survey (node IPs, minutes)"):
+                surv = eng.survey(flow_paths, table is not None, cfg.spread_over_minutes,
+                                  by_exporter, table.text_prefixes() if table is not None else None)
         else:
             from netflowgen.features import spark_engine as seng
 
             session = spark or seng.spark_session(cfg)
-            surv = seng.survey(session, flow_paths, table is not None, cfg.spread_over_minutes,
-                               by_exporter)
+            with progress_bar("features: survey (node IPs, minutes)"):
+                surv = seng.survey(session, flow_paths, table is not None,
+                                   cfg.spread_over_minutes, by_exporter)
         phase("survey")
         node_tab = _nodes(surv, table, cfg, rejects)
         rng = resolve_range(surv, cfg.start_minute(), cfg.end_minute(), what)

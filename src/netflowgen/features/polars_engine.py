@@ -28,6 +28,7 @@ from netflowgen.features.definition import (DIR_IN, DIR_OUT, FEATURES, FLAG_CODE
                                             FLAG_UNLISTED, PORT0_CODE, PORT_BEARING_PROTOCOLS,
                                             TCP, protocol_rules, port_rules)
 from netflowgen.features.timeline import MS_PER_MINUTE, Survey, TimeRange, survey_from_counts
+from netflowgen.progress import progress_bar
 
 if TYPE_CHECKING:
     from netflowgen.features.scatter import ClassTables
@@ -382,7 +383,8 @@ def dense_aggregate(paths: list[Path], nodes: pl.DataFrame, rng: TimeRange,
     # slice is read in a thread (Polars releases the GIL, and so does the compiled scatter) while
     # this one is added.
     work = [(p, off, length) for p in paths for off, length in row_slices(p)]
-    with ThreadPoolExecutor(max_workers=1) as pool:
+    with ThreadPoolExecutor(max_workers=1) as pool, \
+            progress_bar("features: adding flows", total=sum(w[2] for w in work)) as advance:
         pending = pool.submit(query, *work[0]) if work else None
         # The table's pages are populated (0.5 s for 1.7 GB here) while the first slice is read.
         out = _zeros((len(FEATURES) + 1, n_nodes * n_min))
@@ -392,6 +394,7 @@ def dense_aggregate(paths: list[Path], nodes: pl.DataFrame, rng: TimeRange,
             df = pending.result()  # type: ignore[union-attr]
             pending = pool.submit(query, *work[k + 1]) if k + 1 < len(work) else None
             scatter.add({c: df[c].to_numpy() for c in df.columns})
+            advance(df.height)
             del df
     table = None
     if counts is not None:
