@@ -109,3 +109,17 @@ def test_exporter_hash_collision_fallback_gives_the_same_table(tmp_path, monkeyp
     build_features([flows], tmp_path / "texts.parquet", cfg)
     hashed, texts = pl.read_parquet(tmp_path / "hashed.parquet"), pl.read_parquet(tmp_path / "texts.parquet")
     assert hashed.equals(texts) and missing_minutes(tmp_path / "texts.parquet")[B] == [2, 3]
+
+
+@pytest.mark.parametrize("dense_max_gb", [3.0, 0.0])
+def test_several_flow_files_give_the_table_of_one(tmp_path, dense_max_gb):
+    rows = two_exporter_flows()
+    one = write_flows(tmp_path / "all.parquet", rows)
+    first = write_flows(tmp_path / "a.parquet", rows[::2])
+    second = write_flows(tmp_path / "b.parquet", rows[1::2])
+    (tmp_path / "c.csv").write_text(CUSTOMERS)
+    cfg = FeatureConfig(customers=str(tmp_path / "c.csv"), min_flows=1, dense_max_gb=dense_max_gb)
+    build_features([one], tmp_path / "one.parquet", cfg)
+    s = build_features([first, second], tmp_path / "two.parquet", cfg)
+    assert s.flows == len(rows)
+    assert pl.read_parquet(tmp_path / "one.parquet").equals(pl.read_parquet(tmp_path / "two.parquet"))
