@@ -212,7 +212,7 @@ def _ends(paths: list[Path], nodes: pl.DataFrame, rng: TimeRange, spread: bool,
     # named back from the survey's exporter list, whose hashes are checked to be distinct.
     names = pl.Series("exporter", list(rng.exporters), pl.String)
     lookup = names.to_frame().with_columns(xh=pl.col("exporter").hash())
-    hashed = lookup["xh"].n_unique() == lookup.height
+    hashed = _hashes_distinct(names)
     xc = ["xh"] if by_exporter else []
     xh = pl.col("exporter").hash() if hashed else pl.col("exporter")
     base = scan(paths).with_columns(
@@ -262,25 +262,28 @@ def class_tables() -> "ClassTables":
                        ports["cls_out"].to_numpy() - ports["cls_out"][0], bearing)
 
 
-def _flow_rows(path: Path, offset: int, length: int, nodes: pl.DataFrame,
-               exporters: pl.Series | None) -> pl.LazyFrame:
-    """The raw fields of a slice of `path` (`length` records from `offset`) for
-    `DenseScatter.add`, one row per flow: dst_node, src_node (node_idx, -1 when that end is no
-    node), proto, tcp_flags, src_port, dst_port, ts_ms, packets, bytes, sampling_rate and with
-    `exporters` xkey (`exporter_keys`' key of the exporter text). Node indices come
-    from a cast of the IP text to an Enum of the node IPs (1.7 s wall for 20 M flows against
-    2.2 s for two joins and a concat of their results, measured); the rest is computed in the
-    compiled loop. Nulls (not in canonical flows, SPEC 1) get what the Polars expressions give
-    them: no port class (port 0), unlisted flags, no measure, a minute outside every range."""
+def _node_enum(nodes: pl.DataFrame) -> pl.Enum:
+    """The node IPs as an Enum whose physical code is node_idx (the node table's row number)."""
     names = nodes.sort("node_idx")["node"]
     if not names.equals(nodes["node"]) or not (nodes["node_idx"] == range(nodes.height)).all():
         raise AssertionError("node table must be sorted with node_idx = row number")
-    as_node = pl.Enum(names)
+    return pl.Enum(names)
 
+
+def _flow_rows(path: Path, offset: int, length: int, as_node: pl.Enum,
+               exporter_key: pl.Expr | None) -> pl.LazyFrame:
+    """The raw fields of a slice of `path` (`length` records from `offset`) for
+    `DenseScatter.add`, one row per flow: dst_node, src_node (node_idx, -1 when that end is no
+    node), proto, tcp_flags, src_port, dst_port, ts_ms, packets, bytes, sampling_rate and with
+    `exporter_key` xkey (see `_exporter_keying`). Node indices come from a cast of the IP text
+    to `as_node` (`_node_enum`; 1.7 s wall for 20 M flows against 2.2 s for two joins and a
+    concat of their results, measured); the rest is computed in the compiled loop. Nulls (not in
+    canonical flows, SPEC 1) get what the Polars expressions give them: no port class (port 0),
+    unlisted flags, no measure, a minute outside every range."""
     def node_of(ip: str) -> pl.Expr:
         return pl.col(ip).cast(as_node, strict=False).to_physical().cast(pl.Int32).fill_null(-1)
 
-    extra = [] if exporters is None else [_exporter_key(exporters).alias("xkey")]
+    extra = [] if exporter_key is None else [exporter_key.alias("xkey")]
     never = -(1 << 62)  # ms: no minute of any range
     return scan([path]).slice(offset, length).select(
         dst_node=node_of("dst_ip"), src_node=node_of("src_ip"),
@@ -294,21 +297,17 @@ def _flow_rows(path: Path, offset: int, length: int, nodes: pl.DataFrame,
         sampling_rate=pl.col("sampling_rate").cast(pl.Int64).fill_null(0), *extra)
 
 
-def _exporter_key(exporters: pl.Series) -> pl.Expr:
-    """A flow's exporter as a uint64 key: the hash of its text (0.25 CPU s less than a cast to an
-    Enum at 20 M flows), or its row in `exporters` (the Enum cast) when two of the known texts,
-    or one and a null, share a hash; see `exporter_keys`."""
+def _exporter_keying(exporters: pl.Series) -> tuple[pl.Expr, np.ndarray]:
+    """How the compiled scatter tells exporters apart: (the expression giving a flow's uint64
+    key, the keys of the known exporter texts in their order). The key is the hash of the text
+    (0.25 CPU s less than a cast to an Enum at 20 M flows), or the text's row in `exporters` (the
+    Enum cast; null and unknown texts get len(exporters)) when two of the known texts, or one and
+    a null, share a hash."""
     if _hashes_distinct(exporters):
-        return pl.col("exporter").hash()
-    return (pl.col("exporter").cast(pl.Enum(exporters), strict=False).to_physical()
+        return pl.col("exporter").hash(), exporters.hash().to_numpy()
+    code = (pl.col("exporter").cast(pl.Enum(exporters), strict=False).to_physical()
             .cast(pl.UInt64).fill_null(len(exporters)))
-
-
-def exporter_keys(exporters: pl.Series) -> np.ndarray:
-    """The keys `_exporter_key` gives the known exporter texts, in their order (uint64)."""
-    if _hashes_distinct(exporters):
-        return exporters.hash().to_numpy()
-    return np.arange(len(exporters), dtype=np.uint64)
+    return code, np.arange(len(exporters), dtype=np.uint64)
 
 
 def _hashes_distinct(exporters: pl.Series) -> bool:
@@ -373,10 +372,12 @@ def dense_aggregate(paths: list[Path], nodes: pl.DataFrame, rng: TimeRange,
     routes = [np.stack(m, axis=1) if m else np.zeros((1 << _CLS_BITS, 0), np.int64)
               for m in routing_slots(skip=set(derived))]
     classes = class_tables()
+    as_node = _node_enum(nodes)
+    exporter_key, exporter_keys = _exporter_keying(names)
 
     def query(path: Path, offset: int, length: int) -> pl.DataFrame:
-        return _flow_rows(path, offset, length, nodes, names if by_exporter else None).collect(
-            engine=ENGINE)
+        return _flow_rows(path, offset, length, as_node,
+                          exporter_key if by_exporter else None).collect(engine=ENGINE)
 
     # Slices of the input, one streaming query each, so at most two slices of flows are in memory
     # (collect_batches buffers without bound when the consumer is slower, measured); the next
@@ -389,7 +390,7 @@ def dense_aggregate(paths: list[Path], nodes: pl.DataFrame, rng: TimeRange,
         # The table's pages are populated (0.5 s for 1.7 GB here) while the first slice is read.
         out = _zeros((len(FEATURES) + 1, n_nodes * n_min))
         scatter = DenseScatter(out, n_nodes, n_min, rng.first, classes, routes, _CLS_BITS,
-                               counts, n_x, exporter_keys(names))
+                               counts, n_x, exporter_keys)
         for k in range(len(work)):
             df = pending.result()  # type: ignore[union-attr]
             pending = pool.submit(query, *work[k + 1]) if k + 1 < len(work) else None
