@@ -12,8 +12,6 @@ are used. Unseen nodes reuse the cut-offs and embedding of their nearest trainin
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +19,10 @@ import numpy as np
 import polars as pl
 import torch
 
-from netflowgen.model import ModelConfig, TrafficGPT
-from netflowgen.schema import FEATURE_SET_HASH
+from netflowgen.model import TrafficGPT
+from netflowgen.model.io import load_model, save_model
 from netflowgen.tokens import Binner, ModelInputs, TokenData, time_index
-
-_FORMAT = "netflowgen.model/1"
-WEIGHTS, CONFIG, BINNER = "model.safetensors", "config.json", "binner.json"
+from netflowgen.tokens.data import DEFAULT_SPLIT
 
 
 def _as_polars(table: Any) -> pl.DataFrame:
@@ -55,34 +51,20 @@ class NetFlowGen:
     # --- persistence --------------------------------------------------------------------------
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write model.safetensors, config.json and binner.json into `directory`."""
-        from safetensors.torch import save_file
-
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
-        save_file(state, str(d / WEIGHTS), metadata={"format": _FORMAT})
-        cfg = {**self.config, "format": _FORMAT, "feature_set_hash": FEATURE_SET_HASH,
-               "model": dataclasses.asdict(self.model.cfg), "n_nodes": self.model.n_nodes,
-               "n_customers": self.model.n_customers}
-        (d / CONFIG).write_text(json.dumps(cfg, indent=1))
-        self.binner.save(d / BINNER)
-        return d
+        return save_model(directory, self.model, self.binner, self.config)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> "NetFlowGen":
-        """Load a model written by `save_pretrained` (or a `netflowgen pretrain` output folder)."""
-        from safetensors.torch import load_file
+        """Load a model written by `save_pretrained` (or a `netflowgen pretrain` output folder);
+        checked against this code's feature set and its own config before any weight is used."""
+        model, binner, extra = load_model(directory, device)
+        return cls(model, binner, extra)
 
-        d = Path(directory)
-        cfg = json.loads((d / CONFIG).read_text())
-        if cfg.get("format") != _FORMAT:
-            raise ValueError(f"{d / CONFIG}: not a netflowgen model (format {cfg.get('format')!r})")
-        margs = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg["model"].items()}
-        model = TrafficGPT(ModelConfig(**margs), cfg["n_nodes"], cfg["n_customers"])
-        model.load_state_dict(load_file(str(d / WEIGHTS)))
-        model.to(device).eval()
-        extra = {k: v for k, v in cfg.items() if k not in ("model", "n_nodes", "n_customers", "format")}
-        return cls(model, Binner.load(d / BINNER), extra)
+    @property
+    def split(self) -> list[float]:
+        """The train / validation fractions the model was pre-trained with (SPEC 5)."""
+        return [float(self.config.get("train_fraction", DEFAULT_SPLIT[0])),
+                float(self.config.get("val_fraction", DEFAULT_SPLIT[1]))]
 
     # --- inputs -----------------------------------------------------------------------------------
     def tokenize(self, table: Any) -> TokenData:
@@ -118,25 +100,6 @@ class NetFlowGen:
         """Final-layer hidden states (n_nodes, T, d_model), causal: minute t sees minutes <= t."""
         x = self._window(self.tokenize(table))
         return self.model.eval().hidden_states(x).float().cpu().numpy()
-
-    def detect(self, table: Any, detector: str | Path, theta: float | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
-        """Early DDoS detection with a fine-tuned SAFE head (`netflowgen finetune --method NetFlowGen`).
-
-        Parameters
-        ----------
-        table : node-minute table (polars or pandas); the last `length` minutes of each node are scored.
-        detector : folder written by `netflowgen finetune` (detector.safetensors, detector.json).
-        theta : survival threshold; None = the one chosen on validation data for the overhead bound.
-
-        Returns
-        -------
-        (curves, detections): curves has node, minute, survival (non-increasing per node);
-        detections has node, detected, detection_minute (first minute with survival < theta, after
-        the warm-up), min_survival, theta.
-        """
-        from netflowgen.detect.apply import detect_table
-
-        return detect_table(self, table, detector, theta)
 
     @torch.no_grad()
     def generate(self, table: Any, steps: int, temperature: float = 1.0, seed: int = 0) -> pl.DataFrame:

@@ -94,3 +94,8 @@ NODE_MINUTE_SCHEMA = pa.schema(
     + [pa.field(name, pa.float64(), nullable=False) for name in FEATURE_NAMES],
     metadata={b"netflowgen.feature_set_hash": FEATURE_SET_HASH.encode()},
 )
+
+
+# The train / validation fractions of the time range (SPEC 5); the rest is test. Defined here only:
+# every later stage reads them from its input (the model's config.json, the detector's detector.json).
+DEFAULT_SPLIT: tuple[float, float] = (0.72, 0.08)

@@ -1,5 +1,4 @@
-"""The earlydetect and finetune commands on a tiny synthetic ISP, and NetFlowGen.detect on the
-detector they produce."""
+"""The earlydetect and finetune commands on a tiny synthetic ISP, and the Detector they save."""
 
 from __future__ import annotations
 
@@ -62,20 +61,19 @@ def test_earlydetect_and_finetune_commands_then_api_detect(workdir) -> None:
     assert res["regime"] == "val" and res["metric_config"]["overhead_bound"] == 0.8
     assert "p=80%" in r.output  # every report prints its constants
 
-    from netflowgen.api import NetFlowGen
-    gen = NetFlowGen.from_pretrained(d / "model")
+    from netflowgen import Detector
+    det = Detector.load(d / "ft")
     table = pl.read_parquet(d / "features.parquet")
-    curves, dets = gen.detect(table, d / "ft")
-    assert dets.height == 4 and curves.height == 4 * 64
-    for _, g in curves.group_by("node"):
-        s = g.sort("minute").get_column("survival").to_numpy()
-        assert (np.diff(s) <= 1e-7).all() and s.max() <= 1.0
-    _, none = gen.detect(table, d / "ft", theta=0.0)
-    assert not none.get_column("detected").any()
-    _, all_ = gen.detect(table, d / "ft", theta=1.5)  # every survival value is below 1.5
-    assert all_.get_column("detected").all()
-    first = curves.group_by("node").agg(pl.col("minute").sort().get(8).alias("m")).sort("node")
-    assert all_.sort("node").get_column("detection_minute").equals(first.get_column("m"), check_names=False)
+    scores = det.score(table)
+    assert scores.height == 4 * 2400
+    for _, g in scores.group_by("node"):
+        s = g.sort("minute").get_column("score").to_numpy()
+        assert (s > 0).all() and s.max() <= 1.0
+    det.theta = 0.0
+    assert not det.score(table).get_column("alarm").any()
+    det.theta = 1.5  # every score is below 1.5: every minute after the warm-up alarms
+    alarm = det.score(table).sort(["node", "minute"]).get_column("alarm").to_numpy().reshape(4, 2400)
+    assert alarm[:, det.warmup:].all() and not alarm[:, :det.warmup].any()
 
 
 def test_dump_prints_settings() -> None:

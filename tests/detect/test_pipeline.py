@@ -55,7 +55,10 @@ def test_operator_baselines_detect_obvious_attacks(data, method) -> None:
     feats, cube, ex = data
     ctx = DetectionContext.build(cube, ex, window=64, split=[0.6, 0.2])
     res, curves = run_method(ctx, method, "all", 0, metric_cfg=METRICS, keep_curves=True)
-    assert res.test["f1"] >= 0.9
+    # CUSUM runs in steady state over its anchored context (up to 128 minutes here), so noise alone
+    # lifts it on some normal windows: a lower bar than the level-based baselines
+    assert res.test["f1"] >= (0.8 if method == "CUSUM" else 0.9)
+    assert res.test["tpr_pct"] == 100.0
     assert (np.diff(curves, axis=1) <= 1e-12).all()
 
 

@@ -26,7 +26,7 @@ class FinetuneRun:
     seed: int = 0
     window: int = 512  # minutes per example in the examples file
     length: int = 128  # minutes each detector sees (the last ones)
-    split: list[float] = field(default_factory=lambda: [0.72, 0.08])
+    split: list[float] = field(default_factory=list)  # [] = the pre-trained model's (or the default)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     metrics: MetricConfig = field(default_factory=MetricConfig)
 
@@ -34,7 +34,8 @@ class FinetuneRun:
 def finetune_cmd(
     examples: Path = typer.Option(..., "--examples", "-e", help="examples.parquet from `netflowgen earlydetect`."),
     features: Path = typer.Option(..., "--features", "-f", help="The node-minute table the examples came from."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output folder: detector weights, result.json, config.toml."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder: the detector (load with netflowgen.Detector.load; "
+                             "score with `netflowgen detect`), result.json, config.toml."),
     model: Optional[Path] = typer.Option(None, "--model", "-m", help="Pre-trained NetFlowGen folder (needed by NetFlowGen and TF)."),
     method: Optional[str] = typer.Option(None, help="NetFlowGen (default), NetFlowGen-unfrozen, TF, MS-LSTM, "
                                          "Static-EWMA, Seasonal-band or CUSUM."),
@@ -68,7 +69,6 @@ def finetune_cmd(
 def run_finetune(cfg: FinetuneRun, examples: Path, features: Path, out: Path, model: Path | None = None):
     """Fine-tune, score and save (detector weights for learned methods, result.json, config)."""
     import polars as pl
-    from safetensors.torch import save_file
 
     from netflowgen import config as cfgmod
     from netflowgen.detect.cube import NodeMinuteCube
@@ -82,13 +82,8 @@ def run_finetune(cfg: FinetuneRun, examples: Path, features: Path, out: Path, mo
     cs = fit_curves(ctx, cfg.method, cfg.labels, cfg.seed, cfg.attack_type, cfg.finetune)
     res = score(ctx, cs, cfg.metrics)
     out.mkdir(parents=True, exist_ok=True)
-    if cs.model is not None:
-        head = getattr(cs.model, "head", None)
-        state = (cs.model if cfg.method != "NetFlowGen" or cfg.finetune.unfreeze else head).state_dict()
-        save_file({k: v.contiguous() for k, v in state.items()}, str(out / "detector.safetensors"))
-    detector = {"method": cfg.method, "theta": res.theta, "length": ctx.length, "warmup": cfg.metrics.warmup,
-                "head_hidden": cfg.finetune.head_hidden, "head_dropout": cfg.finetune.head_dropout}
-    (out / "detector.json").write_text(json.dumps(detector, indent=1))
+    cs.detector.info.update({"features": str(features), "examples": str(examples), "model": str(model or "")})
+    cs.detector.save(out)
     (out / "result.json").write_text(json.dumps(res.to_json(), indent=1, default=str))
     cfgmod.save_beside(out, cfg)
     m = cfg.metrics

@@ -35,6 +35,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "evaluate_pretrain",
     "earlydetect",
     "finetune",
+    "detect",
     "experiment",
     "demo",
 )

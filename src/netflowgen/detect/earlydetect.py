@@ -29,6 +29,7 @@ import polars as pl
 
 from netflowgen.detect.cube import NodeMinuteCube
 from netflowgen.detect.cusum import CusumConfig, cusum_onset
+from netflowgen.tokens.data import DEFAULT_SPLIT, time_splits
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
@@ -44,7 +45,7 @@ class EarlyDetectConfig:
     horizon: int = 30  # the window ends this many minutes after the alert start
     margin: int = 60  # minutes kept clear around every alert for non-attack windows
     match_ratio: float = 0.95  # drop alerts reporting less than this share of the observed volume
-    split: list[float] = field(default_factory=lambda: [0.72, 0.08])  # train, val fractions
+    split: list[float] = field(default_factory=lambda: list(DEFAULT_SPLIT))  # train, val fractions
     seed: int = 0
     max_tries: int = 500  # random draws per non-attack window before giving up (counted)
     cusum: CusumConfig = field(default_factory=CusumConfig)
@@ -62,10 +63,8 @@ def normalize_attack_type(name: str) -> str:
 
 
 def split_bounds(n_minutes: int, fractions: list[float]) -> dict[str, tuple[int, int]]:
-    """Minute index ranges [lo, hi) of train / val / test."""
-    a = int(round(fractions[0] * n_minutes))
-    b = int(round((fractions[0] + fractions[1]) * n_minutes))
-    return {"train": (0, a), "val": (a, b), "test": (b, n_minutes)}
+    """Minute index ranges [lo, hi) of train / val / test (`tokens.time_splits`)."""
+    return time_splits(n_minutes, float(fractions[0]), float(fractions[1]))
 
 
 def _to_ms(col: pl.Series) -> np.ndarray:

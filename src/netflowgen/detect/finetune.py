@@ -23,7 +23,7 @@ import polars as pl
 import torch
 from torch import nn
 
-from netflowgen.detect.safe import safe_loss, survival
+from netflowgen.detect.safe import safe_loss
 
 
 @dataclass
@@ -133,12 +133,3 @@ def evaluate_loss(model: nn.Module, ids: np.ndarray, label_t: torch.Tensor, even
         b = torch.as_tensor(ids[lo:lo + 128])
         total += float(safe_loss(model(b), label_t[b], event[b], cfg.variant, reduction="sum"))
     return total / max(1, len(ids))
-
-
-@torch.no_grad()
-def survival_curves(model: nn.Module, ids: np.ndarray, batch_size: int = 128) -> np.ndarray:
-    """Survival curves (len(ids), L) in eval mode, non-increasing in (0, 1]."""
-    model.eval()
-    out = [survival(model(torch.as_tensor(ids[lo:lo + batch_size]))).numpy()
-           for lo in range(0, len(ids), batch_size)]
-    return np.concatenate(out, axis=0) if out else np.zeros((0, 0))

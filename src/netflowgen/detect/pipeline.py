@@ -16,14 +16,17 @@ import numpy as np
 import polars as pl
 import torch
 
-from netflowgen.detect.baselines import VOLUME_FEATURES, CusumDetector, SeasonalBand, StaticEwma, stat_to_curve
+from netflowgen.detect.anchored import WindowPlan, aggregate_curve, plan_windows, run_plan
 from netflowgen.detect.cube import NodeMinuteCube
+from netflowgen.detect.detector import (Detector, LstmCore, OperatorCore, ScoringData, TransformerCore,
+                                        check_handoff, cube_to_table, nearest_training_nodes)
 from netflowgen.detect.earlydetect import split_bounds
-from netflowgen.detect.finetune import FinetuneConfig, select_labels, survival_curves, train_survival
+from netflowgen.detect.finetune import FinetuneConfig, select_labels, train_survival
 from netflowgen.detect.metrics import EvalSet, MetricConfig, choose_threshold, detect, evaluate
-from netflowgen.detect.models import (BackboneSurvival, FrozenBackboneSurvival, MultiScaleLSTM,
-                                      backbone_hidden_states)
+from netflowgen.detect.models import AnchoredSurvival, FrozenBackboneSurvival, MultiScaleLSTMNet
+from netflowgen.detect.safe import SurvivalHead
 from netflowgen.progress import progress_bar
+from netflowgen.schema import DEFAULT_SPLIT
 
 LEARNED = ("NetFlowGen", "NetFlowGen-unfrozen", "TF", "MS-LSTM")
 OPERATOR = ("Static-EWMA", "Seasonal-band", "CUSUM")
@@ -52,27 +55,41 @@ class DetectionContext:
     examples: pl.DataFrame  # cropped to `length`, ids 0..N-1 in row order
     length: int  # minutes per evaluated window
     split: list[float]
-    pretrained: Any = None  # netflowgen.api.NetFlowGen or None
-    tokens: Any = None  # netflowgen.tokens.TokenData over the cube's nodes and minutes
+    pretrained: Any = None  # netflowgen.api.NetFlowGen (or an object with .model, .binner, .config)
+    data: ScoringData | None = None  # the cube (and its tokens) as every detector reads it
+    window: int = 0  # minutes per example in the examples file (before cropping to `length`)
     _cache: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def build(cls, cube: NodeMinuteCube, examples: pl.DataFrame, window: int, length: int | None = None,
               pretrained: Any = None, split: list[float] | None = None, features: pl.DataFrame | None = None
               ) -> "DetectionContext":
-        """length None: the full window, capped at the pre-trained model's context."""
+        """length None: the full window, capped at the pre-trained model's context. split None: the
+        pre-trained model's fractions (or the default); a split that differs from the model's is refused."""
+        config = dict(getattr(pretrained, "config", {}) or {}) if pretrained is not None else {}
+        model_split = [float(config.get("train_fraction", DEFAULT_SPLIT[0])),
+                       float(config.get("val_fraction", DEFAULT_SPLIT[1]))]
+        if not split:
+            split = model_split if pretrained is not None else list(DEFAULT_SPLIT)
+        elif pretrained is not None and "train_fraction" in config:
+            check_handoff("the pre-trained model", "split fractions", model_split, [float(x) for x in split])
         if length is None:
             length = window
             if pretrained is not None:
                 length = min(length, int(pretrained.model.cfg.context))
         ex = crop_examples(examples, window, length).drop("id").with_row_index("id")
-        tokens = None
+        tz = str(config.get("time_zone", "UTC"))
+        data = ScoringData(cube, None, tz)
         if pretrained is not None:
             from netflowgen.tokens import TokenData
-            tokens = TokenData.build(features, pretrained.binner, None)
-            if list(tokens.nodes) != list(cube.nodes):
+            lo, hi = split_bounds(len(cube.minutes), list(split))["train"]
+            embed, _ = nearest_training_nodes(pretrained.binner, cube, np.arange(len(cube.nodes)), lo, hi)
+            data.tokens = TokenData.build(features if features is not None else cube_to_table(cube),
+                                          pretrained.binner, None, tz,
+                                          {n: (int(e), int(e)) for n, e in zip(cube.nodes, embed)})
+            if list(data.tokens.nodes) != list(cube.nodes):
                 raise ValueError("token data and cube disagree on the node order")
-        return cls(cube, ex, length, split or [0.72, 0.08], pretrained, tokens)
+        return cls(cube, ex, length, list(split), pretrained, data, int(window))
 
     # --- shared arrays ------------------------------------------------------------------------------
     def col(self, name: str) -> np.ndarray:
@@ -90,46 +107,63 @@ class DetectionContext:
     def train_range(self) -> tuple[int, int]:
         return split_bounds(len(self.cube.minutes), self.split)["train"]
 
-    def make_inputs(self, ids: np.ndarray) -> Any:
-        return self.tokens.inputs(self.col("node_row")[ids], self.col("start")[ids], self.length)
+    def example_minutes(self, ids: np.ndarray | None = None) -> np.ndarray:
+        """(N, L) cube minute index of every minute of the examples `ids` (default all)."""
+        starts = self.col("start") if ids is None else self.col("start")[ids]
+        return starts[:, None] + np.arange(self.length)[None, :]
 
-    def hidden(self) -> torch.Tensor:
-        """(N, L, d) hidden states of the frozen pre-trained backbone for every example (cached)."""
+    def plan(self, context: int, stride: int) -> WindowPlan:
+        """The anchored windows behind every example minute (cached per context and stride)."""
+        key = f"plan:{context}:{stride}"
+        if key not in self._cache:
+            self._cache[key] = plan_windows(self.col("node_row"), self.example_minutes(), int(self.cube.minutes[0]),
+                                            context, stride)
+        return self._cache[key]
+
+    def hidden(self, core: TransformerCore) -> torch.Tensor:
+        """(N, L, d) hidden states of the frozen pre-trained backbone at every example minute (cached)."""
         if "hidden" not in self._cache:
-            with progress_bar("backbone hidden states", self.n) as adv:
-                self._cache["hidden"] = backbone_hidden_states(self.pretrained.model, self.make_inputs,
-                                                               self.n, progress=adv)
+            plan = self.plan(core.context, core.stride)
+            tokens = self.data.tokens
+            with progress_bar("backbone hidden states", plan.n_windows) as adv:
+                @torch.no_grad()
+                def fn(rows: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
+                    adv(len(rows))
+                    return core.backbone.eval().hidden_states(tokens.inputs(rows, starts, length)).float().numpy()
+                self._cache["hidden"] = torch.from_numpy(run_plan(plan, fn))
         return self._cache["hidden"]
 
-    def lstm_features(self) -> torch.Tensor:
-        """(N, L, F) log1p features standardized per (node, feature) on the training range."""
-        if "lstm" not in self._cache:
-            lo, hi = self.train_range()
-            x = np.log1p(np.clip(self.cube.values[:, lo:hi], 0, None))
-            mu, sd = x.mean(axis=1), np.maximum(x.std(axis=1), 0.1)  # (n_nodes, F)
-            rows = self.col("node_row")
-            w = np.log1p(np.clip(self.cube.windows(rows, self.col("start"), self.length), 0, None))
-            self._cache["lstm"] = torch.from_numpy(((w - mu[rows, None]) / sd[rows, None]).astype(np.float32))
-        return self._cache["lstm"]
-
-    def operator_curves(self, method: str) -> np.ndarray:
-        """(N, L) curves of an operator baseline for every example (cached; no labels involved)."""
-        key = f"op:{method}"
-        if key not in self._cache:
-            lo, hi = self.train_range()
-            train = self.cube.windows(np.arange(len(self.cube.nodes)), np.zeros(len(self.cube.nodes), np.int64),
-                                      hi - lo, VOLUME_FEATURES)
-            det: Any
-            if method == "Static-EWMA":
-                det = StaticEwma().fit(train)
-            elif method == "Seasonal-band":
-                det = SeasonalBand().fit(train, self.cube.hours(np.array([lo]), hi - lo)[0])
+    def new_detector(self, method: str, ft: FinetuneConfig, length: int | None = None) -> Detector:
+        """An untrained (operator: fitted) detector of `method`, its nodes calibrated on the training range."""
+        L = length or self.length
+        cfg = dict(getattr(self.pretrained, "config", {}) or {}) if self.pretrained is not None else {}
+        core: Any
+        if method in OPERATOR:  # a long context: CUSUM and the EWMAs learn their level inside it
+            core = OperatorCore(method, 2 * L, max(1, L // 2))
+        elif method == "MS-LSTM":
+            core = LstmCore(MultiScaleLSTMNet(len(self.cube.features), head_hidden=ft.head_hidden,
+                                              dropout=ft.head_dropout), L, max(1, L // 2))
+        else:
+            if self.pretrained is None:
+                raise ValueError(f"{method} needs a pre-trained model (and its binner for the tokens)")
+            import copy
+            from netflowgen.model import TrafficGPT
+            src = self.pretrained.model
+            if method == "TF":  # same architecture, random initialization, trained end to end
+                backbone = TrafficGPT(src.cfg, src.n_nodes, src.n_customers)
+            elif method == "NetFlowGen" and not ft.unfreeze:  # frozen: the pre-trained model itself
+                backbone = src
             else:
-                det = CusumDetector().fit()
-            rows, starts = self.col("node_row"), self.col("start")
-            win = self.cube.windows(rows, starts, self.length, VOLUME_FEATURES)
-            self._cache[key] = stat_to_curve(det.statistic(win, rows, self.cube.hours(starts, self.length)))
-        return self._cache[key]
+                backbone = copy.deepcopy(src)
+                method = "NetFlowGen-unfrozen"
+            d = src.cfg.d_model
+            core = TransformerCore(backbone, self.pretrained.binner, SurvivalHead(d, ft.head_hidden, ft.head_dropout),
+                                   torch.zeros(d), torch.ones(d), cfg)
+        det = Detector(method, core, L, 0, time_zone=self.data.time_zone, split=list(self.split),
+                       base_backbone_hash=cfg.get("content_hash"))
+        lo, hi = self.train_range()
+        det.calibrate(self.data, lo, hi, "training")
+        return det
 
 
 @dataclass
@@ -148,7 +182,7 @@ class CurveSet:
     test_curves: np.ndarray  # (n_test, L)
     seconds: float
     history: dict[str, Any] | None = None
-    model: Any = None  # the trained survival model (learned methods), for saving
+    detector: Any = None  # the Detector that produced the curves (theta set by `score`)
 
 
 @dataclass
@@ -177,7 +211,7 @@ class MethodResult:
 def fit_curves(ctx: DetectionContext, method: str, labels: str | int = "val", seed: int = 0,
                attack_type: str = "all", ft_cfg: FinetuneConfig = FinetuneConfig()) -> CurveSet:
     """Train a learned method on the regime's labels (operator baselines: nothing to train) and
-    return its survival curves on the regime's tuning ids and on the test split."""
+    return its Detector and its survival curves on the regime's tuning ids and on the test split."""
     t0 = time.time()
     ft = FinetuneConfig(**{**ft_cfg.__dict__, "seed": seed})
     sets = select_labels(ctx.examples, labels, seed, ft.holdout, attack_type)
@@ -186,24 +220,53 @@ def fit_curves(ctx: DetectionContext, method: str, labels: str | int = "val", se
             raise ValueError(f"{method}, labels={labels}, attack type {attack_type}: no {role} examples "
                              f"(regime {sets.regime}); the splits are too short for the alerts")
     torch.manual_seed(seed)
-    history, model = None, None
+    history = None
     if method in OPERATOR:
-        curves_all = ctx.operator_curves(method)
+        key = f"op:{method}"
+        if key not in ctx._cache:  # no labels involved: one fit and one set of curves per method
+            det = ctx.new_detector(method, ft)
+            ctx._cache[key] = (det, example_curves(ctx, det, np.arange(ctx.n)))
+        det, curves_all = ctx._cache[key]
+        import copy
+        det = copy.deepcopy(det)
         tune, test = curves_all[sets.tune], curves_all[sets.test]
     else:
-        model, groups = _learned_model(ctx, method, ft)
+        det = ctx.new_detector(method, ft)
+        model, groups = _trainable(ctx, det, method, ft)
         history = train_survival(model, ctx.col("label_t"), ctx.col("label") == 1, sets, ft, groups)
-        tune, test = survival_curves(model, sets.tune), survival_curves(model, sets.test)
+        for m in model.modules():
+            m.eval()
+        tune, test = example_curves(ctx, det, sets.tune), example_curves(ctx, det, sets.test)
+    det.info = {"method": method, "window": ctx.window, "length": ctx.length, "labels": str(labels), "regime": sets.regime, "seed": seed,
+                "attack_type": attack_type, "counts": {"fit": len(sets.fit), "stop": len(sets.stop),
+                                                       "tune": len(sets.tune), "test": len(sets.test)}}
     counts = {"fit": len(sets.fit), "stop": len(sets.stop), "tune": len(sets.tune), "test": len(sets.test)}
     return CurveSet(method, str(labels), attack_type, seed, sets.regime, counts, sets.tune, tune, sets.test, test,
-                    time.time() - t0, history, model)
+                    time.time() - t0, history, det)
+
+
+def example_curves(ctx: DetectionContext, det: Detector, ids: np.ndarray) -> np.ndarray:
+    """(len(ids), L) curves of examples: the detector's own computation (`Detector.example_curves`);
+    the frozen NetFlowGen reuses the cached hidden states of the same anchored windows."""
+    ids = np.asarray(ids, dtype=np.int64)
+    if det.method == "NetFlowGen" and "hidden" in ctx._cache and det.core.backbone is ctx.pretrained.model:
+        with torch.no_grad():
+            x = det.core.hazards(ctx.hidden(det.core)[torch.as_tensor(ids)]).double().numpy()
+        return aggregate_curve(x, det.kind)
+    calib = det.calib_rows(ctx.data)
+    return det.example_curves(ctx.data, calib, ctx.col("node_row")[ids], ctx.col("start")[ids])
 
 
 def score(ctx: DetectionContext, cs: CurveSet, metric_cfg: MetricConfig = MetricConfig()) -> MethodResult:
-    """Choose theta on the tuning curves for `metric_cfg`'s bound and budget; evaluate on test."""
+    """Choose theta on the tuning curves for `metric_cfg`'s bound and budget; evaluate on test. The
+    CurveSet's detector carries the chosen theta and the metric constants afterwards."""
     choice = choose_threshold(cs.tune_curves, ctx.eval_set(cs.tune_ids, metric_cfg), metric_cfg)
     t_det = detect(cs.test_curves, choice.theta, metric_cfg.warmup)
     m = evaluate(t_det, ctx.eval_set(cs.test_ids, metric_cfg), metric_cfg)
+    if cs.detector is not None:
+        cs.detector.theta, cs.detector.warmup = float(choice.theta), int(metric_cfg.warmup)
+        cs.detector.metric_config = dict(metric_cfg.__dict__)
+        cs.detector.info["test"] = m.summary()
     return MethodResult(cs.method, cs.labels, cs.attack_type, cs.seed, cs.regime, cs.counts, choice.theta,
                         dict(metric_cfg.__dict__), choice.validation.summary(), m.summary(), cs.test_ids.tolist(),
                         t_det.tolist(), m.effectiveness_per_attack, m.mitigation_time, cs.seconds, cs.history)
@@ -218,31 +281,43 @@ def run_method(ctx: DetectionContext, method: str, labels: str | int = "val", se
     return score(ctx, cs, metric_cfg), (cs.test_curves if keep_curves else None)
 
 
-def _learned_model(ctx: DetectionContext, method: str, ft: FinetuneConfig) -> tuple[torch.nn.Module, list | None]:
+def _trainable(ctx: DetectionContext, det: Detector, method: str, ft: FinetuneConfig
+               ) -> tuple[torch.nn.Module, list | None]:
+    """The module that maps example ids to hazards (B, L) for `train_survival`, sharing the
+    detector's weights (training it trains the detector)."""
+    core = det.core
+    calib = det.calib_rows(ctx.data)
     if method == "MS-LSTM":
-        return MultiScaleLSTM(ctx.lstm_features(), head_hidden=ft.head_hidden, dropout=ft.head_dropout), None
-    if ctx.pretrained is None:
-        raise ValueError(f"{method} needs a pre-trained model (and its binner for the tokens)")
+        plan = ctx.plan(core.context, core.stride)
+
+        def lstm_hazards(rows: np.ndarray, starts: np.ndarray, length: int) -> torch.Tensor:
+            return core.net(core.inputs(ctx.data, calib, rows, starts, length))
+        return AnchoredSurvival(plan, lstm_hazards, net=core.net), None
     if method == "NetFlowGen" and not ft.unfreeze:
-        h = ctx.hidden()
+        h = ctx.hidden(core)
         train = h[torch.as_tensor(np.flatnonzero(ctx.col("split") == "train"))].reshape(-1, h.shape[-1])
         if train.shape[0] == 0:
             train = h.reshape(-1, h.shape[-1])
-        return FrozenBackboneSurvival(h, ft.head_hidden, ft.head_dropout, train.mean(0), train.std(0)), None
-    from netflowgen.model import TrafficGPT
-    src = ctx.pretrained.model
-    if method == "TF":  # same architecture, random initialization, trained end to end
-        backbone = TrafficGPT(src.cfg, src.n_nodes, src.n_customers)
-        model = BackboneSurvival(backbone, ctx.make_inputs, src.cfg.d_model, ft.head_hidden, ft.head_dropout)
+        core.mean, core.std = train.mean(0), train.std(0).clamp_min(1e-6)
+        return FrozenBackboneSurvival(h, core.head, core.mean, core.std), None
+    plan = ctx.plan(core.context, core.stride)
+    tokens = ctx.data.tokens
+
+    def gpt_hazards(rows: np.ndarray, starts: np.ndarray, length: int) -> torch.Tensor:
+        return core.head(core.backbone.hidden_states(tokens.inputs(rows, starts, length)))
+    model = AnchoredSurvival(plan, gpt_hazards, head=core.head, backbone=core.backbone)
+    if method == "TF":
         return model, None
-    import copy
-    model = BackboneSurvival(copy.deepcopy(src), ctx.make_inputs, src.cfg.d_model, ft.head_hidden, ft.head_dropout)
-    groups = [{"params": list(model.head.parameters())},
-              {"params": list(model.backbone.parameters()), "lr": ft.backbone_lr}]
+    groups = [{"params": list(core.head.parameters())},
+              {"params": list(core.backbone.parameters()), "lr": ft.backbone_lr}]
     return model, groups
 
 
 def load_pretrained(model_dir: str | Path) -> Any:
-    """The pre-trained NetFlowGen (netflowgen.api) from a directory written by `netflowgen pretrain`."""
+    """The pre-trained NetFlowGen (netflowgen.api) from a directory written by `netflowgen pretrain`,
+    its content hash recorded in its config (so detectors can name the backbone they came from)."""
     from netflowgen.api import NetFlowGen
-    return NetFlowGen.from_pretrained(model_dir)
+    from netflowgen.model.io import content_hash
+    gen = NetFlowGen.from_pretrained(model_dir)
+    gen.config["content_hash"] = content_hash(model_dir)
+    return gen

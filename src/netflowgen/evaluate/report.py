@@ -54,7 +54,7 @@ def evaluate_pretrain(model_dir: str | Path, features: str | Path | None = None,
         if not (tok_dir / "index.json").exists():
             raise FileNotFoundError(f"{tok_dir} not found: pass --features")
         data = TokenData.load(tok_dir)
-    splits = time_splits(data.n_minutes, gen.config.get("train_fraction", 0.72), gen.config.get("val_fraction", 0.08))
+    splits = time_splits(data.n_minutes, *gen.split)
     predicted = gen.model.cfg.predicted_features
     tr_lo, tr_hi = splits["train"]
     bigrams = {"bigram_pooled": Bigram.fit(data, tr_lo, tr_hi, per_node=False),

@@ -19,7 +19,9 @@ import polars as pl
 if TYPE_CHECKING:
     from netflowgen.simulate.config import SimConfig
 
-SPLITS = (0.72, 0.80)  # train | validation | test boundaries as shares of the time range
+from netflowgen.schema import DEFAULT_SPLIT  # noqa: E402
+
+SPLITS = (DEFAULT_SPLIT[0], DEFAULT_SPLIT[0] + DEFAULT_SPLIT[1])  # train | validation | test boundaries
 
 
 def inbound_matrix(flows: str | Path | pl.LazyFrame, nodes: list[str], start: dt.datetime,

@@ -234,6 +234,17 @@ class Binner:
                 out[node] = self.nearest_node(part.select(self.feature_names).to_numpy())
         return out
 
+    def extended(self, other: "Binner") -> "Binner":
+        """This binner with `other`'s node rows appended (same bins and features): cut-offs fitted
+        on new nodes' own data, beside the training nodes'."""
+        if other.n_bins != self.n_bins or other.feature_names != self.feature_names:
+            raise ValueError("binners differ in bins or features")
+        cat = np.concatenate
+        return Binner(self.n_bins, self.feature_names, self.nodes + other.nodes,
+                      self.node_customer + other.node_customer, cat([self.cuts, other.cuts]),
+                      cat([self.n_used, other.n_used]), cat([self.reps, other.reps]),
+                      cat([self.signatures, other.signatures]), cat([self.pooled_nodes, other.pooled_nodes]))
+
     # --- transform / decode ------------------------------------------------------------------
     def transform_values(self, node_row: int, values: np.ndarray) -> np.ndarray:
         """Bins of one node's values with the cut-offs of training node `node_row`.
@@ -254,11 +265,12 @@ class Binner:
         b = _assign(x, self.cuts[node_row], self.n_used[node_row])  # (F, T)
         return b.T.astype(np.uint8)
 
-    def transform(self, features: pl.DataFrame) -> np.ndarray:
+    def transform(self, features: pl.DataFrame, rows: dict[str, int] | None = None) -> np.ndarray:
         """Bins of every row of a node-minute table, rows in the table's order.
 
-        Missing minutes (column `missing` true) get `missing_token`; unseen nodes use the cut-offs of
-        their nearest training node.
+        Missing minutes (column `missing` true) get `missing_token`; `rows` maps each node to the
+        binner row whose cut-offs it uses (default `node_rows`: unseen nodes use their nearest
+        training node's).
 
         Returns
         -------
@@ -266,7 +278,7 @@ class Binner:
             (rows, F) uint8 tokens.
         """
         out = np.empty((features.height, len(self.feature_names)), dtype=np.uint8)
-        rows = self.node_rows(features)
+        rows = self.node_rows(features) if rows is None else rows
         node_col = features["node"].to_numpy()
         values = features.select(self.feature_names).to_numpy()
         order = np.argsort(node_col, kind="stable")

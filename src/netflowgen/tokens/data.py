@@ -19,7 +19,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from netflowgen.schema import FEATURE_SET_HASH
+from netflowgen.schema import DEFAULT_SPLIT, FEATURE_SET_HASH
 from netflowgen.tokens.binner import Binner
 
 _FORMAT = "netflowgen.tokens/1"
@@ -80,7 +80,8 @@ def time_index(minutes: np.ndarray, time_zone: str = "UTC") -> np.ndarray:
                      s.dt.day().to_numpy() - 1], axis=1).astype(np.int64)
 
 
-def time_splits(n_minutes: int, train: float = 0.72, val: float = 0.08) -> dict[str, tuple[int, int]]:
+def time_splits(n_minutes: int, train: float = DEFAULT_SPLIT[0], val: float = DEFAULT_SPLIT[1]
+                ) -> dict[str, tuple[int, int]]:
     """Contiguous train / val / test minute ranges (SPEC 5; paper 95,232 / 10,752 / 26,496 minutes).
 
     Returns
@@ -164,7 +165,7 @@ class TokenData:
     # --- building ---------------------------------------------------------------------------------
     @classmethod
     def build(cls, features: str | Path | pl.DataFrame, binner: Binner, out_dir: str | Path | None,
-              time_zone: str = "UTC") -> "TokenData":
+              time_zone: str = "UTC", node_map: dict[str, tuple[int, int]] | None = None) -> "TokenData":
         """Tokenize a node-minute table with a fitted binner.
 
         Parameters
@@ -176,6 +177,10 @@ class TokenData:
             Where to write tokens.u8 and index.json; None keeps everything in memory.
         time_zone : str
             Zone of the time-of-day features.
+        node_map : dict or None
+            node -> (binner row whose cut-offs bin it, training node whose embedding it uses); None:
+            training nodes are themselves, unseen ones map to their nearest training node over the
+            whole table (`Binner.node_rows`). Detectors decide it once on a reference range.
 
         Returns
         -------
@@ -199,8 +204,10 @@ class TokenData:
             tokens[:] = binner.missing_token
         rows = df["node"].replace_strict(node_idx, return_dtype=pl.Int64).to_numpy()
         cols = (minute_ms - m0) // 60_000
-        tokens[rows, cols] = binner.transform(df)  # missing rows already carry the missing token
-        emb = binner.node_rows(df)
+        if node_map is None:
+            node_map = {n: (r, r) for n, r in binner.node_rows(df).items()}
+        tokens[rows, cols] = binner.transform(df, {n: b for n, (b, _) in node_map.items()})
+        emb = {n: e for n, (_, e) in node_map.items()}
         node_embed = np.array([emb[n] for n in nodes], dtype=np.int64)
         customers = binner.customers
         cust_idx = {c: i for i, c in enumerate(customers)}

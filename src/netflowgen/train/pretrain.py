@@ -37,7 +37,7 @@ from netflowgen.evaluate.pretrain_metrics import score_model
 from netflowgen.model import TrafficGPT, model_config, next_minute_loss
 from netflowgen.progress import progress_bar
 from netflowgen.schema import FEATURE_NAMES, LIGHT_FEATURE_NAMES
-from netflowgen.tokens import Binner, ModelInputs, TokenData, random_windows, time_splits
+from netflowgen.tokens import DEFAULT_SPLIT, Binner, ModelInputs, TokenData, random_windows, time_splits
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -56,8 +56,8 @@ class PretrainConfig:
     predicted: str = "all"  # "all", "light" (6 volume features) or comma-separated feature names
     n_bins: int = 10
     time_zone: str = "UTC"
-    train_fraction: float = 0.72  # SPEC 5: contiguous train / val / test ranges
-    val_fraction: float = 0.08
+    train_fraction: float = DEFAULT_SPLIT[0]  # SPEC 5: contiguous train / val / test ranges
+    val_fraction: float = DEFAULT_SPLIT[1]
     batch_size: int = 32  # windows per step, over all DDP ranks together
     lr: float = 5e-4  # paper
     betas: tuple[float, float] = (0.9, 0.999)

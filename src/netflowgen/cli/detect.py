@@ -1,0 +1,168 @@
+"""`netflowgen detect`: score a node-minute table (or flows) minute by minute with a saved detector
+and write its alerts; or re-score EarlyDetect examples and compare with the evaluation that saved it.
+
+    netflowgen detect --detector ft/ features.parquet --out alerts.csv [--curves scores.parquet]
+    netflowgen detect --detector ft/ --examples ed/examples.parquet --features features.parquet
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    app.command("detect", no_args_is_help=True)(detect_cmd)
+
+
+def detect_cmd(
+    detector: Path = typer.Option(..., "--detector", "-d", help="Detector folder (from `netflowgen finetune`)."),
+    table: Optional[Path] = typer.Argument(None, help="Node-minute Parquet (from `netflowgen features`), or "
+                                           "canonical flow Parquet (features are built first; give --customers)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Alerts file to write (.csv or .parquet)."),
+    curves: Optional[Path] = typer.Option(None, "--curves", help="Also write every node-minute score (.parquet or .csv)."),
+    start: Optional[str] = typer.Option(None, "--from", help="Report alerts opened at or after this ISO-8601 UTC time "
+                                        "(earlier minutes still serve as history)."),
+    end: Optional[str] = typer.Option(None, "--to", help="Report alerts opened before this ISO-8601 UTC time."),
+    theta: Optional[float] = typer.Option(None, "--theta", help="Threshold override (default: the detector's, "
+                                          "chosen on validation data)."),
+    clear_after: int = typer.Option(15, "--clear-after", min=1, help="Quiet minutes that close an alert."),
+    customers: Optional[Path] = typer.Option(None, "--customers", "-c", help="customers.csv, when INPUT is flows."),
+    calibrate_out: Optional[Path] = typer.Option(None, "--calibrate-out", help="Save the detector with the nodes it "
+                                                 "had never seen calibrated on this table's reference range."),
+    reference: Optional[float] = typer.Option(None, "--reference", min=0.01, max=1.0, help="Share of a new node's "
+                                              "first minutes that calibrates it. [the detector's: 0.6]"),
+    examples: Optional[Path] = typer.Option(None, "--examples", "-e", help="Score EarlyDetect examples instead "
+                                            "(with --features) and compare with the saved evaluation."),
+    features: Optional[Path] = typer.Option(None, "--features", "-f", help="The node-minute table of --examples."),
+) -> None:
+    """Score every node at every minute with a saved detector and write its alerts (opened when the
+    score crosses theta, closed after --clear-after quiet minutes; outages never close an alert).
+
+    Example: netflowgen detect --detector ft/ features.parquet --out alerts.csv --curves scores.parquet
+    """
+    from netflowgen.detect.detector import Detector
+    from netflowgen.rejects import InputError
+
+    det = Detector.load(detector)
+    if reference is not None:
+        det.reference = float(reference)
+    if theta is not None:
+        det.theta = float(theta)
+    if examples is not None:
+        if features is None:
+            raise InputError("--examples needs --features (the node-minute table the examples came from)")
+        same, n = check_examples(det, detector, examples, features)
+        typer.echo(f"{same} of {n} test examples got the same detection minute as the evaluation that saved "
+                   f"{detector}")
+        if same != n:
+            raise typer.Exit(1)
+        return
+    if table is None or out is None:
+        raise InputError("give INPUT (a node-minute or flow table) and --out, or --examples with --features")
+    run_detect(det, table, out, curves, start, end, clear_after, customers, calibrate_out, detector)
+
+
+def load_table(path: Path, customers: Path | None):
+    """A node-minute table, or flows turned into one with the default feature settings."""
+    import polars as pl
+
+    from netflowgen.rejects import InputError
+    if not path.exists():
+        raise InputError(f"{path} does not exist")
+    try:
+        cols = pl.read_parquet_schema(path)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is one clear error
+        raise InputError(f"{path}: not a Parquet file ({e})") from None
+    if "minute" in cols and "missing" in cols:
+        return pl.read_parquet(path)
+    if "src_ip" in cols and "dst_ip" in cols:
+        import tempfile
+
+        from netflowgen.features.build import build_features
+        from netflowgen.features.settings import FeatureConfig
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "features.parquet"
+            build_features([path], out, FeatureConfig(customers=str(customers) if customers else None))
+            return pl.read_parquet(out)
+    raise InputError(f"{path}: neither a node-minute table (node, minute, missing, ...) nor canonical flows")
+
+
+def run_detect(det, table_path: Path, out: Path, curves: Path | None, start: str | None, end: str | None,
+               clear_after: int, customers: Path | None, calibrate_out: Path | None, detector_dir: Path) -> None:
+    import polars as pl
+
+    from netflowgen.detect.alerts import AlertConfig, alerts_from_scores
+    from netflowgen.progress import progress_bar
+
+    table = load_table(table_path, customers)
+    n_nodes = table.get_column("node").n_unique()
+    with progress_bar(f"scoring ({det.method})", n_nodes) as adv:
+        scores = det.score(table, progress=adv)
+    alerts = alerts_from_scores(scores, det.method, AlertConfig(clear_after))
+    if start:
+        alerts = alerts.filter(pl.col("opened_at") >= _utc(start))
+    if end:
+        alerts = alerts.filter(pl.col("opened_at") < _utc(end))
+    _write(alerts, out)
+    if curves is not None:
+        _write(scores, curves)
+    mapping = det.node_mapping().filter(pl.col("source") == "reference")
+    if mapping.height:
+        mpath = out.with_name(out.stem + ".nodes.csv")
+        mapping.write_csv(mpath)
+        typer.echo(f"{mapping.height} node(s) the detector never saw, calibrated on the first "
+                   f"{det.reference:.0%} of their minutes: {mpath}")
+    if calibrate_out is not None:
+        det.save(calibrate_out)
+        typer.echo(f"calibrated detector: {calibrate_out}")
+    typer.echo(f"{alerts.height} alert(s) on {n_nodes} node(s) x {scores.height // max(n_nodes, 1)} minutes "
+               f"({det.method}, theta={det.theta:.4g}): {out}")
+
+
+def check_examples(det, detector_dir: Path, examples: Path, features: Path) -> tuple[int, int]:
+    """Re-score the test examples with the loaded detector; (same detection minute, test examples)."""
+    import numpy as np
+    import polars as pl
+
+    from netflowgen.detect.cube import NodeMinuteCube
+    from netflowgen.detect.pipeline import crop_examples
+    from netflowgen.rejects import InputError
+
+    res_path = detector_dir / "result.json"
+    if not res_path.exists():
+        raise InputError(f"{res_path}: no saved evaluation to compare with")
+    res = json.loads(res_path.read_text())
+    feats = pl.read_parquet(features)
+    ex = pl.read_parquet(examples)
+    window = int(det.info["window"]) if "window" in det.info else None
+    if window is None:
+        raise InputError(f"{detector_dir}: the detector does not record its examples' window")
+    ex = crop_examples(ex, window, det.length).drop("id").with_row_index("id")
+    ids = np.asarray(res["test_ids"], dtype=np.int64)
+    data, calib = det.prepare(NodeMinuteCube.from_table(feats) if not det.core.needs_tokens else feats)
+    rows = ex.get_column("node_row").to_numpy()[ids]
+    starts = ex.get_column("start").to_numpy()[ids]
+    t_det = det.detect_examples(data, calib, rows, starts)
+    same = int((t_det == np.asarray(res["test_detection"])).sum())
+    return same, len(ids)
+
+
+def _utc(text: str):
+    import datetime as dt
+    t = dt.datetime.fromisoformat(text)
+    return t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)
+
+
+def _write(df, path: Path) -> None:
+    from netflowgen.rejects import InputError
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".parquet":
+        df.write_parquet(path)
+    elif path.suffix in (".csv", ".txt"):
+        df.write_csv(path)
+    else:
+        raise InputError(f"{path}: write .csv or .parquet")

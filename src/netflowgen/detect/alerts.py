@@ -1,0 +1,87 @@
+"""Alerts with a lifecycle, from minute-by-minute scores (`Detector.score`).
+
+Per node, minute by minute:
+- an alert *opens* at the first alarmed minute (score < theta, after the warm-up);
+- it *stays open* while alarms continue; each reported minute without an alarm counts as quiet, and
+  `clear_after` consecutive quiet minutes *close* it (closed_at = the minute after the last alarm);
+- a *missing* minute (no exporter reported) is neither an alarm nor quiet: an outage never closes an
+  alert by itself (silence is not "attack finished"), and the quiet count resumes after it;
+- an alarm within `clear_after` minutes of a close *reopens* the same alert (hysteresis), counted in
+  `reopened`;
+- an alert still open at the end of the table has closed_at null.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+ALERT_COLUMNS = ("node", "customer", "method", "opened_at", "closed_at", "last_alarm_at", "peak_at",
+                 "peak_score", "alarmed_minutes", "reopened")
+
+
+@dataclass
+class AlertConfig:
+    clear_after: int = 15  # quiet (reported, not alarmed) minutes that close an alert
+
+    def __post_init__(self) -> None:
+        if self.clear_after < 1:
+            raise ValueError(f"clear_after must be >= 1 minute, got {self.clear_after}")
+
+
+def node_alerts(minutes: np.ndarray, score: np.ndarray, alarm: np.ndarray, missing: np.ndarray,
+                clear_after: int) -> list[dict]:
+    """Alerts of one node: minutes (T,) int64 ms in order, score (T,), alarm (T,) bool, missing (T,) bool.
+
+    Returns dicts with opened_at, closed_at (None when open at the end), last_alarm_at, peak_at,
+    peak_score (lowest score while open), alarmed_minutes, reopened; times as int64 ms."""
+    out: list[dict] = []
+    cur: dict | None = None
+    quiet = 0
+    for t in range(len(minutes)):
+        if alarm[t]:
+            if cur is None:
+                last = out[-1] if out else None
+                if last is not None and minutes[t] - last["closed_at"] < clear_after * 60_000:
+                    cur = out.pop()  # hysteresis: the same alert goes on
+                    cur["closed_at"], cur["reopened"] = None, cur["reopened"] + 1
+                else:
+                    cur = {"opened_at": int(minutes[t]), "closed_at": None, "peak_score": float(score[t]),
+                           "peak_at": int(minutes[t]), "alarmed_minutes": 0, "reopened": 0}
+            cur["alarmed_minutes"] += 1
+            cur["last_alarm_at"] = int(minutes[t])
+            if score[t] < cur["peak_score"]:
+                cur["peak_score"], cur["peak_at"] = float(score[t]), int(minutes[t])
+            quiet = 0
+        elif cur is not None and not missing[t]:
+            quiet += 1
+            if quiet >= clear_after:
+                cur["closed_at"] = cur["last_alarm_at"] + 60_000
+                out.append(cur)
+                cur, quiet = None, 0
+    if cur is not None:
+        out.append(cur)
+    return out
+
+
+def alerts_from_scores(scores: pl.DataFrame, method: str, cfg: AlertConfig = AlertConfig()) -> pl.DataFrame:
+    """Alerts of every node of a `Detector.score` frame (node, customer, minute, missing, score,
+    alarm); columns ALERT_COLUMNS, times UTC, sorted by opened_at then node."""
+    rows: list[dict] = []
+    for (node, customer), g in scores.sort("minute").group_by(["node", "customer"], maintain_order=True):
+        if not g.get_column("alarm").any():
+            continue
+        ms = g.get_column("minute").dt.epoch("ms").to_numpy()
+        for a in node_alerts(ms, g.get_column("score").to_numpy(), g.get_column("alarm").to_numpy(),
+                             g.get_column("missing").to_numpy(), cfg.clear_after):
+            rows.append({"node": node, "customer": customer, "method": method, **a})
+    utc = pl.Datetime("ms", "UTC")
+    schema = {"node": pl.String, "customer": pl.String, "method": pl.String, "opened_at": pl.Int64,
+              "closed_at": pl.Int64, "last_alarm_at": pl.Int64, "peak_at": pl.Int64, "peak_score": pl.Float64,
+              "alarmed_minutes": pl.Int64, "reopened": pl.Int64}
+    df = pl.DataFrame(rows, schema=schema)
+    df = df.with_columns([pl.col(c).cast(pl.Datetime("ms")).cast(utc)
+                          for c in ("opened_at", "closed_at", "last_alarm_at", "peak_at")])
+    return df.select(ALERT_COLUMNS).sort(["opened_at", "node"])

@@ -1,0 +1,195 @@
+"""The carryable Detector: every method fitted by `finetune`, saved, loaded in a fresh process and
+scored on its test examples gives the evaluated detection minutes; minute-by-minute scores equal the
+one-window-per-minute computation; hand-offs that do not match are refused."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from netflowgen.detect.anchored import aggregate_curve, naive_intensities, sliding_score, window_anchor
+from netflowgen.detect.detector import ALL_METHODS, Detector
+from netflowgen.rejects import InputError
+
+from .synthetic import make_dataset
+
+torch.set_num_threads(1)
+FT_TOML = ("window = 64\nlength = 48\nsplit = [0.6, 0.2]\n[finetune]\nepochs = 2\nmin_epochs = 1\n"
+           "head_hidden = 16\nbatch_size = 16\n[metrics]\nwarmup = 8\n")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny ISP, a tiny backbone, EarlyDetect examples and one finetuned detector per method."""
+    from netflowgen.api import NetFlowGen
+    from netflowgen.cli.earlydetect import run_earlydetect
+    from netflowgen.cli.finetune import FinetuneRun, run_finetune
+    from netflowgen.config import load
+    from netflowgen.detect.earlydetect import EarlyDetectConfig
+    from netflowgen.model import TrafficGPT, model_config
+    from netflowgen.tokens import Binner
+
+    d = tmp_path_factory.mktemp("detector")
+    feats, alerts, truth = make_dataset(n_nodes=4, n_minutes=2400, attacks_per_node=6)
+    feats.write_parquet(d / "features.parquet")
+    alerts.write_csv(d / "alerts.csv")
+    torch.manual_seed(0)
+    binner = Binner.fit(feats.filter(pl.col("minute") < feats.get_column("minute").min() + pl.duration(minutes=1440)))
+    cfg = model_config("paper", n_layers=1, n_heads=2, d_model=16, d_ff=32, context=64, dropout=0.0)
+    NetFlowGen(TrafficGPT(cfg, len(binner.node_customer), len(binner.customers)), binner,
+               {"train_fraction": 0.6, "val_fraction": 0.2}).save_pretrained(d / "model")
+    run_earlydetect(d / "features.parquet", d / "alerts.csv", d / "ed",
+                    EarlyDetectConfig(window=64, horizon=10, margin=30, split=[0.6, 0.2]))
+    (d / "ft.toml").write_text(FT_TOML)
+    for method in ALL_METHODS:
+        run = load(FinetuneRun, d / "ft.toml", {"method": method, "labels": "all"})
+        run_finetune(run, d / "ed" / "examples.parquet", d / "features.parquet", d / method, d / "model")
+    return d
+
+
+def test_every_method_round_trips_in_a_fresh_process(trained) -> None:
+    d = trained
+    script = ("import sys, json\nfrom pathlib import Path\nfrom netflowgen.cli.detect import check_examples\n"
+              "from netflowgen import Detector\nd = Path(sys.argv[1])\nout = {}\n"
+              f"for m in {list(ALL_METHODS)!r}:\n"
+              "    det = Detector.load(d / m)\n"
+              "    out[m] = check_examples(det, d / m, d / 'ed' / 'examples.parquet', d / 'features.parquet')\n"
+              "print(json.dumps(out))\n")
+    r = subprocess.run([sys.executable, "-c", script, str(d)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    for method in ALL_METHODS:
+        same, n = got[method]
+        assert n > 0 and same == n, f"{method}: {same} of {n}"
+        # the saved evaluation detected something, so "same minute" is not "never detects"
+        res = json.loads((d / method / "result.json").read_text())
+        assert any(t >= 0 for t in res["test_detection"]), method
+
+
+def test_detect_command_prints_n_of_n_and_writes_alerts(trained) -> None:
+    d = trained
+    cmd = [sys.executable, "-m", "netflowgen.cli.main", "detect", "--detector", str(d / "MS-LSTM")]
+    r = subprocess.run(cmd + ["--examples", str(d / "ed" / "examples.parquet"), "--features", str(d / "features.parquet")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    n = pl.read_parquet(d / "ed" / "examples.parquet").filter(pl.col("split") == "test").height
+    assert f"{n} of {n} test examples" in r.stdout
+    r = subprocess.run(cmd + [str(d / "features.parquet"), "--out", str(d / "alerts.csv"),
+                              "--curves", str(d / "scores.parquet")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    alerts = pl.read_csv(d / "alerts.csv")
+    scores = pl.read_parquet(d / "scores.parquet")
+    assert scores.height == 4 * 2400 and alerts.height >= 1
+    # every alert opens at an alarmed minute of its node
+    opened = alerts.select("node", pl.col("opened_at").str.to_datetime(time_zone="UTC").cast(pl.Datetime("ms", "UTC")))
+    hits = opened.join(scores.select("node", pl.col("minute").alias("opened_at"), "alarm"), on=["node", "opened_at"])
+    assert hits.height == alerts.height and hits.get_column("alarm").all()
+
+
+@pytest.mark.parametrize("method", ALL_METHODS)
+def test_minute_scores_equal_one_window_per_minute(trained, method) -> None:
+    det = Detector.load(trained / method)
+    table = pl.read_parquet(trained / "features.parquet")
+    table = table.filter(pl.col("minute") < table.get_column("minute").min() + pl.duration(minutes=200))
+    scores = det.score(table, node_batch=3)  # node batches of 3 over 4 nodes: batching must not matter
+    data, calib = det.prepare(table)
+    fn = det.core.window_fn(data, calib)
+    T = len(data.cube.minutes)
+    rows = np.repeat(np.arange(4), T)
+    x = naive_intensities(rows, np.tile(np.arange(T), 4)[:, None], data.minute0_ms, det.core.context,
+                          det.core.stride, fn).reshape(4, T)
+    naive = np.stack([[aggregate_curve(x[i:i + 1, max(0, m - det.length + 1):m + 1], det.kind)[0, -1]
+                       for m in range(T)] for i in range(4)])
+    got = scores.sort(["node", "minute"]).get_column("score").to_numpy().reshape(4, T)
+    np.testing.assert_allclose(got, naive, rtol=1e-5, atol=1e-9)
+    assert np.ptp(got) > 0  # the scores move: a constant would pass trivially
+    np.testing.assert_allclose(sliding_score(x, det.length, det.kind), naive, rtol=1e-9)
+
+
+def test_anchors_follow_the_clock_not_the_table() -> None:
+    e = np.arange(1000, 1300)
+    a = window_anchor(e, 64, 32)
+    assert (a % 32 == 0).all() and ((e - a) >= 32).all() and ((e - a) <= 63).all()
+
+
+def test_same_minute_same_score_in_a_shorter_table(trained) -> None:
+    det = Detector.load(trained / "NetFlowGen")
+    table = pl.read_parquet(trained / "features.parquet")
+    t0 = table.get_column("minute").min()
+    full = det.score(table.filter(pl.col("minute") < t0 + pl.duration(minutes=600)))
+    later = det.score(table.filter((pl.col("minute") >= t0 + pl.duration(minutes=256))
+                                   & (pl.col("minute") < t0 + pl.duration(minutes=600))))
+    # from one full context + length after the later table's start on, history is complete in both
+    cut = t0 + pl.duration(minutes=256 + 64 + 48)
+    a = full.filter(pl.col("minute") >= cut).sort(["node", "minute"]).get_column("score").to_numpy()
+    b = later.filter(pl.col("minute") >= cut).sort(["node", "minute"]).get_column("score").to_numpy()
+    np.testing.assert_allclose(a, b, rtol=1e-5)
+
+
+def test_handoffs_are_refused_with_both_values(trained, tmp_path) -> None:
+    import shutil
+    src = trained / "NetFlowGen"
+    with pytest.raises(InputError, match="time zone mismatch.*'UTC'.*'Europe/Berlin'"):
+        Detector.load(src, time_zone="Europe/Berlin")
+    with pytest.raises(InputError, match="split fractions mismatch"):
+        Detector.load(src, split=[0.72, 0.08])
+    # another backbone (same shapes, other weights) is refused
+    from netflowgen.api import NetFlowGen
+    other = NetFlowGen.from_pretrained(trained / "model")
+    with torch.no_grad():
+        next(other.model.parameters()).add_(1.0)
+    other.save_pretrained(tmp_path / "other")
+    with pytest.raises(InputError, match="backbone mismatch"):
+        Detector.load(src, backbone=tmp_path / "other")
+    # a tampered feature-set hash
+    bad = tmp_path / "bad"
+    shutil.copytree(src, bad)
+    meta = json.loads((bad / "detector.json").read_text())
+    meta["feature_set_hash"] = "0123456789abcdef"
+    (bad / "detector.json").write_text(json.dumps(meta))
+    with pytest.raises(InputError, match="feature-set hash mismatch"):
+        Detector.load(bad)
+
+
+def test_finetune_refuses_a_split_other_than_the_models(trained, tmp_path) -> None:
+    from netflowgen.cli.finetune import FinetuneRun, run_finetune
+    from netflowgen.config import load
+    (tmp_path / "ft.toml").write_text(FT_TOML.replace("split = [0.6, 0.2]", "split = [0.7, 0.1]"))
+    run = load(FinetuneRun, tmp_path / "ft.toml", {"method": "NetFlowGen", "labels": "all"})
+    with pytest.raises(InputError, match="split fractions mismatch"):
+        run_finetune(run, trained / "ed" / "examples.parquet", trained / "features.parquet", tmp_path / "x",
+                     trained / "model")
+
+
+def test_unseen_nodes_are_mapped_once_on_their_reference_range(trained, tmp_path) -> None:
+    det = Detector.load(trained / "NetFlowGen")
+    table = pl.read_parquet(trained / "features.parquet")
+    new = table.with_columns(pl.col("node").str.replace("10.0.0.", "192.168.9."))
+    det.score(new.filter(pl.col("minute") < new.get_column("minute").min() + pl.duration(minutes=300)))
+    mapping = det.node_mapping().filter(pl.col("source") == "reference")
+    assert mapping.height == 4 and set(mapping.get_column("training_node")) <= set(det.core.binner.nodes)
+    first = dict(zip(mapping.get_column("node"), mapping.get_column("training_node")))
+    # scoring more history later keeps the mapping (decided once), also after saving and loading
+    det.save(tmp_path / "calibrated")
+    again = Detector.load(tmp_path / "calibrated")
+    again.score(new)
+    m2 = again.node_mapping().filter(pl.col("source") == "reference")
+    assert dict(zip(m2.get_column("node"), m2.get_column("training_node"))) == first and m2.height == 4
+
+
+def test_model_card_and_folder_are_self_describing(trained) -> None:
+    d = trained / "NetFlowGen"
+    meta = json.loads((d / "detector.json").read_text())
+    for key in ("method", "theta", "metric_config", "length", "warmup", "backbone_hash", "feature_set_hash",
+                "time_zone", "split"):
+        assert key in meta
+    assert (d / "backbone" / "model.safetensors").exists()
+    card = (d / "README.md").read_text()
+    assert "theta" in card and "Test metrics" in card and meta["backbone_hash"] in card
