@@ -193,3 +193,20 @@ def test_model_card_and_folder_are_self_describing(trained) -> None:
     assert (d / "backbone" / "model.safetensors").exists()
     card = (d / "README.md").read_text()
     assert "theta" in card and "Test metrics" in card and meta["backbone_hash"] in card
+
+
+@pytest.mark.parametrize("method", ["Static-EWMA"])  # the learned ones train 2 epochs here: not a detector yet
+def test_one_alert_per_detected_attack(trained, method) -> None:
+    from netflowgen.detect.alerts import AlertConfig, alerts_from_scores
+    det = Detector.load(trained / method)
+    scores = det.score(pl.read_parquet(trained / "features.parquet"))
+    alerts = alerts_from_scores(scores, det.method, AlertConfig(clear_after=15))
+    _, _, truth = make_dataset(n_nodes=4, n_minutes=2400, attacks_per_node=6)
+    per_attack = []
+    for t in truth.iter_rows(named=True):
+        hit = alerts.filter((pl.col("node") == t["target_ip"]) & (pl.col("opened_at") <= t["end"])
+                            & (pl.col("opened_at") >= t["onset"] - pl.duration(minutes=5)))
+        per_attack.append(hit.height)
+    assert max(per_attack) == 1  # never two alerts for one attack
+    assert sum(per_attack) >= 0.8 * len(per_attack)  # 30x floods: (nearly) all detected
+    assert alerts.height - sum(per_attack) <= 2, "alerts away from any attack"

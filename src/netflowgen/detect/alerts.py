@@ -6,8 +6,8 @@ Per node, minute by minute:
   `clear_after` consecutive quiet minutes *close* it (closed_at = the minute after the last alarm);
 - a *missing* minute (no exporter reported) is neither an alarm nor quiet: an outage never closes an
   alert by itself (silence is not "attack finished"), and the quiet count resumes after it;
-- an alarm within `clear_after` minutes of a close *reopens* the same alert (hysteresis), counted in
-  `reopened`;
+- an alarm within `clear_after` minutes of the minute the close was decided *reopens* the same alert
+  (hysteresis), counted in `reopened`;
 - an alert still open at the end of the table has closed_at null.
 """
 
@@ -44,7 +44,7 @@ def node_alerts(minutes: np.ndarray, score: np.ndarray, alarm: np.ndarray, missi
         if alarm[t]:
             if cur is None:
                 last = out[-1] if out else None
-                if last is not None and minutes[t] - last["closed_at"] < clear_after * 60_000:
+                if last is not None and minutes[t] - last["_decided"] <= clear_after * 60_000:
                     cur = out.pop()  # hysteresis: the same alert goes on
                     cur["closed_at"], cur["reopened"] = None, cur["reopened"] + 1
                 else:
@@ -59,10 +59,13 @@ def node_alerts(minutes: np.ndarray, score: np.ndarray, alarm: np.ndarray, missi
             quiet += 1
             if quiet >= clear_after:
                 cur["closed_at"] = cur["last_alarm_at"] + 60_000
+                cur["_decided"] = int(minutes[t])  # when the close was known: hysteresis counts from here
                 out.append(cur)
                 cur, quiet = None, 0
     if cur is not None:
         out.append(cur)
+    for a in out:
+        a.pop("_decided", None)
     return out
 
 
