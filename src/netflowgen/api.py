@@ -92,14 +92,27 @@ class NetFlowGen:
             feature p at minute t+1 of node i (nodes sorted by name, as `tokenize(table).nodes`);
             T = min(table minutes, context).
         """
-        x = self._window(self.tokenize(table))
-        return torch.softmax(self.model.eval()(x).float(), dim=-1).cpu().numpy()
+        return self._batched(self.tokenize(table), lambda x: torch.softmax(self.model.eval()(x).float(), dim=-1))
 
     @torch.no_grad()
     def embed(self, table: Any) -> np.ndarray:
         """Final-layer hidden states (n_nodes, T, d_model), causal: minute t sees minutes <= t."""
-        x = self._window(self.tokenize(table))
-        return self.model.eval().hidden_states(x).float().cpu().numpy()
+        return self._batched(self.tokenize(table), lambda x: self.model.eval().hidden_states(x).float())
+
+    def _batched(self, data: TokenData, fn: Any, batch_nodes: int = 64) -> np.ndarray:
+        """fn over the last-window inputs of `batch_nodes` nodes at a time (activations bounded by
+        the batch; the returned array itself holds every node)."""
+        T = min(data.n_minutes, self.model.cfg.context)
+        n = len(data.nodes)
+        out: np.ndarray | None = None
+        for lo in range(0, n, batch_nodes):
+            rows = np.arange(lo, min(n, lo + batch_nodes))
+            y = fn(data.inputs(rows, np.full(len(rows), data.n_minutes - T), T).to(self.device)).cpu().numpy()
+            if out is None:
+                out = np.empty((n, *y.shape[1:]), dtype=y.dtype)
+            out[rows] = y
+        assert out is not None, "no nodes in the table"
+        return out
 
     @torch.no_grad()
     def generate(self, table: Any, steps: int, temperature: float = 1.0, seed: int = 0) -> pl.DataFrame:

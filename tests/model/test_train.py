@@ -53,6 +53,21 @@ def test_resume_after_interruption_continues_identically(features, tmp_path):
     assert sum('"val_loss"' in line for line in lines) == 2
 
 
+def test_resume_refuses_changed_settings_by_name(features, tmp_path):
+    from netflowgen.config import ConfigError
+    cfg = dataclasses.replace(TINY, max_steps=3, eval_every=3)
+    pretrain(features, tmp_path / "r", cfg, log=lambda s: None)
+    before = (tmp_path / "r" / "config.toml").read_text()
+    with pytest.raises(ConfigError, match=r"lr: 0\.\d+ -> 0\.5.*seed: 0 -> 7"):
+        pretrain(features, tmp_path / "r", dataclasses.replace(cfg, lr=0.5, seed=7, max_steps=6), resume=True,
+                 log=lambda s: None)
+    assert (tmp_path / "r" / "config.toml").read_text() == before  # the run's settings are not overwritten
+    res = pretrain(features, tmp_path / "r", dataclasses.replace(cfg, max_steps=6), resume=True, log=lambda s: None)
+    assert res["steps"] == 6  # going on longer is allowed
+    blob = torch.load(tmp_path / "r" / "checkpoint.pt", weights_only=True)
+    assert '"d_model"' in blob["model_args"] and '"lr"' in blob["config"]  # the checkpoint carries its config
+
+
 def test_early_stopping_stops_on_validation_loss(features, tmp_path):
     cfg = dataclasses.replace(TINY, lr=0.0, max_steps=50, eval_every=2, patience=2)  # lr 0: never improves
     res = pretrain(features, tmp_path / "es", cfg, log=lambda s: None)

@@ -17,6 +17,7 @@ averaged gradient equals the single-process full-batch gradient.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -32,7 +33,7 @@ import torch
 import torch.distributed as dist
 
 from netflowgen.api import NetFlowGen
-from netflowgen.config import ConfigError, save_beside
+from netflowgen.config import ConfigError, save_beside, to_dict
 from netflowgen.evaluate.pretrain_metrics import score_model
 from netflowgen.model import TrafficGPT, model_config, next_minute_loss
 from netflowgen.progress import progress_bar
@@ -242,6 +243,23 @@ def prepare_data(features: Path, out: Path, cfg: PretrainConfig, d: Dist,
 
 
 # --- the loop -------------------------------------------------------------------------------------
+# Settings a resumed run may change: how long it goes on and where it runs, not what it trains.
+RESUMABLE_CHANGES = frozenset({"max_steps", "max_epochs", "max_minutes", "device", "threads", "log_every"})
+
+
+def check_resume_settings(ckpt: Path, cfg: PretrainConfig) -> None:
+    """Refuse `--resume` with settings that differ from the checkpoint's run, naming each one."""
+    blob = torch.load(ckpt, map_location="cpu", weights_only=True)
+    if "config" not in blob:
+        raise ConfigError(f"{ckpt}: written by an older netflowgen without its settings; cannot check a resume")
+    old, new = json.loads(blob["config"]), to_dict(cfg)
+    changed = sorted(k for k in set(old) | set(new) if k not in RESUMABLE_CHANGES and old.get(k) != new.get(k))
+    if changed:
+        diffs = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
+        raise ConfigError(f"--resume with changed settings ({diffs}); the checkpoint {ckpt} belongs to another "
+                          "run: resume with its settings (config.toml beside it) or start a new --out")
+
+
 def pretrain(features: str | Path, out: str | Path, cfg: PretrainConfig, resume: bool = False,
              log: Callable[[str], None] = print) -> dict[str, Any]:
     """Pre-train a TrafficGPT on a node-minute table; see the module docstring for outputs.
@@ -259,6 +277,9 @@ def pretrain(features: str | Path, out: str | Path, cfg: PretrainConfig, resume:
         torch.cuda.set_device(device)  # NCCL collectives run on the current device
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    ckpt = out / CHECKPOINT
+    if resume and ckpt.exists():
+        check_resume_settings(ckpt, cfg)  # before config.toml is rewritten
     if d.main:
         out.mkdir(parents=True, exist_ok=True)
         save_beside(out, cfg)
@@ -280,7 +301,6 @@ def pretrain(features: str | Path, out: str | Path, cfg: PretrainConfig, resume:
     opt = torch.optim.AdamW(raw.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     state: dict[str, Any] = {"step": 0, "best_val": float("inf"), "bad_evals": 0, "best_step": 0,
                              "train_time_s": 0.0}
-    ckpt = out / CHECKPOINT
     if resume and ckpt.exists():
         blob = torch.load(ckpt, map_location=device, weights_only=True)
         raw.load_state_dict(blob["model"])
@@ -313,7 +333,8 @@ def pretrain(features: str | Path, out: str | Path, cfg: PretrainConfig, resume:
         if not d.main:
             return
         blob = {"model": raw.state_dict(), "optimizer": opt.state_dict(), "rng_cpu": torch.get_rng_state(),
-                "state": json.dumps(state)}
+                "state": json.dumps(state), "config": json.dumps(to_dict(cfg)),
+                "model_args": json.dumps(dataclasses.asdict(raw.cfg))}
         if device.type == "cuda":
             blob["rng_cuda"] = torch.cuda.get_rng_state()
         tmp = ckpt.with_suffix(".tmp")
