@@ -37,6 +37,7 @@ bench: setup
 	$(PY) benchmarks/simulate.py
 	$(PY) benchmarks/features.py
 	$(PY) benchmarks/pretrain.py
+	$(PY) benchmarks/score.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache
