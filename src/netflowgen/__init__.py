@@ -12,7 +12,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {"NetFlowGen": ("netflowgen.api", "NetFlowGen"), "Detector": ("netflowgen.detect.detector", "Detector")}
-_STAGES = ("simulate", "features", "pretrain", "earlydetect", "fit", "score", "alerts")
+_STAGES = ("simulate_isp", "build_features", "pretrain", "earlydetect", "fit", "score", "alerts")
 __all__ = ["NetFlowGen", "Detector", *_STAGES]
 
 

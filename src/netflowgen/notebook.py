@@ -1,8 +1,9 @@
-"""The notebook API: one function per stage, taking tables or paths (docs/api.md walks through it).
+"""The notebook API: one function per stage (named so none shadows a subpackage: `simulate_isp`,
+`build_features`), taking tables or paths (docs/api.md walks through it).
 
     import netflowgen as nfg
-    sim = nfg.simulate("sim/", nodes=12, days=2)
-    table = nfg.features(sim / "flows.parquet", "features.parquet", customers=sim / "customers.csv")
+    sim = nfg.simulate_isp("sim/", nodes=12, days=2)
+    table = nfg.build_features(sim / "flows.parquet", "features.parquet", customers=sim / "customers.csv")
     gen = nfg.pretrain("features.parquet", "model/", preset="demo", max_steps=50)
     examples = nfg.earlydetect("features.parquet", sim / "alerts.csv", "ed/")
     det = nfg.fit("NetFlowGen", "features.parquet", examples, model="model/")
@@ -20,7 +21,7 @@ from typing import Any
 import polars as pl
 
 
-def simulate(out: str | Path, nodes: int = 60, customers: int = 10, days: float = 4.0, seed: int = 0,
+def simulate_isp(out: str | Path, nodes: int = 60, customers: int = 10, days: float = 4.0, seed: int = 0,
              **settings: Any) -> Path:
     """Simulate an ISP into folder `out` (flows.parquet, customers.csv, alerts.csv, truth.csv, ...).
     `settings`: further SimConfig sections as dicts, e.g. events={"attacks_per_day": 70}."""
@@ -33,13 +34,13 @@ def simulate(out: str | Path, nodes: int = 60, customers: int = 10, days: float 
     return Path(out)
 
 
-def features(flows: str | Path, out: str | Path, customers: str | Path | None = None, **settings: Any) -> pl.DataFrame:
+def build_features(flows: str | Path, out: str | Path, customers: str | Path | None = None, **settings: Any) -> pl.DataFrame:
     """Canonical flows -> the dense node-minute table (written to `out` and returned)."""
     from netflowgen import config as cfgmod
-    from netflowgen.features.build import build_features
+    from netflowgen.features.build import build_features as build
     from netflowgen.features.settings import FeatureConfig
     cfg = cfgmod.load(FeatureConfig, None, {**settings, **({"customers": str(customers)} if customers else {})})
-    build_features([flows], out, cfg)
+    build([flows], out, cfg)
     return pl.read_parquet(out)
 
 

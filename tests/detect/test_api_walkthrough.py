@@ -16,6 +16,8 @@ def test_api_walkthrough_runs(tmp_path, monkeypatch) -> None:
     assert len(code.strip().splitlines()) <= 20
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("NETFLOWGEN_PROGRESS", "0")
+    import netflowgen.features  # noqa: F401  subpackages already imported must not shadow the stage functions
+    import netflowgen.simulate  # noqa: F401
     scope: dict = {}
     exec(compile(code, str(DOC), "exec"), scope)
     scores, alerts, det = scope["scores"], scope["alerts"], scope["det"]
