@@ -210,3 +210,57 @@ def test_one_alert_per_detected_attack(trained, method) -> None:
     assert max(per_attack) == 1  # never two alerts for one attack
     assert sum(per_attack) >= 0.8 * len(per_attack)  # 30x floods: (nearly) all detected
     assert alerts.height - sum(per_attack) <= 2, "alerts away from any attack"
+
+
+def test_own_bins_fit_new_nodes_on_their_reference_range(trained, tmp_path) -> None:
+    from netflowgen.schema import FEATURE_NAMES
+    table = pl.read_parquet(trained / "features.parquet")
+    big = table.filter(pl.col("node") == "10.0.0.1").with_columns(
+        pl.lit("172.16.0.1").alias("node"), *[(pl.col(f) * 1000).alias(f) for f in FEATURE_NAMES])
+    mixed = pl.concat([table, big])
+    feature = FEATURE_NAMES.index("in_all_pkt")
+
+    def tokens_of_new(det: Detector) -> np.ndarray:
+        data, calib = det.prepare(mixed)
+        row = data.cube.nodes.index("172.16.0.1")
+        return data.tokens.tokens[row, :1440, feature]
+
+    borrowed = tokens_of_new(Detector.load(trained / "NetFlowGen"))
+    own_det = Detector.load(trained / "NetFlowGen")
+    own_det.core.own_bins = True
+    own = tokens_of_new(own_det)
+    assert len(np.unique(borrowed)) <= 2  # 1000x the mapped node's traffic: (almost) all in its top bin
+    assert len(np.unique(own)) >= 8  # equal-frequency bins of its own range
+    m = own_det.node_mapping().filter(pl.col("node") == "172.16.0.1")
+    assert m.get_column("source").to_list() == ["reference"]  # embedding still borrowed from a training node
+    own_det.save(tmp_path / "own")
+    again = Detector.load(tmp_path / "own")
+    np.testing.assert_array_equal(tokens_of_new(again), own)  # the fitted cut-offs travel with the detector
+
+
+def test_operator_alerts_name_the_measure_that_drove_them(trained) -> None:
+    from netflowgen.detect.alerts import alerts_from_scores
+    det = Detector.load(trained / "Static-EWMA")
+    table = pl.read_parquet(trained / "features.parquet").filter(pl.col("node") == "10.0.0.2")
+    t0 = table.get_column("minute").min()
+    in_burst = (pl.col("minute") >= t0 + pl.duration(minutes=1000)) & (pl.col("minute") < t0 + pl.duration(minutes=1030))
+    # quiet the node's own attacks, then a flood of flows only (packets and bytes unchanged)
+    calm = table.with_columns([pl.col(f).clip(upper_bound=pl.col(f).median()) for f in ("in_all_pkt", "in_all_byt",
+                                                                                            "in_all_flow")])
+    burst = calm.with_columns(pl.when(in_burst).then(pl.col("in_all_flow") * 200).otherwise(pl.col("in_all_flow"))
+                              .alias("in_all_flow"))
+    alerts = alerts_from_scores(det.score(burst), det.method)
+    assert alerts.height >= 1 and set(alerts.get_column("driver")) == {"in_all_flow"}
+    assert alerts_from_scores(det.score(calm), det.method).height == 0
+
+
+@pytest.mark.parametrize("method", ["MS-LSTM", "Seasonal-band"])
+def test_scoring_a_file_in_node_batches_equals_scoring_it_whole(trained, method) -> None:
+    det = Detector.load(trained / method)
+    whole = det.score(pl.read_parquet(trained / "features.parquet"))
+    parts = list(Detector.load(trained / method).score_file(trained / "features.parquet", node_batch=3))
+    assert len(parts) == 2  # 4 nodes in batches of 3
+    got, want = pl.concat(parts).sort(["node", "minute"]), whole.sort(["node", "minute"])
+    assert got.drop("score", "alarm").equals(want.drop("score", "alarm"))
+    # the LSTM's float32 kernels round differently for other batch sizes: equal to float tolerance
+    np.testing.assert_allclose(got.get_column("score").to_numpy(), want.get_column("score").to_numpy(), rtol=1e-5)

@@ -35,6 +35,8 @@ def detect_cmd(
                                                  "had never seen calibrated on this table's reference range."),
     reference: Optional[float] = typer.Option(None, "--reference", min=0.01, max=1.0, help="Share of a new node's "
                                               "first minutes that calibrates it. [the detector's: 0.6]"),
+    own_bins: bool = typer.Option(False, "--own-bins", help="Transformer methods: bin new nodes with cut-offs "
+                                  "fitted on their own reference range (they still borrow the mapped node's embedding)."),
     examples: Optional[Path] = typer.Option(None, "--examples", "-e", help="Score EarlyDetect examples instead "
                                             "(with --features) and compare with the saved evaluation."),
     features: Optional[Path] = typer.Option(None, "--features", "-f", help="The node-minute table of --examples."),
@@ -52,6 +54,10 @@ def detect_cmd(
         det.reference = float(reference)
     if theta is not None:
         det.theta = float(theta)
+    if own_bins:
+        if not hasattr(det.core, "own_bins"):
+            raise InputError(f"--own-bins applies to the transformer methods, not {det.method}")
+        det.core.own_bins = True
     if examples is not None:
         if features is None:
             raise InputError("--examples needs --features (the node-minute table the examples came from)")
@@ -66,8 +72,8 @@ def detect_cmd(
     run_detect(det, table, out, curves, start, end, clear_after, customers, calibrate_out, detector)
 
 
-def load_table(path: Path, customers: Path | None):
-    """A node-minute table, or flows turned into one with the default feature settings."""
+def features_file(path: Path, customers: Path | None, tmp: Path) -> Path:
+    """`path` if it is a node-minute table; flows are turned into one (default feature settings) in `tmp`."""
     import polars as pl
 
     from netflowgen.rejects import InputError
@@ -78,38 +84,45 @@ def load_table(path: Path, customers: Path | None):
     except Exception as e:  # noqa: BLE001 - any unreadable file is one clear error
         raise InputError(f"{path}: not a Parquet file ({e})") from None
     if "minute" in cols and "missing" in cols:
-        return pl.read_parquet(path)
+        return path
     if "src_ip" in cols and "dst_ip" in cols:
-        import tempfile
-
         from netflowgen.features.build import build_features
         from netflowgen.features.settings import FeatureConfig
-        with tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp) / "features.parquet"
-            build_features([path], out, FeatureConfig(customers=str(customers) if customers else None))
-            return pl.read_parquet(out)
+        out = tmp / "features.parquet"
+        build_features([path], out, FeatureConfig(customers=str(customers) if customers else None))
+        return out
     raise InputError(f"{path}: neither a node-minute table (node, minute, missing, ...) nor canonical flows")
 
 
 def run_detect(det, table_path: Path, out: Path, curves: Path | None, start: str | None, end: str | None,
-               clear_after: int, customers: Path | None, calibrate_out: Path | None, detector_dir: Path) -> None:
+               clear_after: int, customers: Path | None, calibrate_out: Path | None, detector_dir: Path,
+               node_batch: int = 512) -> None:
+    """Score the table node batch by node batch (memory bounded by the batch), write alerts (and scores)."""
+    import tempfile
+
     import polars as pl
 
     from netflowgen.detect.alerts import AlertConfig, alerts_from_scores
     from netflowgen.progress import progress_bar
 
-    table = load_table(table_path, customers)
-    n_nodes = table.get_column("node").n_unique()
-    with progress_bar(f"scoring ({det.method})", n_nodes) as adv:
-        scores = det.score(table, progress=adv)
-    alerts = alerts_from_scores(scores, det.method, AlertConfig(clear_after))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = features_file(table_path, customers, Path(tmp))
+        n_nodes = pl.scan_parquet(path).select(pl.col("node").n_unique()).collect().item()
+        parts, writer, rows = [], _ScoreWriter(curves), 0
+        with progress_bar(f"scoring ({det.method})", n_nodes) as adv:
+            for scores in det.score_file(path, node_batch, progress=adv):
+                parts.append(alerts_from_scores(scores, det.method, AlertConfig(clear_after)))
+                writer.write(scores)
+                rows += scores.height
+        writer.close()
+    alerts = pl.concat(parts).sort(["opened_at", "node"]) if parts else alerts_from_scores(
+        pl.DataFrame(schema={"node": pl.String, "customer": pl.String, "minute": pl.Datetime("ms", "UTC"),
+                             "missing": pl.Boolean, "score": pl.Float64, "alarm": pl.Boolean}), det.method)
     if start:
         alerts = alerts.filter(pl.col("opened_at") >= _utc(start))
     if end:
         alerts = alerts.filter(pl.col("opened_at") < _utc(end))
     _write(alerts, out)
-    if curves is not None:
-        _write(scores, curves)
     mapping = det.node_mapping().filter(pl.col("source") == "reference")
     if mapping.height:
         mpath = out.with_name(out.stem + ".nodes.csv")
@@ -119,8 +132,38 @@ def run_detect(det, table_path: Path, out: Path, curves: Path | None, start: str
     if calibrate_out is not None:
         det.save(calibrate_out)
         typer.echo(f"calibrated detector: {calibrate_out}")
-    typer.echo(f"{alerts.height} alert(s) on {n_nodes} node(s) x {scores.height // max(n_nodes, 1)} minutes "
+    typer.echo(f"{alerts.height} alert(s) on {n_nodes} node(s) x {rows // max(n_nodes, 1)} minutes "
                f"({det.method}, theta={det.theta:.4g}): {out}")
+
+
+class _ScoreWriter:
+    """Node-minute scores appended batch by batch to a .parquet or .csv file (or nowhere)."""
+
+    def __init__(self, path: Path | None) -> None:
+        from netflowgen.rejects import InputError
+        self.path, self.pq, self.first = path, None, True
+        if path is not None:
+            if path.suffix not in (".parquet", ".csv"):
+                raise InputError(f"{path}: write .csv or .parquet")
+            path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(self, df) -> None:
+        if self.path is None:
+            return
+        if self.path.suffix == ".csv":
+            with open(self.path, "w" if self.first else "a") as f:
+                df.write_csv(f, include_header=self.first)
+        else:
+            import pyarrow.parquet as pq
+            table = df.to_arrow()
+            if self.pq is None:
+                self.pq = pq.ParquetWriter(self.path, table.schema)
+            self.pq.write_table(table)
+        self.first = False
+
+    def close(self) -> None:
+        if self.pq is not None:
+            self.pq.close()
 
 
 def check_examples(det, detector_dir: Path, examples: Path, features: Path) -> tuple[int, int]:

@@ -8,7 +8,9 @@ Per node, minute by minute:
   alert by itself (silence is not "attack finished"), and the quiet count resumes after it;
 - an alarm within `clear_after` minutes of the minute the close was decided *reopens* the same alert
   (hysteresis), counted in `reopened`;
-- an alert still open at the end of the table has closed_at null.
+- an alert still open at the end of the table has closed_at null;
+- `driver`: for methods that can say so (the operator baselines), the measure (in_all_pkt, in_all_byt,
+  in_all_flow) with the largest statistic at the alert's peak minute; null for the learned methods.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import numpy as np
 import polars as pl
 
 ALERT_COLUMNS = ("node", "customer", "method", "opened_at", "closed_at", "last_alarm_at", "peak_at",
-                 "peak_score", "alarmed_minutes", "reopened")
+                 "peak_score", "alarmed_minutes", "reopened", "driver")
 
 
 @dataclass
@@ -85,6 +87,11 @@ def alerts_from_scores(scores: pl.DataFrame, method: str, cfg: AlertConfig = Ale
               "closed_at": pl.Int64, "last_alarm_at": pl.Int64, "peak_at": pl.Int64, "peak_score": pl.Float64,
               "alarmed_minutes": pl.Int64, "reopened": pl.Int64}
     df = pl.DataFrame(rows, schema=schema)
+    if "driver" in scores.columns:  # what drove the alert: the driver of its peak minute
+        df = df.join(scores.select("node", pl.col("minute").dt.epoch("ms").alias("peak_at"), "driver"),
+                     on=["node", "peak_at"], how="left")
+    else:
+        df = df.with_columns(pl.lit(None, dtype=pl.String).alias("driver"))
     df = df.with_columns([pl.col(c).cast(pl.Datetime("ms")).cast(utc)
                           for c in ("opened_at", "closed_at", "last_alarm_at", "peak_at")])
     return df.select(ALERT_COLUMNS).sort(["opened_at", "node"])

@@ -52,9 +52,13 @@ class StaticEwma:
         self.ref_ = np.maximum(np.quantile(ewma(train, self.alpha), self.quantile, axis=1), 1.0)  # (n_nodes, 3)
         return self
 
+    def measures(self, windows: np.ndarray, node: np.ndarray, hour: np.ndarray | None = None) -> np.ndarray:
+        """windows (N, L, 3), node (N,) node rows -> (N, L, 3) smoothed/reference ratio per measure."""
+        return ewma(windows, self.alpha) / self.ref_[node][:, None, :]
+
     def statistic(self, windows: np.ndarray, node: np.ndarray, hour: np.ndarray | None = None) -> np.ndarray:
-        """windows (N, L, 3), node (N,) node rows -> (N, L) largest smoothed/reference ratio."""
-        return (ewma(windows, self.alpha) / self.ref_[node][:, None, :]).max(axis=2)
+        """(N, L) the largest ratio over packets, bytes, flows."""
+        return self.measures(windows, node, hour).max(axis=2)
 
 
 @dataclass
@@ -76,13 +80,17 @@ class SeasonalBand:
                 self.std_[:, h] = np.maximum(x[:, sel].std(axis=1), self.sigma_floor)
         return self
 
-    def statistic(self, windows: np.ndarray, node: np.ndarray, hour: np.ndarray | None = None) -> np.ndarray:
-        """windows (N, L, 3), node (N,), hour (N, L) hour of day -> (N, L) smoothed z-score."""
+    def measures(self, windows: np.ndarray, node: np.ndarray, hour: np.ndarray | None = None) -> np.ndarray:
+        """windows (N, L, 3), node (N,), hour (N, L) hour of day -> (N, L, 3) smoothed z-scores."""
         assert hour is not None, "the seasonal band needs the hour of day of every minute"
         x = np.log1p(np.clip(windows, 0, None))
         mu = self.mean_[node[:, None], hour]  # (N, L, 3)
         sd = self.std_[node[:, None], hour]
-        return ewma((x - mu) / sd, self.alpha).max(axis=2)
+        return ewma((x - mu) / sd, self.alpha)
+
+    def statistic(self, windows: np.ndarray, node: np.ndarray, hour: np.ndarray | None = None) -> np.ndarray:
+        """(N, L) the largest smoothed z-score over packets, bytes, flows."""
+        return self.measures(windows, node, hour).max(axis=2)
 
 
 @dataclass
@@ -96,7 +104,11 @@ class CusumDetector:
     def fit(self, *args: object) -> "CusumDetector":
         return self  # online: learns its baseline inside each window
 
-    def statistic(self, windows: np.ndarray, node: np.ndarray, hour: np.ndarray | None = None) -> np.ndarray:
-        """windows (N, L, 3) -> (N, L) largest CUSUM statistic over packets, bytes, flows."""
+    def measures(self, windows: np.ndarray, node: np.ndarray, hour: np.ndarray | None = None) -> np.ndarray:
+        """windows (N, L, 3) -> (N, L, 3) CUSUM statistic per measure."""
         s = cusum_statistic(np.moveaxis(windows, 2, 1), self.k, self.alpha, self.sigma_floor, self.warmup)
-        return s.max(axis=1)
+        return np.moveaxis(s, 1, 2)
+
+    def statistic(self, windows: np.ndarray, node: np.ndarray, hour: np.ndarray | None = None) -> np.ndarray:
+        """(N, L) the largest CUSUM statistic over packets, bytes, flows."""
+        return self.measures(windows, node, hour).max(axis=2)

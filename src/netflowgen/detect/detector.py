@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import polars as pl
@@ -39,6 +39,7 @@ DETECTOR_FORMAT = "netflowgen.detector/1"
 TRANSFORMER_METHODS = ("NetFlowGen", "NetFlowGen-unfrozen", "TF")
 OPERATOR_METHODS = ("Static-EWMA", "Seasonal-band", "CUSUM")
 ALL_METHODS = (*TRANSFORMER_METHODS, "MS-LSTM", *OPERATOR_METHODS)
+NEW_NODE_BINS = "new_node_bins.json"  # cut-offs fitted on new nodes' reference ranges (own bins)
 DEFAULT_REFERENCE = 0.6  # share of a node's first minutes that calibrates a node the detector never saw
 
 
@@ -114,16 +115,19 @@ class OperatorCore:
             return {"mean": sb.mean_, "std": sb.std_}
         return {"none": np.zeros((len(rows), 1))}
 
-    def window_fn(self, data: ScoringData, calib_rows: np.ndarray) -> Callable:
-        cols = [data.cube.features.index(c) for c in VOLUME_FEATURES]
+    drivers = VOLUME_FEATURES  # what `window_fn(per_driver=True)` returns one statistic for
+
+    def window_fn(self, data: ScoringData, calib_rows: np.ndarray, per_driver: bool = False) -> Callable:
+        """fn(rows, starts, length) -> (B, length) statistic, or (B, length, 3) per volume measure."""
         if self.method == "Static-EWMA":
             self.stat.ref_ = self.calib["ref"]
         elif self.method == "Seasonal-band":
             self.stat.mean_, self.stat.std_ = self.calib["mean"], self.calib["std"]
 
         def fn(rows: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
-            win = data.cube.windows(rows, starts, length, [data.cube.features[c] for c in cols])
-            return self.stat.statistic(win, calib_rows[rows], local_hours(data, starts, length))  # (B, length)
+            win = data.cube.windows(rows, starts, length, list(VOLUME_FEATURES))
+            m = self.stat.measures(win, calib_rows[rows], local_hours(data, starts, length))  # (B, length, 3)
+            return m if per_driver else m.max(axis=2)
         return fn
 
     def settings(self) -> dict[str, Any]:
@@ -197,10 +201,33 @@ class TransformerCore:
         self.context = int(backbone.cfg.context)
         self.stride = max(1, self.context // 2)
         self.calib: dict[str, np.ndarray] = {}
+        self.own_bins = False  # new nodes: cut-offs fitted on their own reference range (embedding borrowed)
+        self.extra_binner: Any = None  # those cut-offs, rows after the backbone binner's
 
     def fit_nodes(self, data: ScoringData, rows: np.ndarray, lo: int, hi: int) -> dict[str, np.ndarray]:
+        """embed_row: the training node whose embedding each node uses; bin_row: the binner row whose
+        cut-offs bin it (the same node, or with `own_bins` a row fitted on its own minutes [lo, hi))."""
+        rows = np.asarray(rows, dtype=np.int64)
         embed, dist = nearest_training_nodes(self.binner, data.cube, rows, lo, hi)
-        return {"embed_row": embed, "distance": dist}
+        bin_row = embed.copy()
+        new = [j for j, r in enumerate(rows) if data.cube.nodes[r] not in self.binner.node_index]
+        if self.own_bins and new:
+            from netflowgen.tokens import Binner
+            c = data.cube
+            sub = NodeMinuteCube([c.nodes[rows[j]] for j in new], [c.customers[rows[j]] for j in new],
+                                 c.minutes[lo:hi], c.values[rows[new], lo:hi], c.missing[rows[new], lo:hi], c.features)
+            fitted = Binner.fit(cube_to_table(sub), self.binner.n_bins, self.binner.feature_names)
+            offset = len(self.binner.nodes) + (len(self.extra_binner.nodes) if self.extra_binner is not None else 0)
+            self.extra_binner = fitted if self.extra_binner is None else self.extra_binner.extended(fitted)
+            for j in new:  # a node with no reported minute in its range keeps the mapped node's cut-offs
+                k = fitted.node_index.get(c.nodes[rows[j]])
+                if k is not None:
+                    bin_row[j] = offset + k
+        return {"embed_row": embed, "distance": dist, "bin_row": bin_row}
+
+    def token_binner(self) -> Any:
+        """The backbone's binner, with the rows fitted for new nodes (own bins) appended."""
+        return self.binner if self.extra_binner is None else self.binner.extended(self.extra_binner)
 
     def hazards(self, hidden: torch.Tensor) -> torch.Tensor:
         """(B, T, d) hidden states -> (B, T) hazards."""
@@ -215,7 +242,7 @@ class TransformerCore:
 
     def settings(self) -> dict[str, Any]:
         return {"head_in": int(self.head.net[0].in_features), "head_hidden": int(self.head.net[0].out_features),
-                "head_dropout": float(self.head.net[2].p)}
+                "head_dropout": float(self.head.net[2].p), "own_bins": self.own_bins}
 
     def tensors(self) -> dict[str, torch.Tensor]:
         return {**{f"head.{k}": v for k, v in self.head.state_dict().items()},
@@ -224,6 +251,8 @@ class TransformerCore:
     def save_backbone(self, folder: Path) -> str:
         from netflowgen.model.io import content_hash, save_model
         save_model(folder / "backbone", self.backbone, self.binner, self.backbone_config)
+        if self.extra_binner is not None:
+            self.extra_binner.save(folder / NEW_NODE_BINS)
         return content_hash(folder / "backbone")
 
 
@@ -305,19 +334,22 @@ class Detector:
     def tokens_for(self, data: ScoringData, calib_rows: np.ndarray, table: pl.DataFrame | None = None) -> Any:
         from netflowgen.tokens import TokenData
         embed = self.core.calib["embed_row"][calib_rows]
-        node_map = {n: (int(e), int(e)) for n, e in zip(data.cube.nodes, embed)}
+        bins = self.core.calib.get("bin_row", self.core.calib["embed_row"])[calib_rows]
+        node_map = {n: (int(b), int(e)) for n, b, e in zip(data.cube.nodes, bins, embed)}
         df = table if table is not None else cube_to_table(data.cube)
-        tok = TokenData.build(df, self.core.binner, None, self.time_zone, node_map)
+        tok = TokenData.build(df, self.core.token_binner(), None, self.time_zone, node_map)
         if list(tok.nodes) != list(data.cube.nodes):
             raise InputError("token data and cube disagree on the node order")
         return tok
 
     # --- scoring ---------------------------------------------------------------------------------------------
     def intensities(self, data: ScoringData, calib_rows: np.ndarray, node_rows: np.ndarray,
-                    minutes: np.ndarray, batch_windows: int = 64) -> np.ndarray:
-        """(N, L) per-minute intensities of cube rows `node_rows` (N,) at minute indexes (N, L)."""
+                    minutes: np.ndarray, batch_windows: int = 64, per_driver: bool = False) -> np.ndarray:
+        """(N, L) per-minute intensities of cube rows `node_rows` (N,) at minute indexes (N, L);
+        with `per_driver` (methods that have `drivers`) (N, L, n_drivers), whose max is the intensity."""
         plan = plan_windows(node_rows, minutes, data.minute0_ms, self.core.context, self.core.stride)
-        return run_plan(plan, self.core.window_fn(data, calib_rows), batch_windows)
+        fn = self.core.window_fn(data, calib_rows, per_driver=True) if per_driver else self.core.window_fn(data, calib_rows)
+        return run_plan(plan, fn, batch_windows)
 
     def example_curves(self, data: ScoringData, calib_rows: np.ndarray, node_rows: np.ndarray,
                        starts: np.ndarray) -> np.ndarray:
@@ -334,26 +366,48 @@ class Detector:
         -------
         pl.DataFrame
             node, customer, minute (UTC), missing, score (in (0, 1]), alarm (score < theta at or after
-            the warm-up). Nodes are scored `node_batch` at a time (memory bounded by the batch).
+            the warm-up), and for methods that can say so `driver` (the measure with the largest
+            statistic in the minute). Nodes are scored `node_batch` at a time (memory bounded by the batch).
         """
         data, calib = self.prepare(table)
         cube = data.cube
         n, T = len(cube.nodes), len(cube.minutes)
         scores = np.empty((n, T), dtype=np.float64)
+        drivers = getattr(self.core, "drivers", None)
+        driver = np.zeros((n, T), dtype=np.int64) if drivers else None
         for lo in range(0, n, node_batch):
             rows = np.arange(lo, min(n, lo + node_batch))
-            x = self.intensities(data, calib, rows, np.broadcast_to(np.arange(T), (len(rows), T)))
+            x = self.intensities(data, calib, rows, np.broadcast_to(np.arange(T), (len(rows), T)),
+                                 per_driver=bool(drivers))
+            if driver is not None:
+                driver[rows] = x.argmax(axis=2)
+                x = x.max(axis=2)
             scores[rows] = sliding_score(x, self.length, self.kind)
             if progress is not None:
                 progress(len(rows))
         alarm = scores < self.theta
         alarm[:, :min(self.warmup, T)] = False
         utc = pl.Datetime("ms", "UTC")
-        return pl.DataFrame({
+        out = pl.DataFrame({
             "node": np.repeat(np.asarray(cube.nodes, dtype=object), T).tolist(),
             "customer": np.repeat(np.asarray(cube.customers, dtype=object), T).tolist(),
             "minute": pl.Series(np.tile(cube.minutes, n), dtype=pl.Int64).cast(pl.Datetime("ms")).cast(utc),
             "missing": cube.missing.reshape(-1), "score": scores.reshape(-1), "alarm": alarm.reshape(-1)})
+        if driver is not None:
+            out = out.with_columns(pl.Series("driver", np.asarray(drivers, dtype=object)[driver.reshape(-1)].tolist()))
+        return out
+
+    def score_file(self, path: str | Path, node_batch: int = 512,
+                   progress: Callable[[int], None] | None = None) -> Iterator[pl.DataFrame]:
+        """`score` of a node-minute Parquet file, `node_batch` nodes at a time: yields one score frame
+        per batch, so memory is bounded by the batch (the file is never loaded whole)."""
+        lf = pl.scan_parquet(path)
+        nodes = lf.select(pl.col("node").unique()).collect().get_column("node").sort().to_list()
+        for lo in range(0, len(nodes), node_batch):
+            part = lf.filter(pl.col("node").is_in(nodes[lo:lo + node_batch])).collect()
+            yield self.score(part, node_batch=node_batch)
+            if progress is not None:
+                progress(min(node_batch, len(nodes) - lo))
 
     def detect_examples(self, data: ScoringData, calib_rows: np.ndarray, node_rows: np.ndarray,
                         starts: np.ndarray) -> np.ndarray:
@@ -450,6 +504,10 @@ def _load_core(meta: dict[str, Any], tensors: dict[str, torch.Tensor], folder: P
         head.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("head.")})
         core = TransformerCore(model, binner, head, tensors["hidden_mean"], tensors["hidden_std"], extra)
         core.context, core.stride = int(meta["context"]), int(meta["stride"])
+        core.own_bins = bool(s.get("own_bins", False))
+        if (folder / NEW_NODE_BINS).exists():
+            from netflowgen.tokens import Binner
+            core.extra_binner = Binner.load(folder / NEW_NODE_BINS)
         return core
     raise InputError(f"unknown detector method {method!r}; known: {', '.join(ALL_METHODS)}")
 
