@@ -264,3 +264,18 @@ def test_scoring_a_file_in_node_batches_equals_scoring_it_whole(trained, method)
     assert got.drop("score", "alarm").equals(want.drop("score", "alarm"))
     # the LSTM's float32 kernels round differently for other batch sizes: equal to float tolerance
     np.testing.assert_allclose(got.get_column("score").to_numpy(), want.get_column("score").to_numpy(), rtol=1e-5)
+
+
+def test_earlydetect_reads_the_split_from_the_model(trained, tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from netflowgen.cli.main import app
+    args = ["earlydetect", "-f", str(trained / "features.parquet"), "-a", str(trained / "alerts.csv"),
+            "--window", "64", "--horizon", "10", "--margin", "30", "-m", str(trained / "model")]
+    r = CliRunner().invoke(app, [*args, "-o", str(tmp_path / "ed")])
+    assert r.exit_code == 0, r.output
+    import tomllib
+    assert tomllib.loads((tmp_path / "ed" / "config.toml").read_text())["split"] == [0.6, 0.2]  # the model's
+    (tmp_path / "s.toml").write_text("split = [0.7, 0.1]\n")
+    r = CliRunner().invoke(app, [*args, "-o", str(tmp_path / "ed2"), "-c", str(tmp_path / "s.toml")])
+    assert r.exit_code != 0 and "split fractions mismatch" in str(r.exception or r.output)

@@ -24,6 +24,8 @@ def earlydetect_cmd(
     horizon: Optional[int] = typer.Option(None, help="The window ends this many minutes after the alert start (default 30)."),
     margin: Optional[int] = typer.Option(None, help="Minutes kept clear of alerts around non-attack windows (default 60)."),
     seed: Optional[int] = typer.Option(None, help="Seed of the non-attack window draw (default 0)."),
+    model: Optional[Path] = typer.Option(None, "--model", "-m", help="Pre-trained model folder: its train/validation "
+                                         "split fractions are used (a different `split` in --config is refused)."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML settings (see --dump for every key)."),
     dump: bool = typer.Option(False, "--dump", help="Print the resolved settings as TOML and exit."),
 ) -> None:
@@ -37,11 +39,27 @@ def earlydetect_cmd(
 
     cfg = cfgmod.load(EarlyDetectConfig, config, {"window": window, "horizon": horizon, "margin": margin,
                                                    "seed": seed})
+    if model is not None:
+        cfg.split = split_from_model(model, config, cfg.split)
     if dump:
         typer.echo(cfgmod.to_toml(cfg), nl=False)
         raise typer.Exit()
     result = run_earlydetect(features, alerts, out, cfg, truth)
     typer.echo(f"wrote {result['examples']} examples to {out / 'examples.parquet'}; dropped alerts: {result['dropped']}")
+
+
+def split_from_model(model: Path, config: Path | None, split: list[float]) -> list[float]:
+    """The model's split fractions; refused when the settings file sets other ones."""
+    import tomllib
+
+    from netflowgen.detect.detector import check_handoff
+    from netflowgen.model.io import read_config
+    from netflowgen.schema import DEFAULT_SPLIT
+    mc = read_config(model)
+    model_split = [float(mc.get("train_fraction", DEFAULT_SPLIT[0])), float(mc.get("val_fraction", DEFAULT_SPLIT[1]))]
+    if config is not None and "split" in tomllib.loads(Path(config).read_text()):
+        check_handoff(str(config), "split fractions", [float(x) for x in split], model_split)
+    return model_split
 
 
 def run_earlydetect(features: Path, alerts: Path, out: Path, cfg, truth: Path | None = None) -> dict:
