@@ -137,3 +137,17 @@ def test_other_bin_counts(n_bins):
     b = Binner.fit(_table({"a": v}), n_bins=n_bins, feature_names=["in_all_pkt"])
     bins = b.transform_values(0, v[:, None])[:, 0]
     assert set(np.unique(bins)) == set(range(1, n_bins))
+
+
+def test_a_binner_of_another_feature_set_is_refused(tmp_path) -> None:
+    import json
+
+    import pytest
+    from netflowgen.tokens import Binner
+    from .fixtures import node_minute_table
+    b = Binner.fit(node_minute_table(n_nodes=2, n_minutes=50))
+    d = b.to_dict()
+    d["feature_set_hash"] = "0" * 16
+    (tmp_path / "b.json").write_text(json.dumps(d))
+    with pytest.raises(ValueError, match="feature set"):
+        Binner.load(tmp_path / "b.json")

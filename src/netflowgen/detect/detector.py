@@ -285,6 +285,15 @@ class Detector:
     def kind(self) -> str:
         return self.core.kind
 
+    @classmethod
+    def fit(cls, method: str, features: Any, examples: Any, model: str | Path | None = None,
+            labels: str | int = "360", **settings: Any) -> "Detector":
+        """Train (baselines: fit) `method` on EarlyDetect examples of a node-minute table, choose theta
+        on the label regime, evaluate on the test split (`netflowgen.notebook.fit`; test metrics in
+        `info["test"]`)."""
+        from netflowgen.notebook import fit
+        return fit(method, features, examples, model=model, labels=labels, **settings)
+
     # --- per-node calibration ------------------------------------------------------------------------
     def calibrate(self, data: ScoringData, lo: int, hi: int, source: str, rows: np.ndarray | None = None) -> None:
         """Calibrate cube rows `rows` (default all) on minutes [lo, hi) and add them to the node table."""

@@ -330,6 +330,9 @@ class Binner:
     def from_dict(cls, d: dict) -> "Binner":
         if d.get("format") != _FORMAT:
             raise ValueError(f"not a netflowgen binner (format {d.get('format')!r})")
+        if d.get("feature_set_hash") != FEATURE_SET_HASH:
+            raise ValueError(f"binner built for feature set {d.get('feature_set_hash')!r}, this netflowgen has "
+                             f"{FEATURE_SET_HASH!r}")
         n_bins, names = d["n_bins"], d["feature_names"]
         n_nodes, n_f = len(d["nodes"]), len(names)
         cuts = np.full((n_nodes, n_f, n_bins - 1), np.inf)

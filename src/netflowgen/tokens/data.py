@@ -229,12 +229,18 @@ class TokenData:
                 "n_bins": self.n_bins, "time_zone": self.time_zone}
 
     @classmethod
-    def load(cls, directory: str | Path) -> "TokenData":
-        """Open token data written by `build` (tokens memory-mapped read-only)."""
+    def load(cls, directory: str | Path, time_zone: str | None = None) -> "TokenData":
+        """Open token data written by `build` (tokens memory-mapped read-only); checked against this
+        code's feature-set hash and, when given, the expected time zone."""
         d = Path(directory)
         idx = json.loads((d / "index.json").read_text())
         if idx.get("format") != _FORMAT:
             raise ValueError(f"{d}: not netflowgen token data")
+        if idx.get("feature_set_hash") != FEATURE_SET_HASH:
+            raise ValueError(f"{d}: feature-set hash mismatch: built with {idx.get('feature_set_hash')!r}, "
+                             f"this netflowgen has {FEATURE_SET_HASH!r}")
+        if time_zone is not None and idx.get("time_zone") != time_zone:
+            raise ValueError(f"{d}: time zone mismatch: built with {idx.get('time_zone')!r}, given {time_zone!r}")
         tokens = np.memmap(d / "tokens.u8", dtype=np.uint8, mode="r", shape=tuple(idx["shape"]))
         return cls(tokens, idx["nodes"], idx["customers"], np.array(idx["node_customer"]),
                    np.array(idx["node_embed"]), idx["minute0_ms"], idx["feature_names"], idx["n_bins"],

@@ -239,7 +239,7 @@ def prepare_data(features: Path, out: Path, cfg: PretrainConfig, d: Dist,
         del df
     if d.world > 1:
         dist.barrier()
-    return Binner.load(binner_path), TokenData.load(tok_dir)
+    return Binner.load(binner_path), TokenData.load(tok_dir, cfg.time_zone)
 
 
 # --- the loop -------------------------------------------------------------------------------------
