@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo-out
 
-.PHONY: setup demo test bench clean system-tools
+.PHONY: setup demo test lint bench clean system-tools
 
 setup: $(STAMP) system-tools
 
@@ -22,12 +22,17 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,spark]'
 	$(PY) -c 'from netflowgen.features.scatter import warm_up; warm_up()'  # compile the numba loop once (~3 s)
 	touch $(STAMP)
 
-test: setup
+test: setup lint
 	@$(PY) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo 'make test: pytest collected no tests (a failure here)' >&2; exit 1; fi; exit $$rc
+
+# ruff and mypy over src/ (settings in pyproject.toml); part of `make test`.
+lint: setup
+	$(PY) -m ruff check src
+	$(PY) -m mypy
 
 demo: setup
 	$(VENV)/bin/netflowgen demo --out $(DEMO_DIR)

@@ -28,7 +28,7 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     """Dataclass -> plain dict with TOML-safe values (None entries are dropped: TOML has no null)."""
 
     def clean(value: Any) -> Any:
-        if dataclasses.is_dataclass(value):
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
             return {k: clean(v) for k, v in dataclasses.asdict(value).items() if v is not None}
         if isinstance(value, dict):
             return {str(k): clean(v) for k, v in value.items() if v is not None}
@@ -54,7 +54,7 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
             return None
         non_none = [a for a in args if a is not type(None)]
         return _coerce(non_none[0], value, where)
-    if dataclasses.is_dataclass(tp):
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a table, got {value!r}")
         return from_dict(tp, value, where)

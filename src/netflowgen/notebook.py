@@ -62,8 +62,8 @@ def earlydetect(features: str | Path, alerts: str | Path, out: str | Path, truth
     """Labelled attack / non-attack windows (SPEC 9) of a node-minute table and an alert list;
     written to out/examples.parquet and returned. `settings`: EarlyDetectConfig fields."""
     from netflowgen import config as cfgmod
-    from netflowgen.cli.earlydetect import run_earlydetect
     from netflowgen.detect.earlydetect import EarlyDetectConfig
+    from netflowgen.detect.stages import run_earlydetect
     cfg = cfgmod.load(EarlyDetectConfig, None, settings)
     run_earlydetect(Path(features), Path(alerts), Path(out), cfg, Path(truth) if truth else None)
     return pl.read_parquet(Path(out) / "examples.parquet")
@@ -75,21 +75,8 @@ def fit(method: str, features: str | Path | pl.DataFrame, examples: str | Path |
     """Train (operator baselines: fit) a detector on a label regime, choose its threshold on that
     regime's labels, evaluate it on the test split; returns the Detector (test metrics in
     `detector.info["test"]`). `settings`: FinetuneRun fields (finetune={...}, metrics={...})."""
-    from netflowgen import config as cfgmod
-    from netflowgen.cli.finetune import FinetuneRun
-    from netflowgen.detect.cube import NodeMinuteCube
-    from netflowgen.detect.pipeline import DetectionContext, fit_curves, load_pretrained, score
-    feats = features if isinstance(features, pl.DataFrame) else pl.read_parquet(features)
-    ex = examples if isinstance(examples, pl.DataFrame) else pl.read_parquet(examples)
-    if window is None:  # the examples' own window: their onsets and labels are indexes into it
-        window = int(ex.get_column("label_t").max()) + 1 if "window" not in ex.columns else int(ex["window"][0])
-    cfg = cfgmod.load(FinetuneRun, None, {"method": method, "labels": str(labels), "seed": seed, "window": window,
-                                          "length": length, **settings})
-    pre = load_pretrained(model) if model else None
-    ctx = DetectionContext.build(NodeMinuteCube.from_table(feats), ex, cfg.window, cfg.length, pre, cfg.split or None, feats)
-    cs = fit_curves(ctx, cfg.method, cfg.labels, cfg.seed, cfg.attack_type, cfg.finetune)
-    score(ctx, cs, cfg.metrics)
-    return cs.detector
+    from netflowgen.detect.stages import fit_detector
+    return fit_detector(method, features, examples, model, labels, window, length, seed, **settings)
 
 
 def score(detector: Any, table: str | Path | pl.DataFrame) -> pl.DataFrame:

@@ -99,3 +99,5 @@ NODE_MINUTE_SCHEMA = pa.schema(
 # The train / validation fractions of the time range (SPEC 5); the rest is test. Defined here only:
 # every later stage reads them from its input (the model's config.json, the detector's detector.json).
 DEFAULT_SPLIT: tuple[float, float] = (0.72, 0.08)
+
+MS_PER_MINUTE: int = 60_000  # node-minute tables are keyed by UTC minute starts in epoch milliseconds

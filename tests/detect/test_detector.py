@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -29,8 +28,8 @@ FT_TOML = ("window = 64\nlength = 48\nsplit = [0.6, 0.2]\n[finetune]\nepochs = 2
 def trained(tmp_path_factory):
     """A tiny ISP, a tiny backbone, EarlyDetect examples and one finetuned detector per method."""
     from netflowgen.api import NetFlowGen
-    from netflowgen.cli.earlydetect import run_earlydetect
-    from netflowgen.cli.finetune import FinetuneRun, run_finetune
+    from netflowgen.detect.stages import run_earlydetect
+    from netflowgen.detect.stages import FinetuneRun, run_finetune
     from netflowgen.config import load
     from netflowgen.detect.earlydetect import EarlyDetectConfig
     from netflowgen.model import TrafficGPT, model_config
@@ -81,10 +80,10 @@ def test_detect_command_prints_n_of_n_and_writes_alerts(trained) -> None:
     assert r.returncode == 0, r.stdout + r.stderr
     n = pl.read_parquet(d / "ed" / "examples.parquet").filter(pl.col("split") == "test").height
     assert f"{n} of {n} test examples" in r.stdout
-    r = subprocess.run(cmd + [str(d / "features.parquet"), "--out", str(d / "alerts.csv"),
+    r = subprocess.run(cmd + [str(d / "features.parquet"), "--out", str(d / "detected.csv"),
                               "--curves", str(d / "scores.parquet")], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
-    alerts = pl.read_csv(d / "alerts.csv")
+    alerts = pl.read_csv(d / "detected.csv")  # (alerts.csv is the simulated ISP's, used by other tests)
     scores = pl.read_parquet(d / "scores.parquet")
     assert scores.height == 4 * 2400 and alerts.height >= 1
     # every alert opens at an alarmed minute of its node
@@ -159,7 +158,7 @@ def test_handoffs_are_refused_with_both_values(trained, tmp_path) -> None:
 
 
 def test_finetune_refuses_a_split_other_than_the_models(trained, tmp_path) -> None:
-    from netflowgen.cli.finetune import FinetuneRun, run_finetune
+    from netflowgen.detect.stages import FinetuneRun, run_finetune
     from netflowgen.config import load
     (tmp_path / "ft.toml").write_text(FT_TOML.replace("split = [0.6, 0.2]", "split = [0.7, 0.1]"))
     run = load(FinetuneRun, tmp_path / "ft.toml", {"method": "NetFlowGen", "labels": "all"})

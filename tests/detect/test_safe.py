@@ -7,7 +7,8 @@ import math
 import numpy as np
 import torch
 
-from netflowgen.detect.safe import SurvivalHead, detection_minutes, safe_loss, survival
+from netflowgen.detect.metrics import detect as detection_minutes
+from netflowgen.detect.safe import SurvivalHead, safe_loss, survival
 
 torch.set_num_threads(1)
 
@@ -70,4 +71,4 @@ def test_survival_from_head_is_non_increasing_in_unit_interval() -> None:
 def test_detection_minutes_first_crossing() -> None:
     curves = np.array([[1.0, 0.9, 0.4, 0.1], [1.0, 1.0, 0.95, 0.9], [0.2, 0.1, 0.1, 0.1]])
     assert detection_minutes(curves, 0.5).tolist() == [2, -1, 0]
-    assert detection_minutes(curves, 0.5, start=1).tolist() == [2, -1, 1]
+    assert detection_minutes(curves, 0.5, 1).tolist() == [2, -1, 1]

@@ -56,8 +56,9 @@ def test_real_argus_trace(real_data, tmp_path):
     out = tmp_path / "f.parquet"
     s = build_features([trace], out, FeatureConfig(min_flows=20), fmt="argus", rejects=RejectCounter())
     assert s.nodes > 0 and s.rows == s.nodes * s.minutes
-    from netflowgen.sources import open_source
     import pyarrow as pa
+
+    from netflowgen.sources import open_source
 
     flows = pl.from_arrow(pa.Table.from_batches(list(open_source([trace], "argus"))))
     check_conservation(pl.read_parquet(out), flows)

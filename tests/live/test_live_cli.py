@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import json
+import tomllib
 from pathlib import Path
 
 import pyarrow.parquet as pq
-import tomllib
-from typer.testing import CliRunner
-
 from live_helpers import need
+from test_live_roundtrip import synthetic_flows
+from typer.testing import CliRunner
 
 from netflowgen.cli.main import app
 from netflowgen.live import Collector
-from test_live_roundtrip import synthetic_flows
 
 runner = CliRunner()
 

@@ -143,7 +143,9 @@ def test_a_binner_of_another_feature_set_is_refused(tmp_path) -> None:
     import json
 
     import pytest
+
     from netflowgen.tokens import Binner
+
     from .fixtures import node_minute_table
     b = Binner.fit(node_minute_table(n_nodes=2, n_minutes=50))
     d = b.to_dict()

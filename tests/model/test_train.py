@@ -15,8 +15,7 @@ import torch
 import torch.multiprocessing as mp
 
 from netflowgen.tokens import Binner, TokenData
-from netflowgen.train.pretrain import (PRESETS, Dist, PretrainConfig, build_model, loss_and_backward,
-                                       pretrain)
+from netflowgen.train.pretrain import PRESETS, Dist, PretrainConfig, build_model, loss_and_backward, pretrain
 
 from .fixtures import node_minute_table
 
@@ -90,6 +89,7 @@ def _grads_worker(rank: int, world: int, port: int, tokdir: str, binner: str, ou
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     import torch.distributed as dist
+
     from netflowgen.train.pretrain import init_distributed
 
     d = init_distributed(torch.device("cpu"))
@@ -131,7 +131,7 @@ def test_ddp_two_processes_match_single_process_gradients(features, tmp_path):
 @pytest.mark.slow
 def test_cli_under_torchrun_two_processes(features, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-           str(_free_port()), "-m", "netflowgen.train.pretrain", "--features", str(features), "--out",
+           str(_free_port()), "-m", "netflowgen.cli.pretrain", "--features", str(features), "--out",
            str(tmp_path / "ddp"), "--preset", "tiny", "--max-steps", "2", "--eval-every", "2", "--threads", "1"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)

@@ -96,7 +96,7 @@ def run_demo(cfg: DemoConfig, out: Path) -> Path:
     t = _stage("pre-train", t, timings)
 
     from netflowgen.detect.earlydetect import EarlyDetectConfig
-    from netflowgen.cli.earlydetect import run_earlydetect
+    from netflowgen.detect.stages import run_earlydetect
     ed_cfg = EarlyDetectConfig(window=cfg.window)
     run_earlydetect(feats, sim / "alerts.csv", out / "earlydetect", ed_cfg, sim / "truth.csv")
     t = _stage("EarlyDetect", t, timings)

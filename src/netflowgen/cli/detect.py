@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -141,7 +141,8 @@ class _ScoreWriter:
 
     def __init__(self, path: Path | None) -> None:
         from netflowgen.rejects import InputError
-        self.path, self.pq, self.first = path, None, True
+        self.path, self.first = path, True
+        self.pq: Any = None
         if path is not None:
             if path.suffix not in (".parquet", ".csv"):
                 raise InputError(f"{path}: write .csv or .parquet")

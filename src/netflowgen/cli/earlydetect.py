@@ -3,11 +3,12 @@ paper's Table 2 layout for them."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
 import typer
+
+from netflowgen.detect.stages import run_earlydetect
 
 
 def register(app: typer.Typer) -> None:
@@ -60,44 +61,3 @@ def split_from_model(model: Path, config: Path | None, split: list[float]) -> li
     if config is not None and "split" in tomllib.loads(Path(config).read_text()):
         check_handoff(str(config), "split fractions", [float(x) for x in split], model_split)
     return model_split
-
-
-def run_earlydetect(features: Path, alerts: Path, out: Path, cfg, truth: Path | None = None) -> dict:
-    """Build and write the examples; print Table 2. Returns the summary written to summary.json."""
-    import polars as pl
-
-    from netflowgen import config as cfgmod
-    from netflowgen.detect.cube import NodeMinuteCube
-    from netflowgen.detect.earlydetect import build_earlydetect, table2
-    from netflowgen.detect.io import print_table, read_table, require_columns
-    from netflowgen.schema import FEATURE_SET_HASH
-
-    al = read_table(alerts)
-    require_columns(al, ["target_ip", "start", "end", "attack_type"], str(alerts))
-    cube = NodeMinuteCube.read(features)
-    res = build_earlydetect(cube, al, cfg, read_table(truth) if truth else None)
-    out.mkdir(parents=True, exist_ok=True)
-    res.examples.write_parquet(out / "examples.parquet")
-    t2 = table2(res.examples)
-    t2.write_csv(out / "table2.csv")
-    summary = {"examples": res.examples.height, "dropped": res.dropped,
-               "splits": {k: list(v) for k, v in res.bounds.items()}, "features": str(features),
-               "alerts": str(alerts), "feature_set_hash": FEATURE_SET_HASH, "table2": t2.to_dicts(),
-               "attack_onset_minus_true": _onset_errors(res.examples)}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    cfgmod.save_beside(out, cfg)
-    print_table(t2, "EarlyDetect examples (paper Table 2 layout)")
-    _ = pl
-    return summary
-
-
-def _onset_errors(ex) -> dict | None:
-    import numpy as np
-    import polars as pl
-
-    a = ex.filter((pl.col("label") == 1) & (pl.col("true_onset_t") >= 0))
-    if a.height == 0:
-        return None
-    d = (a.get_column("onset_t") - a.get_column("true_onset_t")).to_numpy()
-    return {"n": int(d.size), "median": float(np.median(d)), "mean_abs": float(np.abs(d).mean()),
-            "share_within_2min": float(np.mean(np.abs(d) <= 2))}

@@ -6,7 +6,7 @@ Writes OUT (Parquet, schema NODE_MINUTE_SCHEMA) and OUT.config.toml (the resolve
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -51,13 +51,15 @@ def features(
 ) -> None:
     """Build per-node per-minute traffic features (86 columns, SPEC 3) from flow records.
 
-    Every node gets a row for every minute of the range, zero-filled; a node-minute is marked missing when the node's exporter (or, with --missing-by global or no exporter column, the whole source) reported nothing in it. Counts are estimated totals (recorded x sampling rate).
+    Every node gets a row for every minute of the range, zero-filled; a node-minute is marked missing
+    when the node's exporter (or, with --missing-by global or no exporter column, the whole source)
+    reported nothing in it. Counts are estimated totals (recorded x sampling rate).
 
     Example: netflowgen features flows/*.parquet --customers customers.csv --out features.parquet
     """
     from netflowgen.features import FeatureConfig, build_features
 
-    overrides = {"customers": str(customers) if customers else None, "engine": engine,
+    overrides: dict[str, Any] = {"customers": str(customers) if customers else None, "engine": engine,
                  "spark_master": spark_master, "min_flows": min_flows, "start": start, "end": end,
                  "spread_over_minutes": spread, "default_sampling": default_sampling,
                  "missing_by": missing_by}

@@ -4,31 +4,16 @@ threshold for an overhead bound and report its test metrics (SPEC 10-11)."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from netflowgen.detect.finetune import FinetuneConfig
-from netflowgen.detect.metrics import MetricConfig
+from netflowgen.detect.stages import FinetuneRun, run_finetune
 
 
 def register(app: typer.Typer) -> None:
     app.command("finetune", no_args_is_help=True)(finetune_cmd)
-
-
-@dataclass
-class FinetuneRun:
-    method: str = "NetFlowGen"  # NetFlowGen, NetFlowGen-unfrozen, TF, MS-LSTM, Static-EWMA, Seasonal-band, CUSUM
-    labels: str = "360"  # "val" (the validation split), "all" (train split), or a count drawn from train
-    attack_type: str = "all"
-    seed: int = 0
-    window: int = 512  # minutes per example in the examples file
-    length: int = 128  # minutes each detector sees (the last ones)
-    split: list[float] = field(default_factory=list)  # [] = the pre-trained model's (or the default)
-    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
-    metrics: MetricConfig = field(default_factory=MetricConfig)
 
 
 def finetune_cmd(
@@ -64,30 +49,3 @@ def finetune_cmd(
         raise typer.Exit()
     res = run_finetune(cfg, examples, features, out, model)
     typer.echo(json.dumps(res.test, indent=1))
-
-
-def run_finetune(cfg: FinetuneRun, examples: Path, features: Path, out: Path, model: Path | None = None):
-    """Fine-tune, score and save (detector weights for learned methods, result.json, config)."""
-    import polars as pl
-
-    from netflowgen import config as cfgmod
-    from netflowgen.detect.cube import NodeMinuteCube
-    from netflowgen.detect.io import print_table
-    from netflowgen.detect.pipeline import DetectionContext, fit_curves, load_pretrained, score
-
-    feats = pl.read_parquet(features)
-    ex = pl.read_parquet(examples)
-    pre = load_pretrained(model) if model else None
-    ctx = DetectionContext.build(NodeMinuteCube.from_table(feats), ex, cfg.window, cfg.length, pre, cfg.split, feats)
-    cs = fit_curves(ctx, cfg.method, cfg.labels, cfg.seed, cfg.attack_type, cfg.finetune)
-    res = score(ctx, cs, cfg.metrics)
-    out.mkdir(parents=True, exist_ok=True)
-    cs.detector.info.update({"features": str(features), "examples": str(examples), "model": str(model or "")})
-    cs.detector.save(out)
-    (out / "result.json").write_text(json.dumps(res.to_json(), indent=1, default=str))
-    cfgmod.save_beside(out, cfg)
-    m = cfg.metrics
-    print_table([{"method": cfg.method, "labels": f"{cfg.labels} ({res.regime})", **{k: v for k, v in res.test.items()}}],
-                f"test metrics (p={m.overhead_bound:.0%}, B={m.overhead_budget}, D={m.mitigation_minutes} min, "
-                f"volume={m.volume}, theta={res.theta:.3g})")
-    return res

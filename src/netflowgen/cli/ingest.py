@@ -75,11 +75,12 @@ def ingest(
     if exporter_sampling:
         pairs = _pairs(exporter_sampling, "--exporter-sampling")
         try:
-            src["exporter_sampling"] = {k: int(v) for k, v in pairs.items()}
+            rates = {k: int(v) for k, v in pairs.items()}
         except ValueError as e:
             raise typer.BadParameter(f"--exporter-sampling needs an integer rate: {e}") from e
-        if any(v < 1 for v in src["exporter_sampling"].values()):  # type: ignore[union-attr]
+        if any(v < 1 for v in rates.values()):
             raise typer.BadParameter("--exporter-sampling rates must be >= 1")
+        src["exporter_sampling"] = rates
     if column_map:
         src["column_map"] = _pairs(column_map, "--map")
     overrides = {"format": fmt, "source": {k: v for k, v in src.items() if v is not None}}

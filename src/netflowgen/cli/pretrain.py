@@ -72,5 +72,9 @@ def register(app: typer.Typer) -> None:
 
 
 def standalone() -> None:
-    """Entry point for `torchrun -m netflowgen.train.pretrain` (the pretrain command alone)."""
+    """Entry point for `torchrun -m netflowgen.cli.pretrain` (the pretrain command alone)."""
     typer.run(pretrain_command)
+
+
+if __name__ == "__main__":  # torchrun --nproc_per_node N -m netflowgen.cli.pretrain ...
+    standalone()

@@ -4,7 +4,7 @@ replay its flows as NetFlow v9 / IPFIX datagrams to a collector."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
@@ -93,7 +93,7 @@ def _replay(cfg: "SimConfig", protocol: str, to: str, speed: float | None, max_p
         target = parse_host_port(to)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from e
-    kwargs = {"max_pps": max_pps} if max_pps is not None else {}
+    kwargs: dict[str, Any] = {"max_pps": max_pps} if max_pps is not None else {}
     stats = replay(Simulation(cfg).batches(), target, protocol, speed, **kwargs)
     typer.echo(f"sent {stats.flows:,} flows in {stats.datagrams:,} {protocol} datagrams to {to} "
                f"in {stats.seconds:.1f} s")

@@ -34,7 +34,7 @@ from typing import Callable
 
 import numpy as np
 
-MS_PER_MINUTE = 60_000
+from netflowgen.schema import MS_PER_MINUTE
 
 # fn(node_rows (B,), starts (B,), length) -> (B, length, ...) outputs of a causal method on windows
 WindowFn = Callable[[np.ndarray, np.ndarray, int], np.ndarray]

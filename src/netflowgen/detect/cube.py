@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import polars as pl
@@ -62,3 +62,17 @@ class NodeMinuteCube:
         """(N,) window starts -> (N, length) UTC hour of day of each minute."""
         idx = np.asarray(start)[:, None] + np.arange(length)[None, :]
         return ((self.minutes[idx] // 3_600_000) % 24).astype(np.int64)
+
+
+def cube_to_table(cube: NodeMinuteCube) -> pl.DataFrame:
+    """The dense node-minute table of a cube (node, customer, minute, missing, features)."""
+    n, T = len(cube.nodes), len(cube.minutes)
+    utc = pl.Datetime("ms", "UTC")
+    cols: dict[str, Any] = {
+        "node": np.repeat(np.asarray(cube.nodes, dtype=object), T).tolist(),
+        "customer": np.repeat(np.asarray(cube.customers, dtype=object), T).tolist(),
+        "minute": pl.Series(np.tile(cube.minutes, n), dtype=pl.Int64).cast(pl.Datetime("ms")).cast(utc),
+        "missing": cube.missing.reshape(-1)}
+    vals = cube.values.reshape(n * T, -1)
+    cols.update({f: vals[:, i].astype(np.float64) for i, f in enumerate(cube.features)})
+    return pl.DataFrame(cols)

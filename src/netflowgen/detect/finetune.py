@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -94,7 +95,8 @@ def train_survival(model: nn.Module, label_t: np.ndarray, event: np.ndarray, set
     params = param_groups or [{"params": [p for p in model.parameters() if p.requires_grad]}]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     stop_ids = sets.stop if len(sets.stop) else sets.fit
-    best, best_state, bad, hist = float("inf"), None, 0, {"fit": [], "stop": []}
+    best, best_state, bad = float("inf"), None, 0
+    hist: dict[str, Any] = {"fit": [], "stop": []}
     for epoch in range(cfg.epochs):
         model.train()
         order = rng.permutation(sets.fit)

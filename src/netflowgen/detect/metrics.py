@@ -139,10 +139,11 @@ def evaluate(t_det: np.ndarray, es: EvalSet, cfg: MetricConfig) -> Metrics:
     scrub = detected[:, None] & (t >= t_det[:, None]) & (t < stop[:, None])
     extraneous = (es.normal_volume * scrub).sum(axis=1)  # (N,)
     normal = es.normal_volume.sum(axis=1)
-    cust_codes = es.__dict__.setdefault("_cache", {}).get("cust")
+    cache = es.__dict__.setdefault("_cache", {})
+    cust_codes = cache.get("cust")
     if cust_codes is None:
         cust_codes = np.unique(es.customer, return_inverse=True)[1].reshape(-1)
-        es._cache["cust"] = cust_codes
+        cache["cust"] = cust_codes
     ext_c = np.bincount(cust_codes, weights=extraneous)
     norm_c = np.bincount(cust_codes, weights=normal)
     per_customer = np.where(norm_c > 0, ext_c / np.where(norm_c > 0, norm_c, 1.0), (ext_c > 0).astype(float))

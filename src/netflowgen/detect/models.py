@@ -13,7 +13,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -23,6 +23,10 @@ from netflowgen.detect.safe import SurvivalHead
 
 
 class FrozenBackboneSurvival(nn.Module):
+    hidden: Tensor  # buffers (registered in __init__)
+    mean: Tensor
+    std: Tensor
+
     """Hazards from cached hidden states of a frozen backbone.
 
     hidden : (N, L, d) float32 hidden states of every example (row = example id).
@@ -99,7 +103,7 @@ class AnchoredSurvival(nn.Module):
     modules : the trained modules (registered so their parameters train and save).
     """
 
-    def __init__(self, plan: object, window_hazards: Callable[[np.ndarray, np.ndarray, int], Tensor],
+    def __init__(self, plan: Any, window_hazards: Callable[[np.ndarray, np.ndarray, int], Tensor],
                  **modules: nn.Module) -> None:
         super().__init__()
         self.plan, self.window_hazards = plan, window_hazards

@@ -17,9 +17,9 @@ import polars as pl
 import torch
 
 from netflowgen.detect.anchored import WindowPlan, aggregate_curve, plan_windows, run_plan
-from netflowgen.detect.cube import NodeMinuteCube
-from netflowgen.detect.detector import (Detector, LstmCore, OperatorCore, ScoringData, TransformerCore,
-                                        check_handoff, cube_to_table, nearest_training_nodes)
+from netflowgen.detect.cores import LstmCore, OperatorCore, ScoringData, TransformerCore, nearest_training_nodes
+from netflowgen.detect.cube import NodeMinuteCube, cube_to_table
+from netflowgen.detect.detector import Detector, check_handoff
 from netflowgen.detect.earlydetect import split_bounds
 from netflowgen.detect.finetune import FinetuneConfig, select_labels, train_survival
 from netflowgen.detect.metrics import EvalSet, MetricConfig, choose_threshold, detect, evaluate
@@ -56,7 +56,7 @@ class DetectionContext:
     length: int  # minutes per evaluated window
     split: list[float]
     pretrained: Any = None  # netflowgen.api.NetFlowGen (or an object with .model, .binner, .config)
-    data: ScoringData | None = None  # the cube (and its tokens) as every detector reads it
+    data: Any = None  # ScoringData: the cube (and its tokens) as every detector reads it
     window: int = 0  # minutes per example in the examples file (before cropping to `length`)
     _cache: dict[str, Any] = field(default_factory=dict)
 
@@ -147,6 +147,7 @@ class DetectionContext:
             if self.pretrained is None:
                 raise ValueError(f"{method} needs a pre-trained model (and its binner for the tokens)")
             import copy
+
             from netflowgen.model import TrafficGPT
             src = self.pretrained.model
             if method == "TF":  # same architecture, random initialization, trained end to end
@@ -314,10 +315,7 @@ def _trainable(ctx: DetectionContext, det: Detector, method: str, ft: FinetuneCo
 
 
 def load_pretrained(model_dir: str | Path) -> Any:
-    """The pre-trained NetFlowGen (netflowgen.api) from a directory written by `netflowgen pretrain`,
+    """The pre-trained model (model, binner, config) from a directory written by `netflowgen pretrain`,
     its content hash recorded in its config (so detectors can name the backbone they came from)."""
-    from netflowgen.api import NetFlowGen
-    from netflowgen.model.io import content_hash
-    gen = NetFlowGen.from_pretrained(model_dir)
-    gen.config["content_hash"] = content_hash(model_dir)
-    return gen
+    from netflowgen.model.io import load_pretrained as load
+    return load(model_dir)

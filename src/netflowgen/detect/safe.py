@@ -30,7 +30,9 @@ class SurvivalHead(nn.Module):
         self.net = nn.Sequential(nn.Linear(d_in, hidden), nn.GELU(), nn.Dropout(dropout),
                                  nn.Linear(hidden, 1))
         # Start with a small hazard (~0.01/min) so the initial survival over a 512-min window is not 0.
-        nn.init.constant_(self.net[-1].bias, -4.6)
+        last = self.net[-1]
+        assert isinstance(last, nn.Linear)
+        nn.init.constant_(last.bias, -4.6)
 
     def forward(self, h: Tensor) -> Tensor:
         return F.softplus(self.net(h).squeeze(-1))  # (B, T)
@@ -80,18 +82,3 @@ def safe_loss(hazards: Tensor, label_t: Tensor, event: Tensor, variant: str = "s
     if reduction == "sum":
         return loss.sum()
     return loss
-
-
-def detection_minutes(curves: "torch.Tensor | object", theta: float, start: int = 0):
-    """First minute t >= start with curve[t] < theta, per row; -1 where never.
-
-    curves : (N, T) array-like (numpy or torch) of survival-like values (detection when below theta).
-    Returns a numpy int64 array (N,).
-    """
-    import numpy as np
-
-    c = np.asarray(curves.detach().cpu() if isinstance(curves, Tensor) else curves)
-    below = c[:, start:] < theta
-    hit = below.any(axis=1)
-    first = below.argmax(axis=1) + start
-    return np.where(hit, first, -1).astype(np.int64)

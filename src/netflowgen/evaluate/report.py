@@ -8,8 +8,8 @@ from typing import Any, Sequence
 
 import torch
 
-from netflowgen.api import NetFlowGen
 from netflowgen.evaluate.pretrain_metrics import Bigram, evaluation_windows, score_model, table4
+from netflowgen.model.io import load_pretrained
 from netflowgen.progress import progress_bar
 from netflowgen.tokens import TokenData, time_splits
 
@@ -46,7 +46,7 @@ def evaluate_pretrain(model_dir: str | Path, features: str | Path | None = None,
         torch.set_num_threads(cfg.threads)
     device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
                           "cpu" if cfg.device == "auto" else cfg.device)
-    gen = NetFlowGen.from_pretrained(model_dir, device=device)
+    gen = load_pretrained(model_dir, device=device)
     if features is not None:
         data = TokenData.build(features, gen.binner, None, gen.config.get("time_zone", "UTC"))
     else:
@@ -65,8 +65,9 @@ def evaluate_pretrain(model_dir: str | Path, features: str | Path | None = None,
     with progress_bar("evaluating", total=len(cfg.splits)) as advance:
         for split in cfg.splits:
             lo, hi = splits[split]
+            kw: dict[str, Any] = {"amp": amp} if amp else {}
             scores = {"model": score_model(gen.model, data, lo, hi, batch=cfg.batch_size,
-                                           max_windows=cfg.max_windows, **({"amp": amp} if amp else {}))}
+                                           max_windows=cfg.max_windows, **kw)}
             wins = evaluation_windows(data, lo, hi, gen.model.cfg.context, cfg.max_windows)  # the same targets
             for name, bg in bigrams.items():
                 scores[name] = bg.score(data, lo, hi, predicted, wins)

@@ -8,10 +8,8 @@ standard deviation over seeds; the raw per-seed numbers go to results.json.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np

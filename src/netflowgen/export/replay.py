@@ -102,7 +102,7 @@ def replay(batches: Iterable[pa.RecordBatch], to: tuple[str, int], protocol: str
             now = time.monotonic()
             if dg.first_ms is not None and stats.first_flow_ms is None:
                 stats.first_flow_ms = dg.first_ms
-            if dg.first_ms is not None and speed is not None:
+            if dg.first_ms is not None and speed is not None and stats.first_flow_ms is not None:
                 due = t0 + (dg.first_ms - stats.first_flow_ms) / 1000.0 / speed
                 next_slot = max(next_slot, due)
             if next_slot > now:

@@ -14,7 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import polars as pl
 import pyarrow.parquet as pq
@@ -99,7 +99,7 @@ class _Phases:
 
 def build_features(paths: Sequence[str | Path], out: str | Path, cfg: FeatureConfig | None = None,
                    fmt: str = "parquet", rejects: RejectCounter | None = None,
-                   spark: object | None = None) -> FeatureSummary:
+                   spark: Any = None) -> FeatureSummary:
     """Build the dense node-minute table (SPEC 3) from flow files and write it to `out` (Parquet,
     schema `NODE_MINUTE_SCHEMA`). Non-Parquet `fmt` is converted to canonical Parquet first (in a
     temporary folder) through `netflowgen.sources`. `spark`: an existing SparkSession to reuse."""
@@ -139,6 +139,7 @@ def build_features(paths: Sequence[str | Path], out: str | Path, cfg: FeatureCon
         node_tab = _nodes(surv, table, cfg, rejects)
         rng = resolve_range(surv, cfg.start_minute(), cfg.end_minute(), what)
         phase("nodes")
+        chunks: Any  # DenseChunks, PolarsChunks or SparkChunks: blocks of dense rows for the writer
         if cfg.engine == "polars":
             direct = (not cfg.spread_over_minutes
                       and eng.dense_bytes(node_tab.height, rng.n) <= cfg.dense_max_gb * 1e9)

@@ -19,8 +19,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from netflowgen.schema import (DIRECTIONS, FEATURE_NAMES, MEASURES, PORT_BEARING_PROTOCOLS,
-                               PORT_CLASSES, PROTOCOL_CLASSES, TCP_FLAG_VALUES)
+from netflowgen.schema import (
+    DIRECTIONS,
+    FEATURE_NAMES,
+    MEASURES,
+    PORT_BEARING_PROTOCOLS,
+    PORT_CLASSES,
+    PROTOCOL_CLASSES,
+    TCP_FLAG_VALUES,
+)
 
 DIR_IN, DIR_OUT = DIRECTIONS.index("in"), DIRECTIONS.index("out")
 PROTO_CODES: dict[str, int] = {name: i for i, name in enumerate(PROTOCOL_CLASSES)}

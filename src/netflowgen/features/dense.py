@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 from polars.io.plugins import register_io_source  # unstable in Polars, covered by the tests
 
-from netflowgen.features.timeline import MS_PER_MINUTE, TimeRange
+from netflowgen.features.timeline import TimeRange
 from netflowgen.progress import progress_bar
-from netflowgen.schema import FEATURE_NAMES, NODE_MINUTE_SCHEMA
+from netflowgen.schema import FEATURE_NAMES, MS_PER_MINUTE, NODE_MINUTE_SCHEMA
 
 # (lo, hi, n_minutes) -> the feature values of nodes lo..hi-1 x all minutes: float64 array of shape
 # (86, (hi - lo) * n_minutes), one row per feature in contract order, node-major then minute.
@@ -47,9 +47,9 @@ def nodes_per_chunk(chunk_rows: int, n_minutes: int) -> int:
 
 # The node-minute schema as Polars types (the blocks handed to the sink; `pl.from_arrow` of the
 # Arrow schema would import pandas, 0.3 s).
-POLARS_NODE_MINUTE_SCHEMA = pl.Schema(
-    {"node": pl.String, "customer": pl.String, "minute": pl.Datetime("ms", "UTC"),
-     "missing": pl.Boolean, **{name: pl.Float64 for name in FEATURE_NAMES}})
+_POLARS_TYPES: dict[str, Any] = {"node": pl.String, "customer": pl.String, "minute": pl.Datetime("ms", "UTC"),
+                                 "missing": pl.Boolean, **{name: pl.Float64 for name in FEATURE_NAMES}}
+POLARS_NODE_MINUTE_SCHEMA = pl.Schema(_POLARS_TYPES)
 assert list(POLARS_NODE_MINUTE_SCHEMA) == NODE_MINUTE_SCHEMA.names
 # Parquet codec names of the config -> Polars' names.
 _POLARS_CODEC = {"none": "uncompressed"}
@@ -94,8 +94,9 @@ def write_dense(out: Path, nodes: pl.DataFrame, rng: TimeRange, chunks: ChunkSou
                         yield df.select(with_columns) if with_columns is not None else df
 
                 metadata = {k.decode(): v.decode() for k, v in (NODE_MINUTE_SCHEMA.metadata or {}).items()}
+                codec: Any = _POLARS_CODEC.get(compression, compression)  # a Literal of Polars' codecs
                 register_io_source(blocks, schema=POLARS_NODE_MINUTE_SCHEMA).sink_parquet(
-                    tmp, compression=_POLARS_CODEC.get(compression, compression),  # type: ignore[arg-type]
+                    tmp, compression=codec,
                     compression_level=1 if compression == "zstd" else None,
                     row_group_size=per_chunk * n_min, arrow_schema=NODE_MINUTE_SCHEMA,
                     metadata=metadata)

@@ -18,22 +18,33 @@ from __future__ import annotations
 import mmap
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Sequence
 
 import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 
-from netflowgen.features.definition import (DIR_IN, DIR_OUT, FEATURES, FLAG_CODES, FLAG_NOT_TCP,
-                                            FLAG_UNLISTED, PORT0_CODE, PORT_BEARING_PROTOCOLS,
-                                            TCP, protocol_rules, port_rules)
-from netflowgen.features.timeline import MS_PER_MINUTE, Survey, TimeRange, survey_from_counts
+from netflowgen.features.definition import (
+    DIR_IN,
+    DIR_OUT,
+    FEATURES,
+    FLAG_CODES,
+    FLAG_NOT_TCP,
+    FLAG_UNLISTED,
+    PORT0_CODE,
+    PORT_BEARING_PROTOCOLS,
+    TCP,
+    port_rules,
+    protocol_rules,
+)
+from netflowgen.features.timeline import Survey, TimeRange, survey_from_counts
 from netflowgen.progress import progress_bar
+from netflowgen.schema import MS_PER_MINUTE
 
 if TYPE_CHECKING:
     from netflowgen.features.scatter import ClassTables
 
-ENGINE = "streaming"
+ENGINE: Literal["streaming"] = "streaming"
 
 # Packed group key, low bits first: flag (4) | port (3) | proto (2) | dir (1) | minute | node.
 _FLAG_BITS, _PORT_BITS, _PROTO_BITS, _DIR_BITS = 4, 3, 2, 1
@@ -128,17 +139,17 @@ def _codes() -> list[pl.Expr]:
     seen from each end, port_in_c (destination port) and port_out_c (source port)."""
     proto = pl.col("proto").cast(pl.Int32)
     rules, other = protocol_rules()
-    pc = pl.when(proto.is_in(rules[0][0])).then(rules[0][1])
+    pc: Any = pl.when(proto.is_in(rules[0][0])).then(rules[0][1])
     for nums, code in rules[1:]:
         pc = pc.when(proto.is_in(nums)).then(code)
     flags = pl.col("tcp_flags").cast(pl.Int32)
-    fc = pl.when(proto != TCP).then(FLAG_NOT_TCP)
+    fc: Any = pl.when(proto != TCP).then(FLAG_NOT_TCP)
     for value, code in FLAG_CODES.items():
         fc = fc.when(flags == value).then(code)
     out = [pc.otherwise(other).alias("proto_c"), fc.otherwise(FLAG_UNLISTED).alias("flag_c")]
     for name, port in (("port_in_c", "dst_port"), ("port_out_c", "src_port")):
         p = pl.col(port).cast(pl.Int32)
-        port_code = pl.when(~proto.is_in(PORT_BEARING_PROTOCOLS)).then(PORT0_CODE)
+        port_code: Any = pl.when(~proto.is_in(PORT_BEARING_PROTOCOLS)).then(PORT0_CODE)
         for lo, hi, code in port_rules():
             port_code = port_code.when(p.is_between(lo, hi)).then(code)
         out.append(port_code.otherwise(PORT0_CODE).alias(name))
@@ -190,8 +201,8 @@ def semi_aggregate(paths: list[Path], nodes: pl.DataFrame, rng: TimeRange, sprea
     else:
         rows = rows.rename({"s": "minute"})
     key = pl.col("part") + pl.col("minute").cast(pl.Int64) * (1 << _CLS_BITS)
-    semi = rows.group_by(key.alias("key")).agg(pl.col(v).sum() for v in values)
-    semi, *counts = pl.collect_all([semi, *queries], engine=ENGINE)
+    semi_query = rows.group_by(key.alias("key")).agg(pl.col(v).sum() for v in values)
+    semi, *counts = pl.collect_all([semi_query, *queries], engine=ENGINE)
     if not counts:
         return semi, None
     if hashed:
@@ -286,7 +297,7 @@ def _flow_rows(path: Path, offset: int, length: int, as_node: pl.Enum,
     extra = [] if exporter_key is None else [exporter_key.alias("xkey")]
     never = -(1 << 62)  # ms: no minute of any range
     return scan([path]).slice(offset, length).select(
-        dst_node=node_of("dst_ip"), src_node=node_of("src_ip"),
+        *extra, dst_node=node_of("dst_ip"), src_node=node_of("src_ip"),
         proto=pl.col("proto").cast(pl.UInt8).fill_null(255),
         tcp_flags=pl.col("tcp_flags").cast(pl.UInt8).fill_null(255),
         src_port=pl.col("src_port").cast(pl.UInt16).fill_null(0),
@@ -294,7 +305,7 @@ def _flow_rows(path: Path, offset: int, length: int, as_node: pl.Enum,
         ts_ms=pl.col("ts_start").dt.epoch("ms").fill_null(never),
         packets=pl.col("packets").cast(pl.Int64).fill_null(0),
         bytes=pl.col("bytes").cast(pl.Int64).fill_null(0),
-        sampling_rate=pl.col("sampling_rate").cast(pl.Int64).fill_null(0), *extra)
+        sampling_rate=pl.col("sampling_rate").cast(pl.Int64).fill_null(0))
 
 
 def _exporter_keying(exporters: pl.Series) -> tuple[pl.Expr, np.ndarray]:

@@ -21,11 +21,12 @@ flow-order one bit for bit.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numba import njit
 
-MS_PER_MINUTE = 60_000
+from netflowgen.schema import MS_PER_MINUTE
 
 
 @dataclass(frozen=True)
@@ -125,7 +126,7 @@ def _bucket_and_add(flat, size, n_min, first_minute, n_buckets, bucket_shift, ds
 
 
 # Compiled on first use and cached beside this file (about 3 s once; loading the cache ~0.2 s).
-_kernel = njit(nogil=True, cache=True)(_bucket_and_add)
+_kernel: Any = njit(nogil=True, cache=True)(_bucket_and_add)  # numba's Dispatcher hides the signature
 
 # The dtype each flow column is handed to the loop in (one compiled signature).
 FLOW_DTYPES: dict[str, type] = {
@@ -195,7 +196,7 @@ def _readonly(a: np.ndarray, dtype: type) -> np.ndarray:
     """A contiguous read-only view of `a` as `dtype` (copied only when needed). Polars hands out
     read-only arrays when it can share its memory and writable copies when it cannot; numba
     compiles a separate loop for each (~3 s), so every input is made read-only."""
-    view = np.ascontiguousarray(a, dtype=dtype).view()
+    view: np.ndarray = np.ascontiguousarray(a, dtype=dtype).view()
     view.flags.writeable = False
     return view
 
@@ -206,6 +207,6 @@ def warm_up() -> None:
     Polars works (`build_features` does it during the survey)."""
     zero = np.zeros(65536, dtype=np.int64)
     classes = ClassTables(zero, zero, zero, zero, zero[:256])
-    one = {c: np.zeros(1, dtype=t) for c, t in FLOW_DTYPES.items() if c != "xkey"}
+    one: dict[str, np.ndarray] = {c: np.zeros(1, dtype=t) for c, t in FLOW_DTYPES.items() if c != "xkey"}
     DenseScatter(np.zeros((1, 1)), 1, 1, 0, classes,
                  [np.zeros((1024, 0), dtype=np.int64)] * 3, 10).add(one)

@@ -11,18 +11,28 @@ two engines agree exactly; with `spread_over_minutes` they agree to float roundi
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
 
-from netflowgen.features.definition import (DIR_IN, DIR_OUT, FEATURES, FLAG_CODES, FLAG_NOT_TCP,
-                                            FLAG_UNLISTED, PORT0_CODE, PORT_BEARING_PROTOCOLS,
-                                            TCP, protocol_rules, port_rules)
-from netflowgen.features.settings import FeatureConfig
+from netflowgen.features.definition import (
+    DIR_IN,
+    DIR_OUT,
+    FEATURES,
+    FLAG_CODES,
+    FLAG_NOT_TCP,
+    FLAG_UNLISTED,
+    PORT0_CODE,
+    PORT_BEARING_PROTOCOLS,
+    TCP,
+    port_rules,
+    protocol_rules,
+)
 from netflowgen.features.dense import nodes_per_chunk, scatter_sparse
-from netflowgen.features.timeline import MS_PER_MINUTE, Survey, TimeRange, survey_from_counts
-from netflowgen.schema import FEATURE_NAMES
+from netflowgen.features.settings import FeatureConfig
+from netflowgen.features.timeline import Survey, TimeRange, survey_from_counts
+from netflowgen.schema import FEATURE_NAMES, MS_PER_MINUTE
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -30,7 +40,12 @@ if TYPE_CHECKING:
 
 def spark_session(cfg: FeatureConfig) -> "SparkSession":
     """A SparkSession for `cfg.spark_master` (an already running one is reused), UTC times."""
-    from pyspark.sql import SparkSession
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError:
+        from netflowgen.rejects import InputError
+        raise InputError("the Spark engine needs pyspark: pip install 'netflowgen[spark]' "
+                         "(make setup installs it), or use --engine polars") from None
 
     return (SparkSession.builder.master(cfg.spark_master).appName("netflowgen-features")
             .config("spark.sql.session.timeZone", "UTC")
@@ -66,7 +81,7 @@ def survey(spark: "SparkSession", paths: list[Path], customers: bool, spread: bo
     df = _read(spark, paths)
     start, end = _minutes(spread)
     keys = ["exporter"] if by_exporter else []
-    key_schema = {"exporter": pl.String} if by_exporter else {}
+    key_schema: dict[str, Any] = {"exporter": pl.String} if by_exporter else {}
     spans = df.select(*keys, start.alias("s"), end.alias("e"))
     starts = _to_polars(spans.groupBy(*keys, F.col("s").alias("minute")).agg(
         F.count(F.lit(1)).alias("n")), {**key_schema, "minute": pl.Int64, "n": pl.Int64})
@@ -87,10 +102,12 @@ def survey(spark: "SparkSession", paths: list[Path], customers: bool, spread: bo
     return survey_from_counts(starts, events, ips)
 
 
-def _to_polars(df: "DataFrame", schema: dict[str, pl.DataType]) -> pl.DataFrame:
+def _to_polars(df: "DataFrame", schema: dict[str, Any]) -> pl.DataFrame:
     """Collect a (small) Spark result to Polars through Arrow."""
     table = df.toArrow()
-    return pl.from_arrow(table).cast(schema) if table.num_rows else pl.DataFrame(schema=schema)
+    if not table.num_rows:
+        return pl.DataFrame(schema=schema)
+    return pl.DataFrame(pl.from_arrow(table)).cast(pl.Schema(schema))
 
 
 def _codes(port: str) -> list["Column"]:
@@ -189,12 +206,12 @@ class SparkChunks:
         self.workdir, self.per_chunk = Path(workdir), per_chunk
 
     def __call__(self, lo: int, hi: int, n_minutes: int) -> np.ndarray:
-        schema = {"node_idx": pl.Int32, "minute": pl.Int32, **{n: pl.Float64 for n in FEATURE_NAMES}}
+        schema: dict[str, Any] = {"node_idx": pl.Int32, "minute": pl.Int32, **{n: pl.Float64 for n in FEATURE_NAMES}}
         if lo % self.per_chunk or hi - lo > self.per_chunk:
             raise ValueError(f"node range {lo}..{hi} is not one block of {self.per_chunk}")
         files = sorted(str(p) for p in (self.workdir / f"block={lo // self.per_chunk}").glob("*.parquet"))
         if not files:  # no node of this block had traffic in the range
             sparse = pl.DataFrame(schema=schema)
         else:
-            sparse = pl.read_parquet(files, hive_partitioning=False).select(list(schema)).cast(schema)
+            sparse = pl.read_parquet(files, hive_partitioning=False).select(list(schema)).cast(pl.Schema(schema))
         return scatter_sparse(sparse, lo, hi, n_minutes)

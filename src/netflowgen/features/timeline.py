@@ -22,8 +22,6 @@ import polars as pl
 
 from netflowgen.rejects import InputError
 
-MS_PER_MINUTE = 60_000
-
 
 @dataclass
 class Survey:

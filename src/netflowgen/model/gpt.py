@@ -152,6 +152,10 @@ class Block(nn.Module):
 
 
 class TrafficGPT(nn.Module):
+    input_index: torch.Tensor  # buffers (registered in __init__), typed for readers and mypy
+    target_index: torch.Tensor
+    offsets: torch.Tensor
+
     """GPT decoder over per-minute token vectors of one node.
 
     Parameters

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +19,33 @@ import torch
 
 from netflowgen.model.gpt import ModelConfig, TrafficGPT
 from netflowgen.rejects import InputError
-from netflowgen.schema import FEATURE_SET_HASH
+from netflowgen.schema import DEFAULT_SPLIT, FEATURE_SET_HASH
 from netflowgen.tokens import Binner
 
 MODEL_FORMAT = "netflowgen.model/1"
 WEIGHTS, CONFIG, BINNER = "model.safetensors", "config.json", "binner.json"
+
+
+@dataclass
+class Pretrained:
+    """A pre-trained model with its binner and settings (what detection and evaluation need;
+    `netflowgen.api.NetFlowGen` adds the user-facing inference methods)."""
+
+    model: TrafficGPT
+    binner: Binner
+    config: dict[str, Any]
+
+    @property
+    def split(self) -> list[float]:
+        """The train / validation fractions the model was pre-trained with (SPEC 5)."""
+        return [float(self.config.get("train_fraction", DEFAULT_SPLIT[0])),
+                float(self.config.get("val_fraction", DEFAULT_SPLIT[1]))]
+
+
+def load_pretrained(directory: str | Path, device: str | torch.device = "cpu") -> Pretrained:
+    """`load_model` as one object; its content hash goes into config["content_hash"]."""
+    model, binner, extra = load_model(directory, device)
+    return Pretrained(model, binner, {**extra, "content_hash": content_hash(directory)})
 
 
 def content_hash(directory: str | Path) -> str:
@@ -75,7 +98,7 @@ def load_model(directory: str | Path, device: str | torch.device = "cpu"
     d = Path(directory)
     cfg = read_config(d)
     try:
-        margs = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg["model"].items()}
+        margs: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg["model"].items()}
         mcfg = ModelConfig(**margs)
         n_nodes, n_customers = int(cfg["n_nodes"]), int(cfg["n_customers"])
     except (KeyError, TypeError, ValueError, AttributeError) as e:

@@ -6,8 +6,7 @@ and outages, commercial-defense alerts and the ground truth (docs/simulator.md).
     Simulation(cfg).batches()                          # the same flows as record batches (replay)
 """
 
-from netflowgen.simulate.config import (EventConfig, OutputConfig, SimConfig, TimeConfig,
-                                        TopologyConfig)
+from netflowgen.simulate.config import EventConfig, OutputConfig, SimConfig, TimeConfig, TopologyConfig
 from netflowgen.simulate.run import SimResult, Simulation, simulate
 
 __all__ = ["SimConfig", "TopologyConfig", "TimeConfig", "EventConfig", "OutputConfig",

@@ -178,8 +178,9 @@ def static_threshold_f1(inbound: np.ndarray, windows: pl.DataFrame, minutes: int
 def measure(sim_dir: str | Path, seed: int = 0) -> DifficultyReport:
     """Static-threshold difficulty of a simulator output directory (flows.parquet, nodes.csv,
     alerts.csv, config.toml or the default start time)."""
-    from netflowgen.simulate.run import parse_start
     import tomllib
+
+    from netflowgen.simulate.run import parse_start
 
     d = Path(sim_dir)
     cfg = tomllib.loads((d / "config.toml").read_text()) if (d / "config.toml").exists() else {}

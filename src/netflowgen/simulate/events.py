@@ -9,6 +9,7 @@ onset of SPEC 9 has something to find), holds through the plateau and falls line
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -167,7 +168,7 @@ def plan_events(cfg: EventConfig, topo: Topology, minutes: int, seed: int) -> Pl
         if atype == "carpet_bomb":
             mult /= np.sqrt(len(nodes))  # spread over the prefix: each node gets a share
         campaign = len(rows)
-        for v in nodes:
+        for v in nodes.tolist():
             peak = mult * max(base[v], MIN_PEAK_BYTES)
             rows.append(("attack", atype, v, campaign, onset, ramp, plateau, decay, peak,
                          peak / base[v], float(np.exp(rng.uniform(lo, hi)))))
@@ -201,7 +202,7 @@ def plan_events(cfg: EventConfig, topo: Topology, minutes: int, seed: int) -> Pl
                      peak / base[v], srcs))
 
     rows.sort(key=lambda r: (r[4], r[2]))  # by onset, then node: a stable, readable order
-    cols = list(zip(*rows)) if rows else [[]] * 11
+    cols: list[Any] = list(zip(*rows)) if rows else [[]] * 11
     campaign_ids = np.array(cols[3], np.int64)
     # renumber campaigns after sorting so ids follow time order
     _, first = np.unique(campaign_ids, return_index=True)

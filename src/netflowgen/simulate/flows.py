@@ -19,8 +19,15 @@ from netflowgen.schema import FLOW_SCHEMA
 from netflowgen.simulate.events import Plan, envelope
 from netflowgen.simulate.signatures import CARPET_VECTORS, SIGNATURES, Signature
 from netflowgen.simulate.topology import Topology, draw_remote
-from netflowgen.simulate.traffic import (ARCHETYPES, POOLS, KindTable, RangeTable,
-                                         archetype_mix_cdf, build_kind_table, choose)
+from netflowgen.simulate.traffic import (
+    ARCHETYPES,
+    POOLS,
+    KindTable,
+    RangeTable,
+    archetype_mix_cdf,
+    build_kind_table,
+    choose,
+)
 
 MS_PER_MIN = 60_000
 MAX_FLOW_MS = 120_000  # exporters' active timeout: no record lasts longer

@@ -140,7 +140,7 @@ def _ip6_strings(rng: np.random.Generator, n: int) -> list[str]:
                                         np.char.add(hexes[1], "::")), hexes[2]))
 
 
-def draw_remote(rng: np.random.Generator, topo: Topology, pool: np.ndarray, skew: float = 1.0
+def draw_remote(rng: np.random.Generator, topo: Topology, pool: np.ndarray, skew: float | np.ndarray = 1.0
                 ) -> np.ndarray:
     """Address-pool indices for peers drawn from role `pool` (int array, index into POOLS).
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Any, Mapping
 
 import polars as pl
 import pyarrow as pa
@@ -85,7 +85,7 @@ def _int_expr(name: str, dtype: pl.DataType, port: bool = False) -> pl.Expr:
         return col.cast(pl.Int64, strict=False)
     s = col.str.strip_chars()
     hexa = s.str.to_lowercase().str.starts_with("0x")
-    expr = pl.when(hexa).then(s.str.slice(2).str.to_integer(base=16, strict=False))
+    expr: Any = pl.when(hexa).then(s.str.slice(2).str.to_integer(base=16, strict=False))
     if port:
         tc = s.str.split_exact(".", 1)
         icmp = (tc.struct.field("field_0").cast(pl.Int64, strict=False) * 256

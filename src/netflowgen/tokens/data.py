@@ -216,8 +216,9 @@ class TokenData:
                                                cust_idx[binner.node_customer[emb[n]]]) for n in nodes])
         data = cls(tokens, nodes, customers, node_customer, node_embed, m0, binner.feature_names,
                    binner.n_bins, time_zone)
-        if out_dir is not None:
+        if isinstance(tokens, np.memmap):
             tokens.flush()
+        if out_dir is not None:
             (Path(out_dir) / "index.json").write_text(json.dumps(data._index()))
         return data
 

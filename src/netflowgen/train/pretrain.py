@@ -2,7 +2,7 @@
 exactly-resumable checkpoints, JSON-lines metrics, CPU or CUDA, and DDP under `torchrun`.
 
     netflowgen pretrain --features feats.parquet --out runs/pt [--preset demo] [--config C.toml]
-    torchrun --nproc_per_node 2 -m netflowgen.train.pretrain --features feats.parquet --out runs/pt
+    torchrun --nproc_per_node 2 -m netflowgen.cli.pretrain --features feats.parquet --out runs/pt
 
 Output folder: model.safetensors + config.json + binner.json (best validation loss, loadable with
 `NetFlowGen.from_pretrained`), tokens/ (token data), checkpoint.pt (last state, for --resume),
@@ -32,10 +32,10 @@ import polars as pl
 import torch
 import torch.distributed as dist
 
-from netflowgen.api import NetFlowGen
 from netflowgen.config import ConfigError, save_beside, to_dict
 from netflowgen.evaluate.pretrain_metrics import score_model
 from netflowgen.model import TrafficGPT, model_config, next_minute_loss
+from netflowgen.model.io import save_model
 from netflowgen.progress import progress_bar
 from netflowgen.schema import FEATURE_NAMES, LIGHT_FEATURE_NAMES
 from netflowgen.tokens import DEFAULT_SPLIT, Binner, ModelInputs, TokenData, random_windows, time_splits
@@ -230,8 +230,8 @@ def prepare_data(features: Path, out: Path, cfg: PretrainConfig, d: Dist,
     if d.main and not (reuse and (tok_dir / "index.json").exists() and binner_path.exists()):
         df = pl.read_parquet(features)
         minutes = df["minute"].dt.epoch("ms")
-        m0 = int(minutes.min())
-        n_minutes = (int(minutes.max()) - m0) // 60_000 + 1
+        m0 = int(minutes.min())  # type: ignore[arg-type]  # an Int64 column's min
+        n_minutes = (int(minutes.max()) - m0) // 60_000 + 1  # type: ignore[arg-type]
         train_hi = time_splits(n_minutes, cfg.train_fraction, cfg.val_fraction)["train"][1]
         binner = Binner.fit(df.filter(minutes < m0 + train_hi * 60_000), n_bins=cfg.n_bins)
         binner.save(binner_path)
@@ -315,8 +315,8 @@ def pretrain(features: str | Path, out: str | Path, cfg: PretrainConfig, resume:
         model = torch.nn.parallel.DistributedDataParallel(
             raw, device_ids=[device.index] if device.type == "cuda" else None)
     amp = lambda: autocast(device, cfg.precision)  # noqa: E731
-    gen = NetFlowGen(raw, binner, {"time_zone": cfg.time_zone, "train_fraction": cfg.train_fraction,
-                                   "val_fraction": cfg.val_fraction})
+    model_settings = {"time_zone": cfg.time_zone, "train_fraction": cfg.train_fraction,
+                      "val_fraction": cfg.val_fraction}
     metrics = open(out / "metrics.jsonl", "a" if resume else "w") if d.main else None
     tb = _tensorboard(out) if d.main else None
 
@@ -381,7 +381,7 @@ def pretrain(features: str | Path, out: str | Path, cfg: PretrainConfig, resume:
                     if improved:
                         state.update(best_val=val["loss"], best_step=step, bad_evals=0)
                         if d.main:
-                            gen.save_pretrained(out)
+                            save_model(out, raw, binner, model_settings)
                     else:
                         state["bad_evals"] += 1
                     emit({"step": step, "epoch": step / steps_per_epoch, "val_loss": val["loss"],
@@ -423,7 +423,3 @@ def _tensorboard(out: Path):
     return SummaryWriter(str(out / "tb"))
 
 
-if __name__ == "__main__":  # torchrun --nproc_per_node N -m netflowgen.train.pretrain ...
-    from netflowgen.cli.pretrain import standalone
-
-    standalone()

@@ -1,0 +1,267 @@
+"""The method cores behind `Detector`: each maps windows of a node's minutes to per-minute
+intensities (`detect.anchored`) and knows what it needs per node (its calibration).
+
+- `OperatorCore`: Static-EWMA, Seasonal-band, CUSUM on packets, bytes and flows per minute;
+- `LstmCore`: the multi-timescale LSTM on per-node standardized features;
+- `TransformerCore`: a TrafficGPT backbone and a SAFE head on its standardized hidden states.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from netflowgen.detect.baselines import VOLUME_FEATURES, CusumDetector, SeasonalBand, StaticEwma
+from netflowgen.detect.cube import NodeMinuteCube, cube_to_table
+from netflowgen.detect.models import MultiScaleLSTMNet
+from netflowgen.detect.safe import SurvivalHead
+from netflowgen.rejects import InputError
+
+TRANSFORMER_METHODS = ("NetFlowGen", "NetFlowGen-unfrozen", "TF")
+OPERATOR_METHODS = ("Static-EWMA", "Seasonal-band", "CUSUM")
+ALL_METHODS = (*TRANSFORMER_METHODS, "MS-LSTM", *OPERATOR_METHODS)
+NEW_NODE_BINS = "new_node_bins.json"  # cut-offs fitted on new nodes' reference ranges (own bins)
+
+
+@dataclass
+class ScoringData:
+    """What detectors read: the dense node-minute cube and, for transformer methods, its tokens
+    (built with the backbone's binner and the detector's node map)."""
+
+    cube: NodeMinuteCube
+    tokens: Any = None  # netflowgen.tokens.TokenData over the cube's nodes and minutes
+    time_zone: str = "UTC"
+
+    @property
+    def minute0_ms(self) -> int:
+        return int(self.cube.minutes[0])
+
+    def hours(self) -> np.ndarray:
+        """(T,) hour of day of every minute in the data's time zone (computed once)."""
+        if getattr(self, "_hours", None) is None:
+            from netflowgen.tokens.data import time_index
+            self._hours = time_index(self.cube.minutes.astype("datetime64[ms]"), self.time_zone)[:, 1]
+        return self._hours
+
+
+def local_hours(data: ScoringData, starts: np.ndarray, length: int) -> np.ndarray:
+    """(B,) window starts -> (B, length) hour of day of each minute in the data's time zone."""
+    n = len(data.cube.minutes)
+    idx = np.minimum(np.asarray(starts)[:, None] + np.arange(length)[None, :], n - 1)
+    return data.hours()[idx]
+
+
+def nearest_training_nodes(binner: Any, cube: NodeMinuteCube, rows: np.ndarray, lo: int, hi: int
+                           ) -> tuple[np.ndarray, np.ndarray]:
+    """(embed_row, distance), each (len(rows),): nodes the binner knows are themselves (distance 0);
+    others map to the training node nearest by signature (SPEC 6) on their minutes [lo, hi)."""
+    from netflowgen.tokens.binner import node_signature
+    embed = np.zeros(len(rows), dtype=np.int64)
+    dist = np.zeros(len(rows))
+    cols = [cube.features.index(f) for f in binner.feature_names]
+    for j, r in enumerate(np.asarray(rows)):
+        node = cube.nodes[r]
+        if node in binner.node_index:
+            embed[j] = binner.node_index[node]
+            continue
+        keep = ~cube.missing[r, lo:hi]
+        vals = cube.values[r, lo:hi][keep][:, cols].astype(np.float64)
+        d = np.abs(binner.signatures - node_signature(vals)).sum(axis=1)
+        embed[j], dist[j] = int(d.argmin()), float(d.min())
+    return embed, dist
+
+
+class OperatorCore:
+    """Static-EWMA, Seasonal-band or CUSUM on packets, bytes and flows per minute; per-node levels
+    fitted on a range of each node's own minutes. Intensity = the baseline's statistic ("max")."""
+
+    kind = "max"
+    needs_tokens = False
+
+    def __init__(self, method: str, context: int, stride: int) -> None:
+        self.method, self.context, self.stride = method, int(context), int(stride)
+        self.stat: Any = {"Static-EWMA": StaticEwma, "Seasonal-band": SeasonalBand,
+                          "CUSUM": CusumDetector}[method]()
+        self.calib: dict[str, np.ndarray] = {}
+
+    def fit_nodes(self, data: ScoringData, rows: np.ndarray, lo: int, hi: int) -> dict[str, np.ndarray]:
+        """Per-node statistics of cube rows `rows` from their minutes [lo, hi)."""
+        train = data.cube.values[np.asarray(rows)][:, lo:hi][..., [data.cube.features.index(c) for c in VOLUME_FEATURES]]
+        if self.method == "Static-EWMA":
+            return {"ref": StaticEwma(**_stat_args(self.stat)).fit(train).ref_}
+        if self.method == "Seasonal-band":
+            sb = SeasonalBand(**_stat_args(self.stat)).fit(train, local_hours(data, np.array([lo]), hi - lo)[0])
+            return {"mean": sb.mean_, "std": sb.std_}
+        return {"none": np.zeros((len(rows), 1))}
+
+    drivers = VOLUME_FEATURES  # what `window_fn(per_driver=True)` returns one statistic for
+
+    def window_fn(self, data: ScoringData, calib_rows: np.ndarray, per_driver: bool = False) -> Callable:
+        """fn(rows, starts, length) -> (B, length) statistic, or (B, length, 3) per volume measure."""
+        if self.method == "Static-EWMA":
+            self.stat.ref_ = self.calib["ref"]
+        elif self.method == "Seasonal-band":
+            self.stat.mean_, self.stat.std_ = self.calib["mean"], self.calib["std"]
+
+        def fn(rows: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
+            win = data.cube.windows(rows, starts, length, list(VOLUME_FEATURES))
+            m = self.stat.measures(win, calib_rows[rows], local_hours(data, starts, length))  # (B, length, 3)
+            return m if per_driver else m.max(axis=2)
+        return fn
+
+    def settings(self) -> dict[str, Any]:
+        return {"statistic": _stat_args(self.stat)}
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {}
+
+    def load(self, settings: dict[str, Any], tensors: dict[str, torch.Tensor], folder: Path) -> None:
+        for k, v in settings.get("statistic", {}).items():
+            setattr(self.stat, k, v)
+
+
+def _stat_args(stat: Any) -> dict[str, Any]:
+    return {k: v for k, v in stat.__dict__.items() if not k.endswith("_") and k != "name"}
+
+
+class LstmCore:
+    """The multi-timescale LSTM on log1p features standardized per node (mean and sd of each node's
+    own calibration range). Intensity = hazard ("sum")."""
+
+    kind = "sum"
+    needs_tokens = False
+
+    def __init__(self, net: MultiScaleLSTMNet, context: int, stride: int) -> None:
+        self.net, self.context, self.stride = net.eval(), int(context), int(stride)
+        self.calib: dict[str, np.ndarray] = {}
+
+    def fit_nodes(self, data: ScoringData, rows: np.ndarray, lo: int, hi: int) -> dict[str, np.ndarray]:
+        x = np.log1p(np.clip(data.cube.values[np.asarray(rows), lo:hi], 0, None))
+        return {"mean": x.mean(axis=1), "std": np.maximum(x.std(axis=1), 0.1)}  # (n, F)
+
+    def inputs(self, data: ScoringData, calib_rows: np.ndarray, rows: np.ndarray, starts: np.ndarray,
+               length: int) -> torch.Tensor:
+        """(B, length, F) standardized float32 inputs of windows."""
+        w = np.log1p(np.clip(data.cube.windows(rows, starts, length), 0, None))
+        c = calib_rows[rows]
+        return torch.from_numpy(((w - self.calib["mean"][c, None]) / self.calib["std"][c, None]).astype(np.float32))
+
+    def window_fn(self, data: ScoringData, calib_rows: np.ndarray) -> Callable:
+        @torch.no_grad()
+        def fn(rows: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
+            return self.net.eval()(self.inputs(data, calib_rows, rows, starts, length)).double().numpy()
+        return fn
+
+    def settings(self) -> dict[str, Any]:
+        return self.net.settings()
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {f"net.{k}": v for k, v in self.net.state_dict().items()}
+
+    def load(self, settings: dict[str, Any], tensors: dict[str, torch.Tensor], folder: Path) -> None:
+        self.net = MultiScaleLSTMNet(**settings)
+        self.net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
+        self.net.eval()
+
+
+class TransformerCore:
+    """A TrafficGPT backbone and a SAFE head on its (standardized) hidden states. Intensity =
+    hazard ("sum"). Per node: the training node whose embedding (and, unless own bins, cut-offs)
+    it uses."""
+
+    kind = "sum"
+    needs_tokens = True
+
+    def __init__(self, backbone: Any, binner: Any, head: SurvivalHead, mean: torch.Tensor, std: torch.Tensor,
+                 backbone_config: dict[str, Any] | None = None) -> None:
+        self.backbone, self.binner, self.head = backbone.eval(), binner, head.eval()
+        self.mean, self.std = mean.float(), std.float().clamp_min(1e-6)
+        self.backbone_config = dict(backbone_config or {})
+        self.context = int(backbone.cfg.context)
+        self.stride = max(1, self.context // 2)
+        self.calib: dict[str, np.ndarray] = {}
+        self.own_bins = False  # new nodes: cut-offs fitted on their own reference range (embedding borrowed)
+        self.extra_binner: Any = None  # those cut-offs, rows after the backbone binner's
+
+    def fit_nodes(self, data: ScoringData, rows: np.ndarray, lo: int, hi: int) -> dict[str, np.ndarray]:
+        """embed_row: the training node whose embedding each node uses; bin_row: the binner row whose
+        cut-offs bin it (the same node, or with `own_bins` a row fitted on its own minutes [lo, hi))."""
+        rows = np.asarray(rows, dtype=np.int64)
+        embed, dist = nearest_training_nodes(self.binner, data.cube, rows, lo, hi)
+        bin_row = embed.copy()
+        new = [j for j, r in enumerate(rows) if data.cube.nodes[r] not in self.binner.node_index]
+        if self.own_bins and new:
+            from netflowgen.tokens import Binner
+            c = data.cube
+            sub = NodeMinuteCube([c.nodes[rows[j]] for j in new], [c.customers[rows[j]] for j in new],
+                                 c.minutes[lo:hi], c.values[rows[new], lo:hi], c.missing[rows[new], lo:hi], c.features)
+            fitted = Binner.fit(cube_to_table(sub), self.binner.n_bins, self.binner.feature_names)
+            offset = len(self.binner.nodes) + (len(self.extra_binner.nodes) if self.extra_binner is not None else 0)
+            self.extra_binner = fitted if self.extra_binner is None else self.extra_binner.extended(fitted)
+            for j in new:  # a node with no reported minute in its range keeps the mapped node's cut-offs
+                k = fitted.node_index.get(c.nodes[rows[j]])
+                if k is not None:
+                    bin_row[j] = offset + k
+        return {"embed_row": embed, "distance": dist, "bin_row": bin_row}
+
+    def token_binner(self) -> Any:
+        """The backbone's binner, with the rows fitted for new nodes (own bins) appended."""
+        return self.binner if self.extra_binner is None else self.binner.extended(self.extra_binner)
+
+    def hazards(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(B, T, d) hidden states -> (B, T) hazards."""
+        return self.head((hidden.float() - self.mean) / self.std)
+
+    def window_fn(self, data: ScoringData, calib_rows: np.ndarray) -> Callable:
+        @torch.no_grad()
+        def fn(rows: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
+            x = data.tokens.inputs(rows, starts, length)
+            return self.hazards(self.backbone.eval().hidden_states(x)).double().numpy()
+        return fn
+
+    def settings(self) -> dict[str, Any]:
+        first, drop = self.head.net[0], self.head.net[2]
+        assert isinstance(first, torch.nn.Linear) and isinstance(drop, torch.nn.Dropout)
+        return {"head_in": first.in_features, "head_hidden": first.out_features, "head_dropout": drop.p,
+                "own_bins": self.own_bins}
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {**{f"head.{k}": v for k, v in self.head.state_dict().items()},
+                "hidden_mean": self.mean, "hidden_std": self.std}
+
+    def save_backbone(self, folder: Path) -> str:
+        from netflowgen.model.io import content_hash, save_model
+        save_model(folder / "backbone", self.backbone, self.binner, self.backbone_config)
+        if self.extra_binner is not None:
+            self.extra_binner.save(folder / NEW_NODE_BINS)
+        return content_hash(folder / "backbone")
+
+
+def load_core(meta: dict[str, Any], tensors: dict[str, torch.Tensor], folder: Path, backbone: str | Path | None) -> Any:
+    method = meta["method"]
+    if method in OPERATOR_METHODS:
+        core: Any = OperatorCore(method, meta["context"], meta["stride"])
+        core.load(meta["core"], tensors, folder)
+        return core
+    if method == "MS-LSTM":
+        core = LstmCore(MultiScaleLSTMNet(**meta["core"]), meta["context"], meta["stride"])
+        core.load(meta["core"], tensors, folder)
+        return core
+    if method in TRANSFORMER_METHODS:
+        from netflowgen.model.io import load_model
+        model, binner, extra = load_model(Path(backbone) if backbone is not None else folder / "backbone")
+        s = meta["core"]
+        head = SurvivalHead(s["head_in"], s["head_hidden"], s["head_dropout"])
+        head.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("head.")})
+        core = TransformerCore(model, binner, head, tensors["hidden_mean"], tensors["hidden_std"], extra)
+        core.context, core.stride = int(meta["context"]), int(meta["stride"])
+        core.own_bins = bool(s.get("own_bins", False))
+        if (folder / NEW_NODE_BINS).exists():
+            from netflowgen.tokens import Binner
+            core.extra_binner = Binner.load(folder / NEW_NODE_BINS)
+        return core
+    raise InputError(f"unknown detector method {method!r}; known: {', '.join(ALL_METHODS)}")
