@@ -97,7 +97,7 @@ def test_spread_coverage_per_exporter(tmp_path):
 def test_exporter_hash_collision_fallback_gives_the_same_table(tmp_path, monkeypatch):
     """Exporters are keyed by a 64-bit hash of their text; when two known texts (or one and a
     null) share a hash, the survey groups on the text and the scatter on an Enum code instead."""
-    from netflowgen.features import polars_engine
+    from netflowgen.features import exporters
 
     rows = two_exporter_flows()
     rows[0]["exporter"] = None  # a record without exporter as well
@@ -105,7 +105,7 @@ def test_exporter_hash_collision_fallback_gives_the_same_table(tmp_path, monkeyp
     (tmp_path / "c.csv").write_text(CUSTOMERS)
     cfg = FeatureConfig(customers=str(tmp_path / "c.csv"), min_flows=1)
     build_features([flows], tmp_path / "hashed.parquet", cfg)
-    monkeypatch.setattr(polars_engine, "_hashes_distinct", lambda names: False)
+    monkeypatch.setattr(exporters, "hashes_distinct", lambda names: False)
     build_features([flows], tmp_path / "texts.parquet", cfg)
     hashed, texts = pl.read_parquet(tmp_path / "hashed.parquet"), pl.read_parquet(tmp_path / "texts.parquet")
     assert hashed.equals(texts) and missing_minutes(tmp_path / "texts.parquet")[B] == [2, 3]

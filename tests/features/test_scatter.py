@@ -7,6 +7,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from netflowgen.features import classes as compiler
 from netflowgen.features import polars_engine as eng
 from netflowgen.features.definition import DIR_IN, DIR_OUT
 from netflowgen.features.scatter import DenseScatter
@@ -23,8 +24,8 @@ def test_class_tables_equal_the_polars_expressions():
     dport = rng.choice(np.array([0, 1, 52, 53, 54, 80, 123, 443, 1023, 1024, 49151, 49152, 65535],
                                 np.uint16), n)
     df = pl.DataFrame({"proto": proto, "tcp_flags": flags, "src_port": sport, "dst_port": dport})
-    want = df.with_columns(eng._codes()).select(cls_in=eng._cls(DIR_IN, "port_in_c"),
-                                                cls_out=eng._cls(DIR_OUT, "port_out_c"))
+    want = df.with_columns(compiler.polars_codes()).select(cls_in=compiler.class_bits(DIR_IN, "port_in_c"),
+                                                cls_out=compiler.class_bits(DIR_OUT, "port_out_c"))
     got_in, got_out = eng.class_tables().classes(proto, flags, sport, dport)
     assert np.array_equal(got_in, want["cls_in"].to_numpy())
     assert np.array_equal(got_out, want["cls_out"].to_numpy())
@@ -54,9 +55,9 @@ def test_scatter_equals_direct_sums_and_counts(kind):
         "sampling_rate": rng.choice(np.array([1, 10, 100]), n),
         "xkey": rng.choice(np.array([7, 9, 123456789, 5], np.uint64), n),  # 5: unknown
     }
-    table = np.zeros((len(eng.FEATURES) + 1, n_nodes * n_min))
+    table = np.zeros((len(compiler.FEATURES) + 1, n_nodes * n_min))
     counts = np.zeros(n_nodes * 4, dtype=np.int64)  # exporters 0..2 and 3 = unknown
-    sc = kind(table, n_nodes, n_min, first, classes, routes, eng._CLS_BITS, counts, 4,
+    sc = kind(table, n_nodes, n_min, first, classes, routes, compiler.CLS_BITS, counts, 4,
               np.array([123456789, 7, 9], np.uint64))
     assert sc.n_buckets == (1 if kind is DenseScatter else n_nodes)
     half = n // 2
@@ -111,7 +112,7 @@ def test_one_compiled_loop_for_every_kind_of_input():
     readonly = pl.DataFrame({c: [1, 2, 3] for c in scatter.FLOW_DTYPES}).to_dict(as_series=False)
     readonly = {c: pl.Series(v).to_numpy() for c, v in readonly.items()}
     for flows in (writable, readonly):
-        sc = DenseScatter(np.zeros((len(eng.FEATURES) + 1, 4 * 5)), 4, 5, 0, classes, routes,
-                          eng._CLS_BITS, np.zeros(4 * 2, np.int64), 2, np.array([1], np.uint64))
+        sc = DenseScatter(np.zeros((len(compiler.FEATURES) + 1, 4 * 5)), 4, 5, 0, classes, routes,
+                          compiler.CLS_BITS, np.zeros(4 * 2, np.int64), 2, np.array([1], np.uint64))
         sc.add(flows)
     assert len(scatter._kernel.signatures) == 1

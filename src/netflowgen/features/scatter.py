@@ -1,7 +1,7 @@
 """Flows -> the dense feature table, in one compiled pass per batch (numba).
 
 Each flow arrives as its raw fields (the node index of each end, protocol, flags, ports, start
-time, counts, sampling rate). The loop derives what the Polars expressions of `polars_engine`
+time, counts, sampling rate). The loop derives what the Polars expressions of `classes`
 define, through lookup tables computed from those very expressions (`ClassTables`): the class
 bits of each end, the minute, and the sampling-scaled measures. Then:
 
@@ -34,7 +34,7 @@ class ClassTables:
     """The class bits of a flow's ends as lookups (all int64): the "in" end (the destination) has
     `in_base[proto * 256 + tcp_flags] + (in_port[dst_port] if bearing[proto] else 0)`, the "out"
     end the same with `out_base`, `out_port` and the source port. Built by
-    `polars_engine.class_tables` from the Polars class expressions, and checked against them."""
+    `classes.class_tables` from the Polars class expressions, and checked against them."""
 
     in_base: np.ndarray  # (65536,)
     out_base: np.ndarray  # (65536,)
@@ -141,7 +141,7 @@ class DenseScatter:
 
     `routes`: per measure (est_pkt, est_byt, est_flow), a (class values, slots) int64 table: the
     feature row each slot of a class value feeds (the spare row when none); see
-    `polars_engine.routing_slots`; `class_bits`: the width of a class value. `counts`: optional
+    `classes.routing_slots`; `class_bits`: the width of a class value. `counts`: optional
     (nodes x exporters,) int64 array that counts every node end (inside the minute range or not)
     per node and exporter code; a flow's code is that of its `xkey` in `exporter_keys` (distinct
     uint64 keys, e.g. hashes of the exporter texts; code = position), n_exporters - 1 when it is

@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
+from netflowgen.features.classes import feature_terms
 from netflowgen.features.definition import (
     DIR_IN,
     DIR_OUT,
-    FEATURES,
     FLAG_CODES,
     FLAG_NOT_TCP,
     FLAG_UNLISTED,
@@ -112,7 +112,7 @@ def _to_polars(df: "DataFrame", schema: dict[str, Any]) -> pl.DataFrame:
 
 def _codes(port: str) -> list["Column"]:
     """Class codes of a flow seen from one end (`port`: that end's port column); the same rules as
-    `polars_engine._codes`, from the same `definition` tables."""
+    `classes.polars_codes`, from the same `definition` tables."""
     from pyspark.sql import functions as F
 
     proto = F.col("proto").cast("int")
@@ -137,14 +137,12 @@ def feature_aggs() -> list["Column"]:
     """The 86 features compiled to Spark aggregations (contract order)."""
     from pyspark.sql import functions as F
 
-    code_col = {"proto": "proto_c", "port": "port_c", "flag": "flag_c"}
     out = []
-    for f in FEATURES:
-        cond = F.col("dir") == f.direction
-        if f.code_column is not None:
-            cond = cond & (F.col(code_col[f.code_column]) == f.code)
-        out.append(F.sum(F.when(cond, F.col(f.value_column)).otherwise(F.lit(0)))
-                   .cast("double").alias(f.name))
+    for name, direction, terms, measure in feature_terms():
+        cond = F.col("dir") == direction
+        for column, value in terms:
+            cond = cond & (F.col(column) == value)
+        out.append(F.sum(F.when(cond, F.col(measure)).otherwise(F.lit(0))).cast("double").alias(name))
     return out
 
 
