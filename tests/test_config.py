@@ -96,3 +96,35 @@ def test_section_if_present_selects_a_commands_table(tmp_path: Path) -> None:
     assert load(Outer, plain, section=section_if_present(plain, "features")).bins == 5
     assert section_if_present(tmp_path / "absent.toml", "features") is None
     assert section_if_present(None, "features") is None
+
+
+def test_settings_classes_validate_through_the_one_loader(tmp_path) -> None:
+    """A typo in a detection setting is refused at load time, naming file and key."""
+    import pytest
+
+    from netflowgen.config import ConfigError, load
+    from netflowgen.detect.stages import FinetuneRun
+    bad = tmp_path / "ft.toml"
+    bad.write_text('[finetune]\nvariant = "saf"\n')
+    with pytest.raises(ConfigError, match=r"ft\.toml.*variant = 'saf'"):
+        load(FinetuneRun, bad)
+    bad.write_text('[metrics]\noverhead_bound = 1.5\n')
+    with pytest.raises(ConfigError, match="overhead_bound"):
+        load(FinetuneRun, bad)
+    bad.write_text('method = "NetFlowGenn"\n')
+    with pytest.raises(ConfigError, match="NetFlowGenn"):
+        load(FinetuneRun, bad)
+    bad.write_bytes(b'method = "\xff"\n')
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load(FinetuneRun, bad)
+
+
+def test_pretrain_settings_come_from_preset_file_and_flags_in_that_order(tmp_path) -> None:
+    from netflowgen.config import load
+    from netflowgen.train.pretrain import PRESETS, PretrainConfig
+    f = tmp_path / "p.toml"
+    f.write_text("[pretrain]\ncontext = 128\nlr = 0.002\n")
+    cfg = load(PretrainConfig, f, {"lr": 0.005, "seed": None}, "pretrain", PRESETS["demo"])
+    assert cfg.context == 128  # the file over the preset (demo: 256)
+    assert cfg.lr == 0.005  # the flag over the file
+    assert cfg.batch_size == PRESETS["demo"]["batch_size"]  # the preset over the defaults

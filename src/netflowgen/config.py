@@ -117,18 +117,23 @@ def section_if_present(path: Path | str | None, name: str) -> str | None:
 
 
 def load(cls: type[T], path: Path | str | None = None, overrides: dict[str, Any] | None = None,
-         section: str | None = None) -> T:
-    """Defaults of `cls` <- TOML file (optionally one `[section]` of it) <- explicit overrides.
+         section: str | None = None, preset: dict[str, Any] | None = None) -> T:
+    """The one settings loader: defaults of `cls` <- `preset` <- TOML file (optionally one
+    `[section]` of it) <- explicit overrides (flags), then the class's own `validate()` if it has one.
 
     Overrides whose value is None are ignored, so unset CLI flags keep the file's value.
     """
     data: dict[str, Any] = to_dict(cls())  # type: ignore[call-arg]
+    if preset:
+        data = merge(data, preset)
     if path is not None:
         p = Path(path)
         try:
-            file_data = tomllib.loads(p.read_text())
+            file_data = tomllib.loads(p.read_text(encoding="utf-8"))
         except FileNotFoundError as e:
             raise ConfigError(f"config file not found: {p}") from e
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{p}: not UTF-8 text (byte {e.start})") from None
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{p}: invalid TOML: {e}") from e
         if section is not None:
@@ -139,7 +144,14 @@ def load(cls: type[T], path: Path | str | None = None, overrides: dict[str, Any]
         where = "config"
     if overrides:
         data = merge(data, {k: v for k, v in overrides.items() if v is not None})
-    return from_dict(cls, data, where)
+    cfg = from_dict(cls, data, where)
+    validate = getattr(cfg, "validate", None)
+    if callable(validate):
+        try:
+            validate()
+        except ValueError as e:
+            raise ConfigError(f"{where}: {e}") from None
+    return cfg
 
 
 def save_beside(output: Path | str, cfg: Any, extra: dict[str, Any] | None = None) -> Path:

@@ -50,10 +50,8 @@ def pretrain(features: str | Path, out: str | Path, preset: str | None = "demo",
     from netflowgen.api import NetFlowGen
     from netflowgen.train.pretrain import PRESETS, PretrainConfig
     from netflowgen.train.pretrain import pretrain as run
-    data = cfgmod.to_dict(PretrainConfig())
-    if preset:
-        data = cfgmod.merge(data, PRESETS[preset])
-    run(features, out, cfgmod.from_dict(PretrainConfig, cfgmod.merge(data, settings)), log=lambda s: None)
+    cfg = cfgmod.load(PretrainConfig, None, settings, preset=PRESETS[preset] if preset else None)
+    run(features, out, cfg, log=lambda s: None)
     return NetFlowGen.from_pretrained(out)
 
 

@@ -100,4 +100,20 @@ NODE_MINUTE_SCHEMA = pa.schema(
 # every later stage reads them from its input (the model's config.json, the detector's detector.json).
 DEFAULT_SPLIT: tuple[float, float] = (0.72, 0.08)
 
+
+def time_splits(n_minutes: int, train: float = DEFAULT_SPLIT[0], val: float = DEFAULT_SPLIT[1]
+                ) -> dict[str, tuple[int, int]]:
+    """Contiguous train / val / test minute ranges (SPEC 5; paper 95,232 / 10,752 / 26,496 minutes).
+
+    Returns
+    -------
+    dict[str, tuple[int, int]]
+        split name -> (first minute index, one past the last), covering 0..n_minutes.
+    """
+    if not (0 < train < 1 and 0 <= val < 1 and train + val <= 1):
+        raise ValueError(f"bad split fractions train={train} val={val}")
+    a = int(round(n_minutes * train))
+    b = int(round(n_minutes * (train + val)))
+    return {"train": (0, a), "val": (a, b), "test": (b, n_minutes)}
+
 MS_PER_MINUTE: int = 60_000  # node-minute tables are keyed by UTC minute starts in epoch milliseconds

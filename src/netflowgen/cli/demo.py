@@ -89,9 +89,8 @@ def run_demo(cfg: DemoConfig, out: Path) -> Path:
     from netflowgen.train.pretrain import PRESETS, PretrainConfig, pretrain
     model_dir = out / "model"
     if not any(model_dir.glob("*.safetensors")):
-        data = cfgmod.merge(cfgmod.to_dict(PretrainConfig()), PRESETS["demo"])
-        data = cfgmod.merge(data, {"max_minutes": cfg.pretrain_minutes, "seed": cfg.seed})
-        pcfg = cfgmod.from_dict(PretrainConfig, data)
+        pcfg = cfgmod.load(PretrainConfig, None, {"max_minutes": cfg.pretrain_minutes, "seed": cfg.seed},
+                           preset=PRESETS["demo"])
         pretrain(feats, model_dir, pcfg, log=lambda s: typer.echo(s, err=True))
     t = _stage("pre-train", t, timings)
 

@@ -8,7 +8,10 @@ from typing import Optional
 
 import typer
 
+from netflowgen.detect.earlydetect import EarlyDetectConfig
 from netflowgen.detect.stages import run_earlydetect
+
+_D = EarlyDetectConfig()  # help texts show the settings' own defaults
 
 
 def register(app: typer.Typer) -> None:
@@ -21,10 +24,10 @@ def earlydetect_cmd(
                                 "attack_type [, false_positive, reported_pkts, reported_bytes]."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder: examples.parquet, table2.csv, summary.json, config.toml."),
     truth: Optional[Path] = typer.Option(None, "--truth", help="Simulator truth.csv: adds the true onset of each attack."),
-    window: Optional[int] = typer.Option(None, help="Minutes per example (default 512)."),
-    horizon: Optional[int] = typer.Option(None, help="The window ends this many minutes after the alert start (default 30)."),
-    margin: Optional[int] = typer.Option(None, help="Minutes kept clear of alerts around non-attack windows (default 60)."),
-    seed: Optional[int] = typer.Option(None, help="Seed of the non-attack window draw (default 0)."),
+    window: Optional[int] = typer.Option(None, help=f"Minutes per example (default {_D.window})."),
+    horizon: Optional[int] = typer.Option(None, help=f"The window ends this many minutes after the alert start (default {_D.horizon})."),
+    margin: Optional[int] = typer.Option(None, help=f"Minutes kept clear of alerts around non-attack windows (default {_D.margin})."),
+    seed: Optional[int] = typer.Option(None, help=f"Seed of the non-attack window draw (default {_D.seed})."),
     model: Optional[Path] = typer.Option(None, "--model", "-m", help="Pre-trained model folder: its train/validation "
                                          "split fractions are used (a different `split` in --config is refused)."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML settings (see --dump for every key)."),

@@ -11,6 +11,8 @@ import typer
 
 from netflowgen.detect.stages import FinetuneRun, run_finetune
 
+_D = FinetuneRun()  # help texts show the settings' own defaults
+
 
 def register(app: typer.Typer) -> None:
     app.command("finetune", no_args_is_help=True)(finetune_cmd)
@@ -22,13 +24,14 @@ def finetune_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="Output folder: the detector (load with netflowgen.Detector.load; "
                              "score with `netflowgen detect`), result.json, config.toml."),
     model: Optional[Path] = typer.Option(None, "--model", "-m", help="Pre-trained NetFlowGen folder (needed by NetFlowGen and TF)."),
-    method: Optional[str] = typer.Option(None, help="NetFlowGen (default), NetFlowGen-unfrozen, TF, MS-LSTM, "
+    method: Optional[str] = typer.Option(None, help=f"{_D.method} (default), NetFlowGen-unfrozen, TF, MS-LSTM, "
                                          "Static-EWMA, Seasonal-band or CUSUM."),
-    labels: Optional[str] = typer.Option(None, help="360 (default; a count = examples drawn from the train split), "
+    labels: Optional[str] = typer.Option(None, help=f"{_D.labels} (default; a count = examples drawn from the train split), "
                                          "val (the validation split) or all (the train split)."),
     attack_type: Optional[str] = typer.Option(None, "--attack-type", help="dns, ntp, udp, syn, ... or all (default)."),
-    seed: Optional[int] = typer.Option(None, help="Seed of the label draw and of training (default 0)."),
-    overhead_bound: Optional[float] = typer.Option(None, "--overhead-bound", help="p: share of customers within the budget (default 0.8)."),
+    seed: Optional[int] = typer.Option(None, help=f"Seed of the label draw and of training (default {_D.seed})."),
+    overhead_bound: Optional[float] = typer.Option(None, "--overhead-bound", help="p: share of customers within the "
+                                                   f"budget (default {_D.metrics.overhead_bound})."),
     unfreeze: Optional[bool] = typer.Option(None, "--unfreeze/--frozen", help="Also train the pre-trained backbone."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML settings (see --dump for every key)."),
     dump: bool = typer.Option(False, "--dump", help="Print the resolved settings as TOML and exit."),

@@ -34,24 +34,15 @@ def pretrain_command(
     """Pre-train the GPT traffic model: fit the binner on the training range, tokenize, train with
     early stopping on validation loss. Run under `torchrun --nproc_per_node N` for data-parallel
     training (gloo on CPU, NCCL on GPU)."""
-    import tomllib
-
     from netflowgen import config as C
     from netflowgen.train.pretrain import PRESETS, PretrainConfig
 
     if preset not in PRESETS:
         raise C.ConfigError(f"unknown preset {preset!r}; known: {sorted(PRESETS)}")
-    data = C.merge(C.to_dict(PretrainConfig()), PRESETS[preset])
-    if config is not None:
-        try:
-            data = C.merge(data, tomllib.loads(config.read_text()))
-        except FileNotFoundError as e:
-            raise C.ConfigError(f"config file not found: {config}") from e
     flags = dict(model=model, predicted=predicted, context=context, batch_size=batch_size, lr=lr,
                  max_epochs=max_epochs, max_steps=max_steps, max_minutes=max_minutes, patience=patience,
                  eval_every=eval_every, device=device, precision=precision, seed=seed, threads=threads)
-    data = C.merge(data, {k: v for k, v in flags.items() if v is not None})
-    cfg = C.from_dict(PretrainConfig, data, str(config or "settings"))
+    cfg = C.load(PretrainConfig, config, flags, C.section_if_present(config, "pretrain"), PRESETS[preset])
     if dump:
         typer.echo(C.to_toml(cfg), nl=False)
         raise typer.Exit()

@@ -29,7 +29,7 @@ import polars as pl
 
 from netflowgen.detect.cube import NodeMinuteCube
 from netflowgen.detect.cusum import CusumConfig, cusum_onset
-from netflowgen.tokens.data import DEFAULT_SPLIT, time_splits
+from netflowgen.schema import DEFAULT_SPLIT, time_splits
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
@@ -49,6 +49,15 @@ class EarlyDetectConfig:
     seed: int = 0
     max_tries: int = 500  # random draws per non-attack window before giving up (counted)
     cusum: CusumConfig = field(default_factory=CusumConfig)
+
+    def validate(self) -> None:
+        if self.window < 2 or not 0 <= self.horizon < self.window or self.margin < 0:
+            raise ValueError(f"window ({self.window}) >= 2, 0 <= horizon ({self.horizon}) < window, margin >= 0")
+        if len(self.split) != 2 or not (0 < self.split[0] < 1 and 0 <= self.split[1] < 1
+                                        and self.split[0] + self.split[1] < 1):
+            raise ValueError(f"split = {self.split}: [train, validation] fractions, summing below 1")
+        if not 0 <= self.match_ratio <= 1 or self.max_tries < 1:
+            raise ValueError(f"match_ratio ({self.match_ratio}) in [0, 1], max_tries ({self.max_tries}) >= 1")
 
 
 def normalize_attack_type(name: str) -> str:

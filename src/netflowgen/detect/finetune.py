@@ -43,6 +43,18 @@ class FinetuneConfig:
     backbone_lr: float = 1e-4
     seed: int = 0
 
+    def validate(self) -> None:
+        """Refuse settings that would fail deep inside training, naming the key."""
+        if self.variant not in ("safe", "regular"):
+            raise ValueError(f"variant = {self.variant!r}: use 'safe' or 'regular'")
+        for key in ("epochs", "batch_size", "head_hidden", "min_epochs", "patience"):
+            if getattr(self, key) < (0 if key in ("min_epochs", "patience") else 1):
+                raise ValueError(f"{key} = {getattr(self, key)} is out of range")
+        if not 0 <= self.holdout < 1 or not 0 <= self.head_dropout < 1:
+            raise ValueError(f"holdout ({self.holdout}) and head_dropout ({self.head_dropout}) must be in [0, 1)")
+        if self.lr <= 0 or self.backbone_lr < 0:
+            raise ValueError(f"lr ({self.lr}) must be > 0 and backbone_lr ({self.backbone_lr}) >= 0")
+
 
 @dataclass
 class LabelSets:

@@ -36,6 +36,17 @@ class MetricConfig:
     anomalous_excess: bool = True  # anomalous volume = excess over the pre-onset median
     effectiveness_tolerance: float = 0.01  # threshold choice: effectiveness this close to the best ties
 
+    def validate(self) -> None:
+        if not 0 < self.overhead_bound <= 1:
+            raise ValueError(f"overhead_bound = {self.overhead_bound}: a share of customers in (0, 1]")
+        if self.overhead_budget < 0 or self.warmup < 0 or self.effectiveness_tolerance < 0:
+            raise ValueError("overhead_budget, warmup and effectiveness_tolerance must be >= 0")
+        if self.mitigation_minutes is not None and self.mitigation_minutes < 1:
+            raise ValueError(f"mitigation_minutes = {self.mitigation_minutes}: at least 1 (or unset: to the window end)")
+        from netflowgen.schema import FEATURE_NAMES
+        if self.volume not in FEATURE_NAMES:
+            raise ValueError(f"volume = {self.volume!r} is not a feature (e.g. in_all_byt)")
+
 
 @dataclass
 class EvalSet:

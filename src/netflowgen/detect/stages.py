@@ -27,6 +27,17 @@ class FinetuneRun:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     metrics: MetricConfig = field(default_factory=MetricConfig)
 
+    def validate(self) -> None:
+        from netflowgen.detect.cores import ALL_METHODS
+        if self.method not in ALL_METHODS:
+            raise ValueError(f"method = {self.method!r}; known: {', '.join(ALL_METHODS)}")
+        if not 1 <= self.length <= self.window:
+            raise ValueError(f"length ({self.length}) must be in 1..window ({self.window})")
+        if self.split and len(self.split) != 2:
+            raise ValueError(f"split = {self.split}: [train, validation] fractions")
+        self.finetune.validate()
+        self.metrics.validate()
+
 
 
 def run_earlydetect(features: Path, alerts: Path, out: Path, cfg, truth: Path | None = None) -> dict:

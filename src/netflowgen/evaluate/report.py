@@ -9,6 +9,7 @@ from typing import Any, Sequence
 import torch
 
 from netflowgen.evaluate.pretrain_metrics import Bigram, evaluation_windows, score_model, table4
+from netflowgen.model.device import autocast, resolve_device
 from netflowgen.model.io import load_pretrained
 from netflowgen.progress import progress_bar
 from netflowgen.tokens import TokenData, time_splits
@@ -44,8 +45,7 @@ def evaluate_pretrain(model_dir: str | Path, features: str | Path | None = None,
     """
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
-                          "cpu" if cfg.device == "auto" else cfg.device)
+    device = resolve_device(cfg.device)
     gen = load_pretrained(model_dir, device=device)
     if features is not None:
         data = TokenData.build(features, gen.binner, None, gen.config.get("time_zone", "UTC"))
@@ -59,8 +59,7 @@ def evaluate_pretrain(model_dir: str | Path, features: str | Path | None = None,
     tr_lo, tr_hi = splits["train"]
     bigrams = {"bigram_pooled": Bigram.fit(data, tr_lo, tr_hi, per_node=False),
                "bigram_per_node": Bigram.fit(data, tr_lo, tr_hi, per_node=True)}
-    use_bf16 = cfg.precision == "bf16"
-    amp = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if use_bf16 else None
+    amp = (lambda: autocast(device, "bf16")) if cfg.precision == "bf16" else None
     result: dict[str, Any] = {"splits": {k: list(v) for k, v in splits.items()}, "nodes": len(data.nodes)}
     with progress_bar("evaluating", total=len(cfg.splits)) as advance:
         for split in cfg.splits:

@@ -19,7 +19,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from netflowgen.schema import DEFAULT_SPLIT, FEATURE_SET_HASH
+from netflowgen.schema import DEFAULT_SPLIT, FEATURE_SET_HASH, time_splits  # noqa: F401  (re-exported)
 from netflowgen.tokens.binner import Binner
 
 _FORMAT = "netflowgen.tokens/1"
@@ -78,22 +78,6 @@ def time_index(minutes: np.ndarray, time_zone: str = "UTC") -> np.ndarray:
         .dt.convert_time_zone(time_zone)
     return np.stack([s.dt.minute().to_numpy(), s.dt.hour().to_numpy(), s.dt.weekday().to_numpy() - 1,
                      s.dt.day().to_numpy() - 1], axis=1).astype(np.int64)
-
-
-def time_splits(n_minutes: int, train: float = DEFAULT_SPLIT[0], val: float = DEFAULT_SPLIT[1]
-                ) -> dict[str, tuple[int, int]]:
-    """Contiguous train / val / test minute ranges (SPEC 5; paper 95,232 / 10,752 / 26,496 minutes).
-
-    Returns
-    -------
-    dict[str, tuple[int, int]]
-        split name -> (first minute index, one past the last), covering 0..n_minutes.
-    """
-    if not (0 < train < 1 and 0 <= val < 1 and train + val <= 1):
-        raise ValueError(f"bad split fractions train={train} val={val}")
-    a = int(round(n_minutes * train))
-    b = int(round(n_minutes * (train + val)))
-    return {"train": (0, a), "val": (a, b), "test": (b, n_minutes)}
 
 
 def random_windows(rng: np.random.Generator, n_nodes: int, lo: int, hi: int, length: int,

@@ -35,6 +35,7 @@ import torch.distributed as dist
 from netflowgen.config import ConfigError, save_beside, to_dict
 from netflowgen.evaluate.pretrain_metrics import score_model
 from netflowgen.model import TrafficGPT, model_config, next_minute_loss
+from netflowgen.model.device import autocast, resolve_device
 from netflowgen.model.io import save_model
 from netflowgen.progress import progress_bar
 from netflowgen.schema import FEATURE_NAMES, LIGHT_FEATURE_NAMES
@@ -173,20 +174,6 @@ def end_distributed(d: Dist) -> None:
             dist.destroy_process_group()
 
 
-def resolve_device(name: str, d: Dist | None = None) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and d is not None and d.world > 1:
-        return torch.device("cuda", d.local_rank)
-    return torch.device(name)
-
-
-def autocast(device: torch.device, precision: str):
-    """bf16 autocast context (CUDA by default; on CPU only when asked: avx512_bf16 makes it faster)."""
-    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
-    return torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
-
-
 # --- one step -----------------------------------------------------------------------------------
 def loss_and_backward(model: torch.nn.Module, raw: TrafficGPT, x: ModelInputs, d: Dist,
                       amp: Callable[[], Any]) -> float:
@@ -272,7 +259,7 @@ def pretrain(features: str | Path, out: str | Path, cfg: PretrainConfig, resume:
     out = Path(out)
     probe = resolve_device(cfg.device)
     d = init_distributed(probe)
-    device = resolve_device(cfg.device, d)
+    device = resolve_device(cfg.device, d.local_rank if d.world > 1 else None)
     if device.type == "cuda":
         torch.cuda.set_device(device)  # NCCL collectives run on the current device
     if cfg.threads:
