@@ -43,11 +43,21 @@ def test_save_load_round_trip_gives_identical_outputs(gen, table, tmp_path):
     np.testing.assert_array_equal(loaded.predict_proba(pd_table), gen.predict_proba(table))
 
 
-def test_predict_proba_and_embed_shapes(gen, table):
+def test_predict_proba_and_embed_are_the_models_outputs_on_each_nodes_last_window(gen, table):
     p = gen.predict_proba(table)
     assert p.shape == (3, 64, 86, 10)  # last context window of each node
     np.testing.assert_allclose(p.sum(-1), 1.0, rtol=1e-5)
-    assert gen.embed(table).shape == (3, 64, 32)
+    data = gen.tokenize(table)
+    x = data.inputs(np.arange(3), np.full(3, data.n_minutes - 64), 64)
+    with torch.no_grad():
+        want = torch.softmax(gen.model(x).float(), dim=-1).numpy()
+        want_h = gen.model.hidden_states(x).float().numpy()
+    np.testing.assert_allclose(p, want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(gen.embed(table), want_h, rtol=1e-5, atol=1e-5)
+    # node batches do not change a node's output, and a node's output is its own window's
+    one = gen.predict_proba(table.filter(pl.col("node") == data.nodes[1]))
+    np.testing.assert_allclose(one[0], p[1], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(p[0], p[1])
 
 
 def test_generate_samples_future_minutes_and_decodes_to_bin_values(gen, table):

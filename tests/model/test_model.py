@@ -53,6 +53,22 @@ def test_embedding_equals_W_times_concatenated_one_hots(data):
     torch.testing.assert_close(m.embed_inputs(x), dense, rtol=1e-5, atol=1e-5)
 
 
+def test_fused_embedding_backward_equals_embedding_bag():
+    # the custom CPU backward of `lookup_sum` against PyTorch's own embedding_bag, repeated rows included
+    from netflowgen.model.gpt import lookup_sum
+    g = torch.Generator().manual_seed(0)
+    idx = torch.randint(0, 50, (64, 9), generator=g)
+    idx[:, 3] = idx[:, 4]  # the same row twice in one bag
+    w1 = torch.randn(50, 16, generator=g, requires_grad=True)
+    w2 = w1.detach().clone().requires_grad_(True)
+    up = torch.randn(64, 16, generator=g)
+    (lookup_sum(idx, w1) * up).sum().backward()
+    (F.embedding_bag(idx, w2, mode="sum") * up).sum().backward()
+    torch.testing.assert_close(lookup_sum(idx, w1), F.embedding_bag(idx, w2, mode="sum"))
+    torch.testing.assert_close(w1.grad, w2.grad, rtol=1e-5, atol=1e-6)
+    assert w1.grad.abs().sum() > 0
+
+
 def test_named_configurations_and_light_variant(data):
     assert {"4-4-128-512", "4-4-256-1024", "4-4-512-1024", "4-4-512-2048", "light", "paper"} <= set(MODEL_CONFIGS)
     assert MODEL_CONFIGS["4-4-512-2048"].d_ff == 2048 and MODEL_CONFIGS["4-4-256-1024"].d_model == 256

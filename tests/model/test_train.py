@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import socket
 import subprocess
@@ -46,10 +47,12 @@ def test_resume_after_interruption_continues_identically(features, tmp_path):
     for k in a:
         assert torch.equal(a[k], b[k]), k
     assert resumed["best_val_loss"] == full["best_val_loss"]
-    # the loss went down and metrics were logged for every step
-    lines = (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()
-    assert sum('"train_loss"' in line for line in lines) == 6
-    assert sum('"val_loss"' in line for line in lines) == 2
+    # metrics were logged for every step, and training learned: the validation loss went down
+    # (deterministic here; an optimizer that does not step, or steps uphill, fails it)
+    rows = [json.loads(line) for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    assert sum("train_loss" in r for r in rows) == 6
+    val = [r["val_loss"] for r in rows if "val_loss" in r]
+    assert len(val) == 2 and val[1] < val[0] - 1e-3
 
 
 def test_resume_refuses_changed_settings_by_name(features, tmp_path):
