@@ -47,3 +47,17 @@ def test_paper_run_and_report(tmp_path) -> None:
     assert (tmp_path / "rep" / "report.html").read_text().count("<table>") >= 3
     back = json.loads((tmp_path / "rep" / "results.json").read_text())
     assert back["table5"]["CUSUM|16"]["runs"][1]["seed"] == 1
+
+
+def test_tables_report_mean_and_sample_sd_over_seeds() -> None:
+    from netflowgen.detect.pipeline import MethodResult
+    from netflowgen.experiments.paper import aggregate, mean_std
+    m, sd = mean_std([0.8, 0.9, float("nan")])  # a NaN (no detection to time) is left out
+    assert m == pytest.approx(0.85) and sd == pytest.approx(np.std([0.8, 0.9], ddof=1))
+    runs = [MethodResult("X", "16", "all", s, "train[16]", {"fit": 12}, 0.5, {}, {},
+                         {k: v for k in ("effectiveness_pct", "overhead", "fpr_pct", "fnr_pct",
+                                         "mitigation_abs_median_min")} | {"f1": f}, [], [], [], [], 0.0)
+            for s, f, v in ((0, 0.7, 1.0), (1, 0.9, 3.0))]
+    agg = aggregate(runs)
+    assert agg["seeds"] == [0, 1] and agg["f1"] == pytest.approx((0.8, np.std([0.7, 0.9], ddof=1)))
+    assert agg["overhead"] == pytest.approx((2.0, np.std([1.0, 3.0], ddof=1)))
