@@ -11,6 +11,7 @@ from typing import Any, Optional
 import typer
 
 from netflowgen import config
+from netflowgen.cli.options import parse_exporter_sampling
 
 
 def features(
@@ -64,7 +65,7 @@ def features(
                  "spread_over_minutes": spread, "default_sampling": default_sampling,
                  "missing_by": missing_by}
     if exporter_sampling:
-        overrides["exporter_sampling"] = _rates(exporter_sampling)
+        overrides["exporter_sampling"] = parse_exporter_sampling(exporter_sampling)
     cfg = config.load(FeatureConfig, config_file, overrides, section=config.section_if_present(config_file, "features"))
     cfg.validate()
     if dump:
@@ -80,21 +81,6 @@ def features(
         typer.echo(f"rejected: {summary.rejects.get('by_reason')}")
     typer.echo(f"settings saved to {written}")
 
-
-def _rates(items: list[str]) -> dict[str, int]:
-    """`IP=N` items -> {IP: N}; BadParameter for anything else."""
-    out: dict[str, int] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        try:
-            rate = int(value.strip())
-        except ValueError:
-            rate = 0
-        if not sep or not key.strip() or rate < 1:
-            raise typer.BadParameter(f"--exporter-sampling expects EXPORTER_IP=N with N >= 1, "
-                                     f"got {item!r}")
-        out[key.strip()] = rate
-    return out
 
 
 def register(app: typer.Typer) -> None:

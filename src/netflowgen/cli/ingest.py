@@ -14,6 +14,7 @@ from typing import Optional
 import typer
 
 from netflowgen import config
+from netflowgen.cli.options import parse_exporter_sampling, parse_pairs
 from netflowgen.rejects import InputError, RejectCounter
 from netflowgen.sources.options import SourceOptions
 
@@ -24,16 +25,6 @@ class IngestConfig:
 
     format: str = "auto"
     source: SourceOptions = field(default_factory=SourceOptions)
-
-
-def _pairs(items: list[str] | None, flag: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip() or not value.strip():
-            raise typer.BadParameter(f"{flag} expects KEY=VALUE, got {item!r}")
-        out[key.strip()] = value.strip()
-    return out
 
 
 def ingest(
@@ -73,16 +64,9 @@ def ingest(
         "exporter": exporter, "time_format": time_format, "start": start, "batch_size": batch_size,
     }
     if exporter_sampling:
-        pairs = _pairs(exporter_sampling, "--exporter-sampling")
-        try:
-            rates = {k: int(v) for k, v in pairs.items()}
-        except ValueError as e:
-            raise typer.BadParameter(f"--exporter-sampling needs an integer rate: {e}") from e
-        if any(v < 1 for v in rates.values()):
-            raise typer.BadParameter("--exporter-sampling rates must be >= 1")
-        src["exporter_sampling"] = rates
+        src["exporter_sampling"] = parse_exporter_sampling(exporter_sampling)
     if column_map:
-        src["column_map"] = _pairs(column_map, "--map")
+        src["column_map"] = parse_pairs(column_map, "--map")
     overrides = {"format": fmt, "source": {k: v for k, v in src.items() if v is not None}}
     try:
         cfg = config.load(IngestConfig, config_file, overrides)

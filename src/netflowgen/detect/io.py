@@ -22,12 +22,6 @@ def read_table(path: Path | str) -> pl.DataFrame:
     raise InputError(f"{p}: expected .csv or .parquet")
 
 
-def require_columns(df: pl.DataFrame, cols: list[str], where: str) -> None:
-    missing = [c for c in cols if c not in df.columns]
-    if missing:
-        raise InputError(f"{where}: missing column(s) {missing}; has {df.columns}")
-
-
 def print_table(df: pl.DataFrame | list[dict[str, Any]], title: str) -> None:
     """A rich table on the terminal (plain text when not a terminal)."""
     from rich.console import Console
@@ -51,9 +45,9 @@ def markdown_table(rows: list[dict[str, Any]], digits: int = 2) -> str:
         return "(no rows)\n"
     keys = list(rows[0])
 
-    def fmt(v: Any) -> str:
-        return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+    def fmt(v: Any) -> str:  # a "|" inside a cell is escaped, or the row gets one column too many
+        return (f"{v:.{digits}f}" if isinstance(v, float) else str(v)).replace("|", "\\|")
 
-    out = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    out = ["| " + " | ".join(fmt(k) for k in keys) + " |", "|" + "---|" * len(keys)]
     out += ["| " + " | ".join(fmt(r.get(k, "")) for k in keys) + " |" for r in rows]
     return "\n".join(out) + "\n"

@@ -46,11 +46,12 @@ def run_earlydetect(features: Path, alerts: Path, out: Path, cfg, truth: Path | 
     from netflowgen import config as cfgmod
     from netflowgen.detect.cube import NodeMinuteCube
     from netflowgen.detect.earlydetect import build_earlydetect, table2
-    from netflowgen.detect.io import print_table, read_table, require_columns
+    from netflowgen.detect.io import print_table, read_table
     from netflowgen.schema import FEATURE_SET_HASH
+    from netflowgen.sources.text import require_columns
 
     al = read_table(alerts)
-    require_columns(al, ["target_ip", "start", "end", "attack_type"], str(alerts))
+    require_columns(str(alerts), al.columns, ["target_ip", "start", "end", "attack_type"])
     cube = NodeMinuteCube.read(features)
     res = build_earlydetect(cube, al, cfg, read_table(truth) if truth else None)
     out.mkdir(parents=True, exist_ok=True)

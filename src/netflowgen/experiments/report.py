@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import html
 import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -203,33 +202,11 @@ def _json_default(o: Any) -> Any:
 
 
 def md_to_html(md: str, title: str) -> str:
-    """The small Markdown subset the report uses (headings, tables, images, paragraphs) -> HTML."""
-    out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-           "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}"
-           "td,th{border:1px solid #ccc;padding:3px 6px;font-size:13px}img{max-width:100%}</style></head><body>"]
-    lines = md.splitlines()
-    i = 0
-    while i < len(lines):
-        ln = lines[i]
-        if ln.startswith("|"):
-            rows = []
-            while i < len(lines) and lines[i].startswith("|"):
-                if not re.match(r"^\|(-+\|)+$", lines[i]):
-                    rows.append([c.strip() for c in lines[i].strip("|").split("|")])
-                i += 1
-            out.append("<table>" + "".join(
-                "<tr>" + "".join(f"<{'th' if r == 0 else 'td'}>{html.escape(c)}</{'th' if r == 0 else 'td'}>" for c in row)
-                + "</tr>" for r, row in enumerate(rows)) + "</table>")
-            continue
-        m = re.match(r"^(#+) (.*)", ln)
-        img = re.match(r"^!\[(.*)\]\((.*)\)", ln)
-        if m:
-            n = len(m.group(1))
-            out.append(f"<h{n}>{html.escape(m.group(2))}</h{n}>")
-        elif img:
-            out.append(f"<p><img alt='{html.escape(img.group(1))}' src='{html.escape(img.group(2))}'></p>")
-        elif ln.strip():
-            out.append(f"<p>{html.escape(ln)}</p>")
-        i += 1
-    out.append("</body></html>")
-    return "\n".join(out)
+    """The report's Markdown -> a standalone HTML page (CommonMark with tables, markdown-it-py)."""
+    from markdown_it import MarkdownIt
+
+    body = MarkdownIt("commonmark", {"html": False}).enable("table").render(md)
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}"
+            "td,th{border:1px solid #ccc;padding:3px 6px;font-size:13px}img{max-width:100%}</style></head><body>\n"
+            f"{body}</body></html>")

@@ -227,52 +227,49 @@ def normalize(df: pl.DataFrame, file: str, layout: TimeLayout, rejects: RejectCo
     src_map, src_bad = _canonical_ips(df["src_ip"].cast(pl.String))
     dst_map, dst_bad = _canonical_ips(df["dst_ip"].cast(pl.String))
 
-    def sample(name: str) -> str:
-        # samples are built only for the few rejected rows shown (see _report), never per row:
-        # a string per row and check made this step 5x slower
-        return name
-
+    # The third entry names the field shown in the rejects' samples; samples are built only for the
+    # few rejected rows shown (see _report), never per row (a string per row made this step 5x slower).
     # (condition, reason, field shown in the sample) in check order.
     checks: list[tuple[pl.Expr, str, str]] = []
     for name in required:
         checks.append((pl.col(name).is_null(), "missing field", name))
-    checks.append((pl.col("ts_start__v").is_null(), "unparsable timestamp", sample("ts_start")))
+    checks.append((pl.col("ts_start__v").is_null(), "unparsable timestamp", "ts_start"))
     # A start at (or before) the epoch means 'unknown': e.g. softflowd's v5/v9 flows that start at
     # the exporter's boot instant are stored by nfcapd with first_switched = 0.
-    checks.append((pl.col("ts_start__v") <= 0, "unknown start time (0)", sample("ts_start")))
+    checks.append((pl.col("ts_start__v") <= 0, "unknown start time (0)", "ts_start"))
     if "ts_end" in cols:
         checks.append((pl.col("ts_end").is_not_null() & pl.col("ts_end__v").is_null(),
-                       "unparsable timestamp", sample("ts_end")))
+                       "unparsable timestamp", "ts_end"))
     for name in parsed:
         if name in ("ts_start", "ts_end", "proto"):
             continue
         checks.append((pl.col(name).is_not_null() & pl.col(f"{name}__v").is_null(),
-                       "unparsable field", sample(name)))
-    checks.append((proto_non_ip, "non-IP protocol", sample("proto")))
-    checks.append((proto_unknown, "unknown protocol name", sample("proto")))
+                       "unparsable field", name))
+    checks.append((proto_non_ip, "non-IP protocol", "proto"))
+    checks.append((proto_unknown, "unknown protocol name", "proto"))
     checks.append((pl.col("proto").is_not_null() & pl.col("proto__v").is_null(),
-                   "unparsable field", sample("proto")))
-    checks.append((pl.col("src_ip").is_in(list(src_bad)), "bad IP address", sample("src_ip")))
-    checks.append((pl.col("dst_ip").is_in(list(dst_bad)), "bad IP address", sample("dst_ip")))
+                   "unparsable field", "proto"))
+    checks.append((pl.col("src_ip").is_in(list(src_bad)), "bad IP address", "src_ip"))
+    checks.append((pl.col("dst_ip").is_in(list(dst_bad)), "bad IP address", "dst_ip"))
     for name in ("packets", "bytes"):
-        checks.append((pl.col(f"{name}__v") < 0, "negative count", sample(name)))
+        checks.append((pl.col(f"{name}__v") < 0, "negative count", name))
     for name in ("src_port", "dst_port"):
         if name in cols:
-            checks.append((pl.col(f"{name}__v") > 65535, "port > 65535", sample(name)))
-            checks.append((pl.col(f"{name}__v") < 0, "value out of range", sample(name)))
-    checks.append((~pl.col("proto__v").is_between(0, 255), "value out of range", sample("proto")))
+            checks.append((pl.col(f"{name}__v") > 65535, "port > 65535", name))
+            checks.append((pl.col(f"{name}__v") < 0, "value out of range", name))
+    checks.append((~pl.col("proto__v").is_between(0, 255), "value out of range", "proto"))
     if "tcp_flags" in cols:
         checks.append((~pl.col("tcp_flags__v").is_between(0, 255), "value out of range",
-                       sample("tcp_flags")))
+                       "tcp_flags"))
     for name in ("in_if", "out_if"):
         if name in cols:
             checks.append((~pl.col(f"{name}__v").is_between(0, 2**32 - 1), "value out of range",
-                           sample(name)))
+                           name))
     if "ts_end" in cols:
         checks.append((pl.col("ts_end__v") < pl.col("ts_start__v"), "end before start",
-                       sample("ts_end")))
+                       "ts_end"))
     elif "duration" in cols:
-        checks.append((pl.col("duration__v") < 0, "end before start", sample("duration")))
+        checks.append((pl.col("duration__v") < 0, "end before start", "duration"))
 
     # Sampling resolution: record -> per-exporter override -> configured default -> reject.
     if "exporter" in cols:
@@ -285,7 +282,7 @@ def normalize(df: pl.DataFrame, file: str, layout: TimeLayout, rejects: RejectCo
     df = df.with_columns(exp.alias("_exporter"))
     rate_parts: list[pl.Expr] = []
     if "sampling_rate" in cols:
-        checks.append((pl.col("sampling_rate__v") < 0, "bad sampling rate", sample("sampling_rate")))
+        checks.append((pl.col("sampling_rate__v") < 0, "bad sampling rate", "sampling_rate"))
         rate_parts.append(pl.when(pl.col("sampling_rate__v") > 0).then(pl.col("sampling_rate__v")))
     if own_rate is not None:
         rate_parts.append(pl.lit(own_rate, pl.Int64))

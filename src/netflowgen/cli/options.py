@@ -1,0 +1,31 @@
+"""Parsers shared by several commands' options."""
+
+from __future__ import annotations
+
+import typer
+
+
+def parse_pairs(items: list[str] | None, flag: str, form: str = "KEY=VALUE") -> dict[str, str]:
+    """`KEY=VALUE` items -> {KEY: VALUE}; BadParameter naming the flag and `form` for anything else."""
+    out: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise typer.BadParameter(f"{flag} expects {form}, got {item!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def parse_exporter_sampling(items: list[str] | None) -> dict[str, int]:
+    """`--exporter-sampling EXPORTER_IP=N` items -> {EXPORTER_IP: N}, N an integer >= 1."""
+    out: dict[str, int] = {}
+    form = "KEY=VALUE items EXPORTER_IP=N with N >= 1"
+    for key, value in parse_pairs(items, "--exporter-sampling", form).items():
+        try:
+            rate = int(value)
+        except ValueError:
+            rate = 0
+        if rate < 1:
+            raise typer.BadParameter(f"--exporter-sampling expects {form}, got {key}={value!r}")
+        out[key] = rate
+    return out
