@@ -170,7 +170,7 @@ class NetFlowGen:
         cust = [data.customers[c] for c in data.node_customer]
         for i, node in enumerate(data.nodes):
             bins = np.stack([s[1][i] for s in sampled])  # (steps, P)
-            reps = self.binner.reps[data.node_embed[i]][feat_idx]  # (P, N)
+            reps = self.binner.reps[data.node_embed_row[i]][feat_idx]  # (P, N)
             values = reps[np.arange(len(feat_idx))[None, :], bins]  # (steps, P)
             frames.append(pl.DataFrame({
                 "node": [node] * len(sampled), "customer": [cust[i]] * len(sampled),

@@ -80,7 +80,7 @@ def test_unseen_node_uses_its_nearest_training_node(gen, table):
                                                                   customer=pl.lit("new-customer"))
     data = gen.tokenize(new)
     # an exact copy of a training node's traffic maps to that node's cut-offs and embedding
-    assert gen.binner.nodes[data.node_embed[0]] == "10.0.0.2"
+    assert gen.binner.nodes[data.node_embed_row[0]] == "10.0.0.2"
     assert data.customers[data.node_customer[0]] == "cust1"  # unknown customer: the neighbour's
     p = gen.predict_proba(new)
     assert p.shape[0] == 1 and np.isfinite(p).all()

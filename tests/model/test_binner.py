@@ -117,7 +117,7 @@ def test_unseen_node_maps_to_most_similar_training_node():
               "smooth": rng.normal(100, 5, 3000).clip(1)}
     b = _fit(series)
     unseen = _table({"new": np.where(rng.random(800) < 0.02, 5e3, 2.0)})
-    assert b.node_rows(unseen) == {"new": b.node_index["spiky"]}
+    assert b.training_rows_of(unseen) == {"new": b.node_index["spiky"]}
     tok = b.transform(unseen)
     np.testing.assert_array_equal(tok[:, 0], _bins(b, "spiky", unseen["in_all_pkt"].to_numpy()))
 

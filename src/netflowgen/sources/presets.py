@@ -103,9 +103,9 @@ CANONICAL = Preset(
     required=("ts_start", "src_ip", "dst_ip", "proto", "packets", "bytes"),
 )
 
-PRESETS: dict[str, Preset] = {p.name: p for p in (NF, CICFLOWMETER)}
+TABLE_PRESETS: dict[str, Preset] = {p.name: p for p in (NF, CICFLOWMETER)}
 # "nfdump-csv" is also accepted as a preset name; the csv reader hands it to the nfdump CSV reader.
-PRESET_NAMES: tuple[str, ...] = ("nfdump-csv", *PRESETS)
+PRESET_NAMES: tuple[str, ...] = ("nfdump-csv", *TABLE_PRESETS)
 
 
 def flags_from_counts(columns: list[str], flag_counts: dict[int, tuple[str, ...]]) -> pl.Expr | None:

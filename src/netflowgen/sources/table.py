@@ -22,7 +22,7 @@ from netflowgen.rejects import InputError, RejectCounter
 from netflowgen.sources.bidirectional import split_bidirectional
 from netflowgen.sources.normalize import TimeLayout, normalize
 from netflowgen.sources.options import SourceOptions
-from netflowgen.sources.presets import CANONICAL, PRESET_NAMES, PRESETS, Preset, flags_from_counts
+from netflowgen.sources.presets import CANONICAL, PRESET_NAMES, TABLE_PRESETS, Preset, flags_from_counts
 from netflowgen.sources.text import expand_paths, text_frames
 
 _DURATIONS = {"duration": "s", "duration_ms": "ms", "duration_us": "us"}
@@ -37,9 +37,9 @@ def resolve_mapping(file: str, header: Sequence[str], options: SourceOptions) ->
     Explicit `options.column_map` entries win over the preset; unknown targets, or mapped source
     columns that do not exist, are an InputError naming them, as are missing required columns.
     """
-    if options.preset and options.preset not in PRESETS:
+    if options.preset and options.preset not in TABLE_PRESETS:
         raise InputError(f"unknown preset {options.preset!r}; choose one of {', '.join(PRESET_NAMES)}")
-    preset = PRESETS[options.preset] if options.preset else CANONICAL
+    preset = TABLE_PRESETS[options.preset] if options.preset else CANONICAL
     have = list(header)
     mapping: dict[str, str] = {}
     for target, candidates in preset.columns.items():

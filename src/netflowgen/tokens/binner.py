@@ -222,7 +222,7 @@ class Binner:
         sig = node_signature(values)
         return int(np.abs(self.signatures - sig).sum(axis=1).argmin())
 
-    def node_rows(self, features: pl.DataFrame) -> dict[str, int]:
+    def training_rows_of(self, features: pl.DataFrame) -> dict[str, int]:
         """Training-node index for every node of a table: itself if seen, else its nearest neighbour."""
         out: dict[str, int] = {}
         for (node,), part in features.group_by(["node"], maintain_order=True):
@@ -252,7 +252,7 @@ class Binner:
         Parameters
         ----------
         node_row : int
-            Index into `nodes` (use `node_rows` to map unseen nodes).
+            Index into `nodes` (use `training_rows_of` to map unseen nodes).
         values : np.ndarray
             (T, F) traffic values, features in `feature_names` order.
 
@@ -269,7 +269,7 @@ class Binner:
         """Bins of every row of a node-minute table, rows in the table's order.
 
         Missing minutes (column `missing` true) get `missing_token`; `rows` maps each node to the
-        binner row whose cut-offs it uses (default `node_rows`: unseen nodes use their nearest
+        binner row whose cut-offs it uses (default `training_rows_of`: unseen nodes use their nearest
         training node's).
 
         Returns
@@ -278,7 +278,7 @@ class Binner:
             (rows, F) uint8 tokens.
         """
         out = np.empty((features.height, len(self.feature_names)), dtype=np.uint8)
-        rows = self.node_rows(features) if rows is None else rows
+        rows = self.training_rows_of(features) if rows is None else rows
         node_col = features["node"].to_numpy()
         values = features.select(self.feature_names).to_numpy()
         order = np.argsort(node_col, kind="stable")
@@ -297,7 +297,7 @@ class Binner:
         Parameters
         ----------
         node : str | int
-            Training node name or index (map unseen nodes with `node_rows` first).
+            Training node name or index (map unseen nodes with `training_rows_of` first).
         bins : np.ndarray
             (..., F) tokens; `missing_token` decodes to NaN.
 

@@ -123,13 +123,13 @@ class TokenData:
     """Tokens (n_nodes, n_minutes, F) uint8 plus indexes; see the module docstring for the layout."""
 
     def __init__(self, tokens: np.ndarray, nodes: Sequence[str], customers: Sequence[str],
-                 node_customer: np.ndarray, node_embed: np.ndarray, minute0_ms: int,
+                 node_customer: np.ndarray, node_embed_row: np.ndarray, minute0_ms: int,
                  feature_names: Sequence[str], n_bins: int, time_zone: str = "UTC") -> None:
         self.tokens = tokens  # (n_nodes, n_minutes, F) uint8
         self.nodes = list(nodes)
         self.customers = list(customers)  # the model's customer vocabulary
         self.node_customer = np.asarray(node_customer, dtype=np.int64)  # (n_nodes,) into customers
-        self.node_embed = np.asarray(node_embed, dtype=np.int64)  # (n_nodes,) into the binner's nodes
+        self.node_embed_row = np.asarray(node_embed_row, dtype=np.int64)  # (n_nodes,) row of the model's node embedding
         self.minute0_ms = int(minute0_ms)
         self.feature_names = tuple(feature_names)
         self.n_bins = int(n_bins)
@@ -189,16 +189,16 @@ class TokenData:
         rows = df["node"].replace_strict(node_idx, return_dtype=pl.Int64).to_numpy()
         cols = (minute_ms - m0) // 60_000
         if node_map is None:
-            node_map = {n: (r, r) for n, r in binner.node_rows(df).items()}
+            node_map = {n: (r, r) for n, r in binner.training_rows_of(df).items()}
         tokens[rows, cols] = binner.transform(df, {n: b for n, (b, _) in node_map.items()})
         emb = {n: e for n, (_, e) in node_map.items()}
-        node_embed = np.array([emb[n] for n in nodes], dtype=np.int64)
+        node_embed_row = np.array([emb[n] for n in nodes], dtype=np.int64)
         customers = binner.customers
         cust_idx = {c: i for i, c in enumerate(customers)}
         first_customer = dict(df.group_by("node", maintain_order=True).agg(pl.col("customer").first()).iter_rows())
         node_customer = np.array([cust_idx.get(first_customer[n],
                                                cust_idx[binner.node_customer[emb[n]]]) for n in nodes])
-        data = cls(tokens, nodes, customers, node_customer, node_embed, m0, binner.feature_names,
+        data = cls(tokens, nodes, customers, node_customer, node_embed_row, m0, binner.feature_names,
                    binner.n_bins, time_zone)
         if isinstance(tokens, np.memmap):
             tokens.flush()
@@ -209,7 +209,7 @@ class TokenData:
     def _index(self) -> dict:
         return {"format": _FORMAT, "shape": list(self.tokens.shape), "nodes": self.nodes,
                 "customers": self.customers, "node_customer": self.node_customer.tolist(),
-                "node_embed": self.node_embed.tolist(), "minute0_ms": self.minute0_ms,
+                "node_embed_row": self.node_embed_row.tolist(), "minute0_ms": self.minute0_ms,
                 "feature_names": list(self.feature_names), "feature_set_hash": FEATURE_SET_HASH,
                 "n_bins": self.n_bins, "time_zone": self.time_zone}
 
@@ -227,9 +227,9 @@ class TokenData:
         if time_zone is not None and idx.get("time_zone") != time_zone:
             raise ValueError(f"{d}: time zone mismatch: built with {idx.get('time_zone')!r}, given {time_zone!r}")
         tokens = np.memmap(d / "tokens.u8", dtype=np.uint8, mode="r", shape=tuple(idx["shape"]))
-        return cls(tokens, idx["nodes"], idx["customers"], np.array(idx["node_customer"]),
-                   np.array(idx["node_embed"]), idx["minute0_ms"], idx["feature_names"], idx["n_bins"],
-                   idx["time_zone"])
+        embed = idx.get("node_embed_row", idx.get("node_embed"))  # (the key's name before 2026-12)
+        return cls(tokens, idx["nodes"], idx["customers"], np.array(idx["node_customer"]), np.array(embed),
+                   idx["minute0_ms"], idx["feature_names"], idx["n_bins"], idx["time_zone"])
 
     # --- batches ----------------------------------------------------------------------------------
     def inputs(self, node_rows: np.ndarray, starts: np.ndarray, length: int) -> ModelInputs:
@@ -250,7 +250,7 @@ class TokenData:
         tok = tok.long()
         return ModelInputs(
             tokens=tok,
-            node=torch.from_numpy(self.node_embed[node_rows]),
+            node=torch.from_numpy(self.node_embed_row[node_rows]),
             customer=torch.from_numpy(self.node_customer[node_rows]),
             time=torch.from_numpy(self.time[span]),  # (B, T, 4)
             valid=tok[..., 0] != self.missing_token,  # (B, T)
