@@ -12,7 +12,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "netflowgen"
 
 # Lower numbers are lower layers; a module may import its own layer and those below.
 LAYERS: dict[str, int] = {
-    "schema": 0, "config": 0, "rejects": 0, "progress": 0, "__init__": 0,
+    "schema": 0, "config": 0, "rejects": 0, "progress": 0, "artifacts": 0, "__init__": 0,
     "sources": 1, "nodes": 1, "export": 1, "live": 1, "simulate": 1,
     "features": 2,
     "tokens": 3,

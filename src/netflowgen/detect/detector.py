@@ -27,6 +27,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from netflowgen.artifacts import read_artifact_json
 from netflowgen.detect.anchored import aggregate_curve, plan_windows, run_plan, sliding_score
 from netflowgen.detect.cores import ALL_METHODS, ScoringData, TransformerCore, load_core
 from netflowgen.detect.cube import NodeMinuteCube, cube_to_table
@@ -237,14 +238,7 @@ class Detector:
 
         d = Path(directory)
         p = d / "detector.json"
-        if not p.exists():
-            raise InputError(f"{d}: not a detector folder (no detector.json; write one with `netflowgen finetune`)")
-        try:
-            meta = json.loads(p.read_text())
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise InputError(f"{p}: not valid JSON ({e})") from None
-        if meta.get("format") != DETECTOR_FORMAT:
-            raise InputError(f"{p}: not a netflowgen detector (format {meta.get('format')!r})")
+        meta = read_artifact_json(p, DETECTOR_FORMAT, "detector", "write one with `netflowgen finetune`")
         check_handoff(str(p), "feature-set hash", meta.get("feature_set_hash"), FEATURE_SET_HASH)
         if time_zone is not None:
             check_handoff(str(p), "time zone", meta.get("time_zone"), time_zone)

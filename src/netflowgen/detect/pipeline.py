@@ -168,8 +168,8 @@ class DetectionContext:
 
 
 @dataclass
-class CurveSet:
-    """A trained (or fitted) method's curves on its tuning and test examples."""
+class RunKey:
+    """Which run: a method on a label regime, attack type and seed, with its example counts."""
 
     method: str
     labels: str
@@ -177,6 +177,12 @@ class CurveSet:
     seed: int
     regime: str
     counts: dict[str, int]
+
+
+@dataclass
+class CurveSet(RunKey):
+    """A trained (or fitted) method's curves on its tuning and test examples."""
+
     tune_ids: np.ndarray
     tune_curves: np.ndarray  # (n_tune, L)
     test_ids: np.ndarray
@@ -187,13 +193,9 @@ class CurveSet:
 
 
 @dataclass
-class MethodResult:
-    method: str
-    labels: str
-    attack_type: str
-    seed: int
-    regime: str
-    counts: dict[str, int]
+class MethodResult(RunKey):
+    """The scored run: theta chosen on its tuning examples, metrics on validation and test."""
+
     theta: float
     metric_config: dict[str, Any]
     validation: dict[str, float]

@@ -36,7 +36,9 @@ PORT0_CODE: int = PORT_CODES["port0"]
 FLAG_CODES: dict[int, int] = {value: i for i, value in enumerate(TCP_FLAG_VALUES)}
 FLAG_UNLISTED: int = len(TCP_FLAG_VALUES)  # a TCP flow whose flags are none of the eight values
 FLAG_NOT_TCP: int = len(TCP_FLAG_VALUES) + 1
-TCP: int = PROTOCOL_CLASSES["tcp"][0]  # type: ignore[index]
+_TCP_NUMBERS = PROTOCOL_CLASSES["tcp"]
+assert _TCP_NUMBERS is not None
+TCP: int = _TCP_NUMBERS[0]
 
 # Each measure is the estimated (sampling-scaled) total of one per-flow value.
 MEASURE_VALUE: dict[str, str] = {"pkt": "est_pkt", "byt": "est_byt", "flow": "est_flow"}

@@ -130,7 +130,8 @@ def dense_aggregate(paths: list[Path], nodes: pl.DataFrame, rng: TimeRange,
         scatter = DenseScatter(out, n_nodes, n_min, rng.first, classes, routes, CLS_BITS,
                                counts, n_x, exporter_keys)
         for k in range(len(work)):
-            df = pending.result()  # type: ignore[union-attr]
+            assert pending is not None  # one query per slice: submitted for every k
+            df = pending.result()
             pending = pool.submit(query, *work[k + 1]) if k + 1 < len(work) else None
             scatter.add({c: df[c].to_numpy() for c in df.columns})
             advance(df.height)

@@ -16,19 +16,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
+from netflowgen.features import definition as D  # the code rules, compiled to Spark columns here
 from netflowgen.features.classes import feature_terms
-from netflowgen.features.definition import (
-    DIR_IN,
-    DIR_OUT,
-    FLAG_CODES,
-    FLAG_NOT_TCP,
-    FLAG_UNLISTED,
-    PORT0_CODE,
-    PORT_BEARING_PROTOCOLS,
-    TCP,
-    port_rules,
-    protocol_rules,
-)
 from netflowgen.features.dense import nodes_per_chunk, scatter_sparse
 from netflowgen.features.settings import FeatureConfig
 from netflowgen.features.timeline import Survey, TimeRange, survey_from_counts
@@ -116,21 +105,20 @@ def _codes(port: str) -> list["Column"]:
     from pyspark.sql import functions as F
 
     proto = F.col("proto").cast("int")
-    rules, other = protocol_rules()
-    pc = None
-    for nums, code in rules:
-        cond = proto.isin(*nums)
-        pc = F.when(cond, code) if pc is None else pc.when(cond, code)
+    rules, other = D.protocol_rules()
+    pc = F.when(proto.isin(*rules[0][0]), rules[0][1])
+    for nums, code in rules[1:]:
+        pc = pc.when(proto.isin(*nums), code)
     p = F.col(port).cast("int")
-    port_code = F.when(~proto.isin(*PORT_BEARING_PROTOCOLS), PORT0_CODE)
-    for lo, hi, code in port_rules():
+    port_code = F.when(~proto.isin(*D.PORT_BEARING_PROTOCOLS), D.PORT0_CODE)
+    for lo, hi, code in D.port_rules():
         port_code = port_code.when(p.between(lo, hi), code)
     flags = F.col("tcp_flags").cast("int")
-    fc = F.when(proto != TCP, FLAG_NOT_TCP)
-    for value, code in FLAG_CODES.items():
+    fc = F.when(proto != D.TCP, D.FLAG_NOT_TCP)
+    for value, code in D.FLAG_CODES.items():
         fc = fc.when(flags == value, code)
-    return [pc.otherwise(other).alias("proto_c"),  # type: ignore[union-attr]
-            port_code.otherwise(PORT0_CODE).alias("port_c"), fc.otherwise(FLAG_UNLISTED).alias("flag_c")]
+    return [pc.otherwise(other).alias("proto_c"),
+            port_code.otherwise(D.PORT0_CODE).alias("port_c"), fc.otherwise(D.FLAG_UNLISTED).alias("flag_c")]
 
 
 def feature_aggs() -> list["Column"]:
@@ -166,7 +154,7 @@ def aggregate(spark: "SparkSession", paths: list[Path], nodes: pl.DataFrame, rng
     node_df = F.broadcast(spark.createDataFrame(
         nodes.select("node", "node_idx").to_arrow(), schema="node string, node_idx int"))
     ends = []
-    for direction, ip, port in ((DIR_IN, "dst_ip", "dst_port"), (DIR_OUT, "src_ip", "src_port")):
+    for direction, ip, port in ((D.DIR_IN, "dst_ip", "dst_port"), (D.DIR_OUT, "src_ip", "src_port")):
         ends.append(base.join(node_df, base[ip] == node_df["node"], "inner").select(
             "node_idx", *xc, "s", "e", "est_pkt", "est_byt", "est_flow", *_codes(port),
             F.lit(direction).alias("dir")))

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from netflowgen.artifacts import read_artifact_json
 from netflowgen.model.gpt import ModelConfig, TrafficGPT
 from netflowgen.rejects import InputError
 from netflowgen.schema import DEFAULT_SPLIT, FEATURE_SET_HASH
@@ -75,14 +76,7 @@ def save_model(directory: str | Path, model: TrafficGPT, binner: Binner, extra: 
 def read_config(directory: str | Path) -> dict[str, Any]:
     """config.json of a model folder, checked for format and feature-set hash."""
     p = Path(directory) / CONFIG
-    if not p.exists():
-        raise InputError(f"{p.parent}: not a netflowgen model folder (no {CONFIG})")
-    try:
-        cfg = json.loads(p.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InputError(f"{p}: not valid JSON ({e})") from None
-    if not isinstance(cfg, dict) or cfg.get("format") != MODEL_FORMAT:
-        raise InputError(f"{p}: not a netflowgen model (format {cfg.get('format') if isinstance(cfg, dict) else None!r})")
+    cfg = read_artifact_json(p, MODEL_FORMAT, "model", "write one with `netflowgen pretrain`")
     if cfg.get("feature_set_hash") != FEATURE_SET_HASH:
         raise InputError(f"{p}: built for feature set {cfg.get('feature_set_hash')!r}, this netflowgen has "
                          f"{FEATURE_SET_HASH!r}")

@@ -87,7 +87,7 @@ def _time_layout(preset: Preset, mapping: dict[str, str], sample: pl.Series | No
             if values.len() and nums.null_count() == 0:
                 if fmt != "epoch":
                     return TimeLayout(fmt, options.input_timezone, unit)
-                top = float(nums.max())  # type: ignore[arg-type]
+                top = float(nums.to_numpy().max())
                 kind = "epoch_us" if top > 1e14 else "epoch_ms" if top > 1e11 else "epoch_s"
                 return TimeLayout(kind, options.input_timezone, unit)
             continue

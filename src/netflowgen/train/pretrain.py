@@ -217,8 +217,9 @@ def prepare_data(features: Path, out: Path, cfg: PretrainConfig, d: Dist,
     if d.main and not (reuse and (tok_dir / "index.json").exists() and binner_path.exists()):
         df = pl.read_parquet(features)
         minutes = df["minute"].dt.epoch("ms")
-        m0 = int(minutes.min())  # type: ignore[arg-type]  # an Int64 column's min
-        n_minutes = (int(minutes.max()) - m0) // 60_000 + 1  # type: ignore[arg-type]
+        ms = minutes.to_numpy()
+        m0 = int(ms.min())
+        n_minutes = (int(ms.max()) - m0) // 60_000 + 1
         train_hi = time_splits(n_minutes, cfg.train_fraction, cfg.val_fraction)["train"][1]
         binner = Binner.fit(df.filter(minutes < m0 + train_hi * 60_000), n_bins=cfg.n_bins)
         binner.save(binner_path)
