@@ -128,3 +128,32 @@ def test_pretrain_settings_come_from_preset_file_and_flags_in_that_order(tmp_pat
     assert cfg.context == 128  # the file over the preset (demo: 256)
     assert cfg.lr == 0.005  # the flag over the file
     assert cfg.batch_size == PRESETS["demo"]["batch_size"]  # the preset over the defaults
+
+
+def test_the_spark_engine_without_pyspark_is_one_clear_error(monkeypatch) -> None:
+    import sys
+
+    import pytest
+
+    from netflowgen.features.settings import FeatureConfig
+    from netflowgen.features.spark_engine import spark_session
+    from netflowgen.rejects import InputError
+    for name in [m for m in sys.modules if m == "pyspark" or m.startswith("pyspark.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "pyspark", None)  # as if the [spark] extra were not installed
+    with pytest.raises(InputError, match=r"netflowgen\[spark\]"):
+        spark_session(FeatureConfig(engine="spark"))
+
+
+def test_a_gpu_asked_for_where_there_is_none_is_one_clear_error(monkeypatch) -> None:
+    import pytest
+    import torch
+
+    from netflowgen.model.device import resolve_device
+    from netflowgen.rejects import InputError
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(InputError, match="no CUDA GPU"):
+        resolve_device("cuda")
+    assert resolve_device("auto").type == "cpu"
+    with pytest.raises(InputError, match="expected auto, cpu, cuda"):
+        resolve_device("tpu0")

@@ -40,6 +40,7 @@ from netflowgen.model.io import save_model
 from netflowgen.progress import progress_bar
 from netflowgen.schema import FEATURE_NAMES, LIGHT_FEATURE_NAMES
 from netflowgen.tokens import DEFAULT_SPLIT, Binner, ModelInputs, TokenData, random_windows, time_splits
+from netflowgen.train.checkpoint import check_resume_settings
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -231,23 +232,6 @@ def prepare_data(features: Path, out: Path, cfg: PretrainConfig, d: Dist,
 
 
 # --- the loop -------------------------------------------------------------------------------------
-# Settings a resumed run may change: how long it goes on and where it runs, not what it trains.
-RESUMABLE_CHANGES = frozenset({"max_steps", "max_epochs", "max_minutes", "device", "threads", "log_every"})
-
-
-def check_resume_settings(ckpt: Path, cfg: PretrainConfig) -> None:
-    """Refuse `--resume` with settings that differ from the checkpoint's run, naming each one."""
-    blob = torch.load(ckpt, map_location="cpu", weights_only=True)
-    if "config" not in blob:
-        raise ConfigError(f"{ckpt}: written by an older netflowgen without its settings; cannot check a resume")
-    old, new = json.loads(blob["config"]), to_dict(cfg)
-    changed = sorted(k for k in set(old) | set(new) if k not in RESUMABLE_CHANGES and old.get(k) != new.get(k))
-    if changed:
-        diffs = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
-        raise ConfigError(f"--resume with changed settings ({diffs}); the checkpoint {ckpt} belongs to another "
-                          "run: resume with its settings (config.toml beside it) or start a new --out")
-
-
 def pretrain(features: str | Path, out: str | Path, cfg: PretrainConfig, resume: bool = False,
              log: Callable[[str], None] = print) -> dict[str, Any]:
     """Pre-train a TrafficGPT on a node-minute table; see the module docstring for outputs.
