@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo-out
 
-.PHONY: setup demo test lint bench clean system-tools
+.PHONY: setup demo test lint bench fuzz clean system-tools
 
 setup: $(STAMP) system-tools
 
@@ -43,6 +43,12 @@ bench: setup
 	$(PY) benchmarks/features.py
 	$(PY) benchmarks/pretrain.py
 	$(PY) benchmarks/score.py
+
+# Seeded mutation fuzzing of every text reader, the settings loader and the model loader, deeper
+# than the bounded run in `make test` (outcome table in docs/sources.md).
+fuzz: setup
+	$(PY) tests/fuzz.py --cases 2000 --seed 0
+	$(PY) tests/fuzz.py --cases 2000 --seed 1
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache

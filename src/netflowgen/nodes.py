@@ -62,31 +62,39 @@ class CustomerTable:
             fh = p.open(newline="", encoding="utf-8")
         except OSError as e:
             raise InputError(f"{p}: cannot read customer table: {e.strerror}") from e
-        with fh:
-            reader = csv.DictReader(fh)
-            header = [h.strip() for h in (reader.fieldnames or [])]
-            missing = [c for c in REQUIRED_COLUMNS if c not in header]
-            if missing:
-                raise InputError(f"{p}:1: customer table lacks column(s) {missing}; "
-                                 f"header is {header}, expected {list(REQUIRED_COLUMNS)}")
-            reader.fieldnames = header
-            prefixes: list[Prefix] = []
-            seen: dict[tuple[int, int, int, int], Prefix] = {}
-            for row in reader:
-                line = reader.line_num
-                if not any((v or "").strip() for v in row.values()):
-                    continue  # blank line
-                cust = (row.get("customer_id") or "").strip()
-                text = (row.get("prefix") or "").strip()
-                if not cust:
-                    raise InputError(f"{p}:{line}: customer_id is empty")
-                pref = parse_prefix(text, cust, line, where=f"{p}:{line}")
-                key = (pref.family, pref.length, pref.hi, pref.lo)
-                if key in seen and seen[key].customer != cust:
-                    raise InputError(f"{p}:{line}: prefix {text} already belongs to customer "
-                                     f"{seen[key].customer!r} (line {seen[key].line})")
-                seen[key] = pref
-                prefixes.append(pref)
+        try:
+            with fh:
+                return cls._read(csv.DictReader(fh), p)
+        except UnicodeDecodeError as e:
+            raise InputError(f"{p}: not UTF-8 text (byte {e.start} of a read block); save the customer "
+                             "table as UTF-8") from None
+
+    @classmethod
+    def _read(cls, reader: "csv.DictReader[str]", p: Path) -> "CustomerTable":
+        """The prefixes of an open customer table (see `from_csv`)."""
+        header = [h.strip() for h in (reader.fieldnames or [])]
+        missing = [c for c in REQUIRED_COLUMNS if c not in header]
+        if missing:
+            raise InputError(f"{p}:1: customer table lacks column(s) {missing}; "
+                             f"header is {header}, expected {list(REQUIRED_COLUMNS)}")
+        reader.fieldnames = header
+        prefixes: list[Prefix] = []
+        seen: dict[tuple[int, int, int, int], Prefix] = {}
+        for row in reader:
+            line = reader.line_num
+            if not any((v or "").strip() for v in row.values()):
+                continue  # blank line
+            cust = (row.get("customer_id") or "").strip()
+            text = (row.get("prefix") or "").strip()
+            if not cust:
+                raise InputError(f"{p}:{line}: customer_id is empty")
+            pref = parse_prefix(text, cust, line, where=f"{p}:{line}")
+            key = (pref.family, pref.length, pref.hi, pref.lo)
+            if key in seen and seen[key].customer != cust:
+                raise InputError(f"{p}:{line}: prefix {text} already belongs to customer "
+                                 f"{seen[key].customer!r} (line {seen[key].line})")
+            seen[key] = pref
+            prefixes.append(pref)
         if not prefixes:
             raise InputError(f"{p}: customer table has no prefixes")
         return cls(prefixes, str(p))

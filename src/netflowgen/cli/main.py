@@ -47,23 +47,42 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+_DEBUG = {"on": False}
+
+
 @app.callback()
 def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                       help="Print the version and exit.")) -> None:
-    pass
+                                       help="Print the version and exit."),
+          debug: bool = typer.Option(False, "--debug", help="Show the full traceback of an error "
+                                     "(otherwise one line and exit code 2).")) -> None:
+    _DEBUG["on"] = debug
 
 
 for _name in COMMAND_MODULES:
     importlib.import_module(f"netflowgen.cli.{_name}").register(app)
 
 
+# What a user can cause and fix: bad input, bad settings, paths that cannot be read or written.
+USER_ERRORS = (InputError, ConfigError, FileNotFoundError, FileExistsError, NotADirectoryError,
+               IsADirectoryError, PermissionError)
+
+
 def main() -> None:
-    """Run the CLI; user errors (bad input, bad config) print one clear line and exit 2."""
+    """Run the CLI; user errors (bad input, bad settings, unusable paths) print one clear line and
+    exit 2 (`netflowgen --debug ...` shows the traceback)."""
     try:
         app()
-    except (InputError, ConfigError, FileNotFoundError) as e:
-        typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+    except USER_ERRORS as e:
+        if _DEBUG["on"]:
+            raise
+        typer.secho(f"error: {_one_line(e)}", fg=typer.colors.RED, err=True)
         sys.exit(2)
+
+
+def _one_line(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.filename is not None and not isinstance(e, FileNotFoundError):
+        return f"{e.filename}: {e.strerror or e}"  # e.g. an output folder whose parent is a file
+    return " ".join(str(e).split())
 
 
 if __name__ == "__main__":

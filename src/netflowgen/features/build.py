@@ -137,7 +137,7 @@ def build_features(paths: Sequence[str | Path], out: str | Path, cfg: FeatureCon
                                    cfg.spread_over_minutes, by_exporter)
         phase("survey")
         node_tab = _nodes(surv, table, cfg, rejects)
-        rng = resolve_range(surv, cfg.start_minute(), cfg.end_minute(), what)
+        rng = resolve_range(surv, cfg.start_minute(), cfg.end_minute(), what, cfg.max_span_days)
         phase("nodes")
         chunks: Any  # DenseChunks, PolarsChunks or SparkChunks: blocks of dense rows for the writer
         if cfg.engine == "polars":

@@ -35,6 +35,7 @@ class FeatureConfig:
     # most this many GB (87 x nodes x minutes x 8 bytes); else (and with spreading) go through the
     # semi table, whose memory grows with the distinct (node, minute, class) combinations.
     dense_max_gb: float = 3.0
+    max_span_days: float = 400.0  # a longer time range is refused (one flow with a broken clock would stretch it)
     # Missing minutes: "exporter" = a node-minute is missing when the exporter that reported most of
     # the node's flow records sent nothing in that minute (nodes whose records carry no exporter, and
     # inputs without one, fall back to "global"); "global" = missing when no record at all arrived.
@@ -53,6 +54,8 @@ class FeatureConfig:
             raise ConfigError(f"features.chunk_rows must be >= 1, got {self.chunk_rows}")
         if self.compression not in ("zstd", "lz4", "snappy", "gzip", "brotli", "none"):
             raise ConfigError(f"features.compression: {self.compression!r} is not a Parquet codec")
+        if self.max_span_days <= 0:
+            raise ConfigError(f"features.max_span_days must be > 0, got {self.max_span_days}")
         if self.dense_max_gb < 0:
             raise ConfigError(f"features.dense_max_gb must be >= 0, got {self.dense_max_gb}")
         if self.missing_by not in MISSING_BY:

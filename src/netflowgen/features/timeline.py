@@ -107,9 +107,12 @@ class TimeRange:
         return matrix, idx.to_numpy().astype(np.int64)
 
 
-def resolve_range(survey: Survey, start: int | None, end: int | None, what: str) -> TimeRange:
+def resolve_range(survey: Survey, start: int | None, end: int | None, what: str,
+                  max_span_days: float = 400.0) -> TimeRange:
     """Time range from the settings (`start` inclusive, `end` exclusive, minutes since the epoch)
-    or, where unset, from the survey; InputError when the input has no flow at all."""
+    or, where unset, from the survey; InputError when the input has no flow at all, or when the
+    range is longer than `max_span_days` (naming the first and last flow minutes that stretch it),
+    before anything the size of the range is allocated."""
     if survey.first_minute is None and (start is None or end is None):
         raise InputError(f"{what}: no flow records, so no time range (give --start and --end)")
     first = start if start is not None else int(survey.first_minute)  # type: ignore[arg-type]
@@ -118,6 +121,14 @@ def resolve_range(survey: Survey, start: int | None, end: int | None, what: str)
         raise InputError(f"{what}: time range is empty: flows end before --start or start after "
                          f"--end (flows cover minutes {survey.first_minute}..{survey.last_minute})")
     n = stop - first
+    if n > max_span_days * 1440:
+        import datetime as dt
+
+        def when(m: int | None) -> str:
+            return "?" if m is None else dt.datetime.fromtimestamp(m * 60, dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
+        raise InputError(f"{what}: the flows span {n / 1440:,.0f} days ({when(first)} .. {when(stop - 1)} UTC), more "
+                         f"than features.max_span_days = {max_span_days:g}: a record with a broken clock? Give "
+                         "--start/--end, or raise the setting")
     missing = ~_covered(survey.events, first, n)
     if survey.exporter_events is None:
         return TimeRange(first, n, missing)

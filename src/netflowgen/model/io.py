@@ -101,8 +101,11 @@ def load_model(directory: str | Path, device: str | torch.device = "cpu"
         state = load_file(str(d / WEIGHTS))
     except (SafetensorError, OSError, ValueError) as e:
         raise InputError(f"{d / WEIGHTS}: unreadable weights ({e})") from None
-    with torch.device("meta"):  # shapes only: nothing is allocated before the weights are checked
-        expected = {k: tuple(v.shape) for k, v in TrafficGPT(mcfg, n_nodes, n_customers).state_dict().items()}
+    try:
+        with torch.device("meta"):  # shapes only: nothing is allocated before the weights are checked
+            expected = {k: tuple(v.shape) for k, v in TrafficGPT(mcfg, n_nodes, n_customers).state_dict().items()}
+    except (ValueError, TypeError, RuntimeError) as e:
+        raise InputError(f"{d / CONFIG}: bad model arguments ({' '.join(str(e).split())[:200]})") from None
     got = {k: tuple(v.shape) for k, v in state.items()}
     if expected != got:
         diff = sorted(set(expected.items()) ^ set(got.items()))[:4]

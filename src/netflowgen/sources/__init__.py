@@ -78,6 +78,15 @@ def guess_format(path: str | Path) -> str:
     raise InputError(f"{p}: cannot guess the format of this file; pass --format")
 
 
+def check_timezone(name: str) -> None:
+    """InputError unless `name` is an IANA time zone this machine knows (e.g. Europe/Berlin, UTC)."""
+    import zoneinfo
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise InputError(f"unknown time zone {name!r}: use an IANA name such as UTC or Europe/Berlin") from None
+
+
 def open_source(paths: Sequence[str | Path], fmt: str, options: SourceOptions | None = None,
                 rejects: RejectCounter | None = None) -> Iterator[pa.RecordBatch]:
     """Stream canonical flow record batches (schema.FLOW_SCHEMA exactly) from files/dirs of format fmt.
@@ -96,6 +105,7 @@ def open_source(paths: Sequence[str | Path], fmt: str, options: SourceOptions | 
         raise InputError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)} or auto")
     if options.batch_size <= 0:
         raise InputError(f"batch_size must be positive, got {options.batch_size}")
+    check_timezone(options.input_timezone)
     return _checked(paths, fmt, options, rejects)
 
 

@@ -20,8 +20,9 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import IO, Iterator, Sequence
 
 import pyarrow as pa
 
@@ -61,6 +62,41 @@ def read_nfcapd(paths: Sequence[str | Path], options: SourceOptions, rejects: Re
         yield from read_nfcapd_file(path, options, rejects)
 
 
+TOOL_TIMEOUT_S = 600.0  # nfdump / nfpcapd on one file: longer is a hang (a damaged file makes nfdump loop)
+MAX_TOOL_STDERR = 1 << 20  # bytes of warnings; a damaged file made nfdump write 456 MiB in 20 s
+
+
+class ToolWatchdog:
+    """Kills a reader subprocess that runs past `timeout_s` or writes more than `max_stderr` bytes of
+    errors (stderr goes to the file `err`); `reason` says which, None while neither happened."""
+
+    def __init__(self, proc: subprocess.Popen, err: IO[bytes], timeout_s: float, max_stderr: int) -> None:
+        import threading
+        self.proc, self.err = proc, err
+        self.reason: str | None = None
+        self._done = threading.Event()
+        self._deadline = time.monotonic() + timeout_s
+        self._max = max_stderr
+        self._thread = threading.Thread(target=self._watch, name="netflowgen-tool-watchdog", daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._done.wait(0.1):
+            if self.proc.poll() is not None:
+                return
+            if os.fstat(self.err.fileno()).st_size > self._max:
+                self.reason = f"more than {self._max // 1024} KiB of errors"
+            elif time.monotonic() > self._deadline:
+                self.reason = "it ran past its time limit"
+            if self.reason:
+                self.proc.kill()
+                return
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
+
+
 def read_nfcapd_file(path: str | Path, options: SourceOptions, rejects: RejectCounter,
                      own_rate: int | None = None) -> Iterator[pa.RecordBatch]:
     """Stream one nfcapd file through `nfdump -r`; at most `options.batch_size` records in memory.
@@ -76,6 +112,7 @@ def read_nfcapd_file(path: str | Path, options: SourceOptions, rejects: RejectCo
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, env=env)
         assert proc.stdout is not None
+        watchdog = ToolWatchdog(proc, err, TOOL_TIMEOUT_S, MAX_TOOL_STDERR)
         finished = False
         try:
             for df in text_frames(proc.stdout, FIELDS, ",", options.batch_size, name, rejects,
@@ -93,8 +130,12 @@ def read_nfcapd_file(path: str | Path, options: SourceOptions, rejects: RejectCo
                 proc.kill()
                 proc.wait()
             proc.stdout.close()
+        watchdog.stop()
         err.seek(0)
-        message = err.read().decode("utf-8", "replace").strip()
+        message = err.read(4096).decode("utf-8", "replace").strip()
+    if watchdog.reason:
+        first = " / ".join(message.splitlines()[:2])
+        raise InputError(f"{name}: nfdump stopped: {watchdog.reason} ({first}); the file is damaged")
     if proc.returncode != 0 or message:
         detail = " / ".join(message.splitlines()[:3]) or f"exit status {proc.returncode}"
         raise InputError(f"{name}: nfdump cannot read this file as nfcapd data ({detail})")

@@ -47,15 +47,23 @@ def _read_file(path: Path, options: SourceOptions, rejects: RejectCounter, layou
         header_raw = f.readline().rstrip(b"\r\n")
         header = header_raw.decode("utf-8", "replace").split(",")
         require_columns(name, header, REQUIRED)
+        twice = sorted({c for c in header if header.count(c) > 1})
+        if twice:
+            raise InputError(f"{name}:1: column(s) {twice} appear twice in the header")
         keep = [c for c in header if c in RENAME]
         in_footer = False
 
         def is_record(ln: bytes) -> bool:
+            # nfdump's totals ("Summary" and two lines) end one output; the header of the next
+            # concatenated output starts records again
             nonlocal in_footer
-            if in_footer or ln == b"Summary":  # nfdump's totals, written without -q
+            if ln == header_raw:
+                in_footer = False
+                return False
+            if in_footer or ln == b"Summary":
                 in_footer = True
                 return False
-            return bool(ln) and ln != header_raw  # repeated headers of concatenated files are fine
+            return bool(ln)
 
         for df in text_frames(f, header, ",", options.batch_size, name, rejects, first_line=2,
                               keep=is_record):

@@ -61,7 +61,7 @@ def _decimal_to_int(col: pl.Expr, scale_digits: int) -> pl.Expr:
     Null when the text is not a plain decimal (a leading "-" is kept: a negative duration must
     reach the "end before start" check, not pass as unparsable).
     """
-    ok = col.str.contains(r"^-?\d+(\.\d*)?$")
+    ok = col.str.contains(r"^-?[0-9]+(\.[0-9]*)?$")
     negative = col.str.starts_with("-")
     parts = col.str.strip_prefix("-").str.split_exact(".", 1)
     whole = parts.struct.field("field_0").cast(pl.Int64, strict=False)
@@ -111,8 +111,22 @@ def _time_expr(name: str, dtype: pl.DataType, layout: TimeLayout) -> pl.Expr:
 
 
 def _ms_from_number(col: pl.Expr, dtype: pl.DataType, unit: str) -> pl.Expr:
-    """A number of `unit` ("s", "ms" or "us"), typed or as decimal text -> Int64 ms (floored);
-    null when unparsable."""
+    """A number of `unit` ("s", "ms", "us", or "auto"), typed or as decimal text -> Int64 ms
+    (floored); null when unparsable.
+
+    "auto": every value in its own unit by its number of integer digits, up to 11
+    seconds, 12-14 milliseconds, 15 or more microseconds; unambiguous for every plausible time
+    (1990 .. now: 9-10 digits in s, 12-13 in ms, 15-16 in us), so one microsecond row among
+    second rows is read right instead of dating the others to 1970."""
+    if unit == "auto":  # each value's own unit, by magnitude
+        if dtype.is_numeric():
+            v = col.cast(pl.Float64)
+            digits = v.abs().floor().cast(pl.Int64, strict=False).cast(pl.String).str.len_chars()
+        else:
+            text = col.str.strip_chars()
+            digits = text.str.strip_prefix("-").str.split(".").list.first().str.len_chars()
+        s_ms, ms_ms, us_ms = (_ms_from_number(col, dtype, u) for u in ("s", "ms", "us"))
+        return pl.when(digits <= 11).then(s_ms).when(digits <= 14).then(ms_ms).otherwise(us_ms)
     if dtype.is_numeric():
         scale = {"s": 1000.0, "ms": 1.0, "us": 0.001}[unit]
         return (col.cast(pl.Float64) * scale).floor().cast(pl.Int64, strict=False)
@@ -160,7 +174,7 @@ def _flags_expr(dtype: pl.DataType) -> pl.Expr:
 
 # A dotted quad without leading zeros (what ipaddress accepts), checked in Polars: validating every
 # distinct address in Python took most of the time on spoofed-source DDoS captures.
-_IPV4 = r"^((25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)$"
+_IPV4 = r"^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$"  # ASCII digits
 
 
 def _canonical_ips(values: pl.Series) -> tuple[dict[str, str], set[str]]:
@@ -171,6 +185,8 @@ def _canonical_ips(values: pl.Series) -> tuple[dict[str, str], set[str]]:
     bad: set[str] = set()
     for v in others.to_list():
         try:
+            if not v.isascii():  # ipaddress would accept other scripts' digits in some places
+                raise ValueError(v)
             mapping[v] = str(ipaddress.ip_address(v.strip()))
         except ValueError:
             bad.add(v)
@@ -183,6 +199,18 @@ def _ip_out(name: str, mapping: dict[str, str]) -> pl.Expr:
         return col
     return pl.when(col.str.contains(_IPV4)).then(col) \
         .otherwise(col.replace_strict(mapping, default=None))
+
+
+EARLIEST_PLAUSIBLE = "1990-01-01"  # flow records older than this are a broken clock or unit
+
+
+def plausible_time_window(ahead_days: float = 1.0) -> tuple[int, int]:
+    """[1990-01-01, now + `ahead_days`] in epoch ms: a record outside it is rejected and counted
+    (one flow dated 2100 would otherwise stretch a features table over 75 years)."""
+    import datetime as dt
+    lo = dt.datetime.fromisoformat(EARLIEST_PLAUSIBLE).replace(tzinfo=dt.timezone.utc)
+    hi = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=ahead_days)
+    return int(lo.timestamp() * 1000), int(hi.timestamp() * 1000)
 
 
 def normalize(df: pl.DataFrame, file: str, layout: TimeLayout, rejects: RejectCounter,
@@ -237,6 +265,9 @@ def normalize(df: pl.DataFrame, file: str, layout: TimeLayout, rejects: RejectCo
     # A start at (or before) the epoch means 'unknown': e.g. softflowd's v5/v9 flows that start at
     # the exporter's boot instant are stored by nfcapd with first_switched = 0.
     checks.append((pl.col("ts_start__v") <= 0, "unknown start time (0)", "ts_start"))
+    lo_ms, hi_ms = plausible_time_window()
+    checks.append((~pl.col("ts_start__v").is_between(lo_ms, hi_ms), "implausible time (before 1990 or "
+                   "more than a day ahead)", "ts_start"))
     if "ts_end" in cols:
         checks.append((pl.col("ts_end").is_not_null() & pl.col("ts_end__v").is_null(),
                        "unparsable timestamp", "ts_end"))

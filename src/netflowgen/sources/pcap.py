@@ -18,7 +18,7 @@ from typing import Iterator, Sequence
 import pyarrow as pa
 
 from netflowgen.rejects import InputError, RejectCounter
-from netflowgen.sources.nfcapd import list_nfcapd_files, read_nfcapd_file
+from netflowgen.sources.nfcapd import TOOL_TIMEOUT_S, list_nfcapd_files, read_nfcapd_file
 from netflowgen.sources.options import SourceOptions
 from netflowgen.sources.text import expand_paths
 
@@ -26,22 +26,44 @@ PCAP_PATTERNS = ("*.pcap", "*.pcapng", "*.cap")
 FLOW_TIMEOUTS = "60,15"  # active, inactive seconds
 
 
-def pcap_to_nfcapd(pcap: Path, out_dir: Path) -> list[Path]:
-    """Run nfpcapd on one capture; returns the nfcapd files it wrote into `out_dir` (absolute)."""
+def pcap_to_nfcapd(pcap: Path, out_dir: Path, rejects: RejectCounter | None = None) -> list[Path]:
+    """Run nfpcapd on one capture; returns the nfcapd files it wrote into `out_dir` (absolute).
+
+    nfpcapd exits 0 when it stops at damaged data ("pcap_next_ex() read error") and when it skips
+    packets; both are counted in `rejects` (the flows of the packets before the damage are kept)."""
     exe = shutil.which("nfpcapd")
     if exe is None:
         raise InputError("the `nfpcapd` program is needed to read pcap files: apt-get install nfdump")
     out_dir = out_dir.resolve()
-    proc = subprocess.run([exe, "-r", str(pcap.resolve()), "-w", str(out_dir), "-e", FLOW_TIMEOUTS],
-                          capture_output=True, text=True, errors="replace")
+    try:
+        proc = subprocess.run([exe, "-r", str(pcap.resolve()), "-w", str(out_dir), "-e", FLOW_TIMEOUTS],
+                              capture_output=True, text=True, errors="replace", timeout=TOOL_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise InputError(f"{pcap}: nfpcapd ran past {TOOL_TIMEOUT_S:.0f} s on this capture") from None
     if proc.returncode != 0:
         lines = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
         detail = " / ".join(lines[-2:]) or f"exit status {proc.returncode}"
         raise InputError(f"{pcap}: nfpcapd cannot read this capture ({detail})")
+    if rejects is not None:
+        count_nfpcapd_losses(str(pcap), proc.stderr + proc.stdout, rejects)
     try:
         return list_nfcapd_files([out_dir])
     except InputError:
         return []
+
+
+def count_nfpcapd_losses(pcap: str, output: str, rejects: RejectCounter) -> None:
+    """Count what nfpcapd's messages say it could not read: a read error that ended the capture
+    early (one reject, with the packet number and nfpcapd's words) and skipped packets (one each)."""
+    import re
+    processed = re.findall(r"Processed: (\d+), skipped: (\d+)", output)
+    read_error = re.search(r"read error: (.*)", output)
+    if read_error:
+        after = processed[-1][0] if processed else "?"
+        rejects.reject("capture unreadable from here on (nfpcapd read error)",
+                       f"{pcap}: after packet {after}: {read_error.group(1).strip()[:120]}")
+    if processed and int(processed[-1][1]):
+        rejects.reject("packet skipped by nfpcapd", f"{pcap}", n=int(processed[-1][1]))
 
 
 def read_pcap(paths: Sequence[str | Path], options: SourceOptions, rejects: RejectCounter,
@@ -49,5 +71,5 @@ def read_pcap(paths: Sequence[str | Path], options: SourceOptions, rejects: Reje
     """Canonical batches from pcap/pcapng files (directories: *.pcap, *.pcapng, *.cap under them)."""
     for pcap in expand_paths(paths, PCAP_PATTERNS):
         with tempfile.TemporaryDirectory(prefix="netflowgen-nfpcapd-") as tmp:
-            for f in pcap_to_nfcapd(pcap, Path(tmp)):
+            for f in pcap_to_nfcapd(pcap, Path(tmp), rejects):
                 yield from read_nfcapd_file(f, options, rejects, own_rate=1)

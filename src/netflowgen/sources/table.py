@@ -80,19 +80,19 @@ def _time_layout(preset: Preset, mapping: dict[str, str], sample: pl.Series | No
         if formats[0].startswith("epoch_"):
             return TimeLayout(formats[0], options.input_timezone, unit)
         sample = sample.cast(pl.String)
-    values = sample.drop_nulls().str.strip_chars().head(20)
+    # The layout is chosen on up to 200 values of the chunk: the first format that reads most of them
+    # (a few bad times are then counted as unparsable rows, they no longer reject the whole chunk).
+    values = sample.drop_nulls().str.strip_chars().head(200)
+    need = max(1, (values.len() * 4 + 4) // 5)  # 80 %
     for fmt in formats:
         if fmt == "epoch" or fmt.startswith("epoch_"):
             nums = values.cast(pl.Float64, strict=False)
-            if values.len() and nums.null_count() == 0:
-                if fmt != "epoch":
-                    return TimeLayout(fmt, options.input_timezone, unit)
-                top = float(nums.to_numpy().max())
-                kind = "epoch_us" if top > 1e14 else "epoch_ms" if top > 1e11 else "epoch_s"
-                return TimeLayout(kind, options.input_timezone, unit)
+            if values.len() and values.len() - nums.null_count() >= need:
+                # "epoch": each value's unit from its magnitude (decided per value, not per chunk)
+                return TimeLayout("epoch_auto" if fmt == "epoch" else fmt, options.input_timezone, unit)
             continue
         parsed = values.str.to_datetime(fmt, strict=False, time_unit="us")
-        if values.len() and parsed.null_count() == 0:
+        if values.len() and values.len() - parsed.null_count() >= need:
             return TimeLayout(fmt, options.input_timezone, unit)
     return TimeLayout(formats[0], options.input_timezone, unit)  # rows will be counted unparsable
 
@@ -193,12 +193,28 @@ def read_parquet(paths: Sequence[str | Path], options: SourceOptions, rejects: R
         needed = sorted(set(mapping.values()) | {c for cs in preset.flag_counts.values() for c in cs
                                                  if c in header})
         row = 1
-        for batch in pf.iter_batches(batch_size=options.batch_size, columns=needed):
+        for batch in _batches(pf, name, options.batch_size, needed):
             df = pl.from_arrow(pa.Table.from_batches([batch]))
             assert isinstance(df, pl.DataFrame)
             df = df.with_columns(pl.int_range(row, row + df.height, dtype=pl.Int64).alias("_line"))
             row += df.height
             yield from _normalized(df, name, preset, mapping, options, rejects)
+
+
+def _batches(pf: pq.ParquetFile, name: str, batch_size: int, columns: list[str]) -> Iterator[pa.RecordBatch]:
+    """The file's record batches; a page that cannot be decoded is an InputError naming the file and
+    the record where reading stopped (the records before it were read)."""
+    it = pf.iter_batches(batch_size=batch_size, columns=columns)
+    done = 0
+    while True:
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        except (OSError, pa.ArrowException) as e:
+            raise InputError(f"{name}: unreadable Parquet data after record {done:,} ({' '.join(str(e).split())})") from None
+        done += batch.num_rows
+        yield batch
 
 
 def _normalized(df: pl.DataFrame, name: str, preset: Preset, mapping: dict[str, str],

@@ -61,6 +61,23 @@ def text_frames(stream: IO[bytes], names: Sequence[str], sep: str, size: int, fi
         yield split_fields(numbered, names, sep, on_bad=bad, three_spaces=three_spaces)
 
 
+def _utf8_lines(raws: list[bytes]) -> pl.Series:
+    """Lines as a String series, null for a line that is not UTF-8: the whole batch decodes at once
+    in the common case; only a batch holding a bad line is decoded line by line. (Polars' own cast
+    raises on the first bad byte since Polars 2.)"""
+    series = pl.Series("text", raws, pl.Binary)
+    try:
+        return series.cast(pl.String)
+    except (pl.exceptions.ComputeError, pl.exceptions.InvalidOperationError):
+        decoded: list[str | None] = []
+        for raw in raws:
+            try:
+                decoded.append(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                decoded.append(None)
+        return pl.Series("text", decoded, pl.String)
+
+
 def split_fields(lines: Sequence[tuple[int, bytes]], names: Sequence[str], sep: str,
                  on_bad: Callable[[int, str, str], None], three_spaces: bool = False,
                  ) -> pl.DataFrame:
@@ -76,7 +93,7 @@ def split_fields(lines: Sequence[tuple[int, bytes]], names: Sequence[str], sep: 
         return pl.DataFrame({**{n: pl.Series(n, [], pl.String) for n in names},
                              "_line": pl.Series("_line", [], pl.Int64)})
     numbers = pl.Series("_line", [no for no, _ in lines], pl.Int64)
-    text = pl.Series("text", [raw for _, raw in lines], pl.Binary).cast(pl.String, strict=False)
+    text = _utf8_lines([raw for _, raw in lines])  # null where a line is not UTF-8
     if three_spaces:
         text = text.str.replace_all("   ", sep, literal=True)
     parts = text.str.split(sep, inclusive=False)

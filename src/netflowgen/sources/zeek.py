@@ -102,7 +102,7 @@ def _read_file(path: Path, options: SourceOptions, rejects: RejectCounter) -> It
                                  "the first record)")
             body_start += 1
             if line.startswith("#separator"):
-                sep = line.split(" ", 1)[1].encode().decode("unicode_escape")
+                sep = _separator(line, f"{name}:{body_start - 1}")
             elif line.startswith("#fields"):
                 three_spaces = "   " in line  # IoT-23: last columns separated by three spaces
                 fields = line.replace("   ", sep).split(sep)[1:] if three_spaces else line.split(sep)[1:]
@@ -121,8 +121,26 @@ def _read_file(path: Path, options: SourceOptions, rejects: RejectCounter) -> It
                 yield batch
 
 
+def _separator(line: str, where: str) -> str:
+    """The separator of a `#separator \\x09` header line; InputError naming the line otherwise."""
+    value = line.split(" ", 1)[1] if " " in line else ""
+    try:
+        sep = value.encode("ascii").decode("unicode_escape")
+    except UnicodeError:
+        sep = ""
+    if len(sep) != 1:
+        raise InputError(f"{where}: bad #separator {value!r} (expected one character, e.g. \\x09)")
+    return sep
+
+
+# Zeek's own directives; any other line starting with "#" is data (and rejected, counted, if it
+# does not parse), never skipped silently.
+_DIRECTIVES = (b"#separator", b"#set_separator", b"#empty_field", b"#unset_field", b"#path", b"#open",
+               b"#fields", b"#types", b"#close")
+
+
 def _is_record(line: bytes) -> bool:
-    return bool(line) and not line.startswith(b"#")  # "#close" and other directives
+    return bool(line) and not line.startswith(_DIRECTIVES)
 
 
 def _to_flows(df: pl.DataFrame) -> pl.DataFrame:

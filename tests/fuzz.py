@@ -1,0 +1,253 @@
+"""Seeded mutation fuzzing of netflowgen's inputs: the text readers (Zeek, Argus, nfdump CSV, CSV),
+the config loader, and the model and detector loaders.
+
+Allowed outcomes: "ok" (records written, bad ones counted) or a clear error (InputError /
+ConfigError); never another exception, a hang, or lost records: for the line-per-record formats
+(nfdump CSV, CSV) every data line of the mutated file must be accepted or rejected, counted
+independently of the reader. `run(cases_per_target, seed)` returns the outcome table;
+`python tests/fuzz.py --cases N` (what `make fuzz` runs) prints it, and the bounded run in
+tests/test_fuzz.py asserts every outcome is allowed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import signal
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Callable
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from tests.sources.test_golden_bidirectional import ARGUS_HEADER, ARGUS_ROWS, ZEEK_ROWS, write_zeek  # noqa: E402
+from tests.sources.test_tables import NFDUMP_HEADER, nfdump_line  # noqa: E402
+
+TOKENS = [b"", b"-", b"nan", b"inf", b"1e309", b"-1", b"99999999999999999999", b"\xff\xfe", b"\xd9\xa1",
+          b"0x", b"::", b"300.1.2.3", b"#", b",", b"\t", b"   ", b"Summary", b"\x00", b"2100-01-01 00:00:00"]
+
+
+def mutate(data: bytes, rng: random.Random) -> bytes:
+    """One to three random edits: byte flips, insertions, deletions, a token in place of a field,
+    duplicated or swapped lines, truncation."""
+    b = bytearray(data)
+    for _ in range(rng.randint(1, 3)):
+        op = rng.randrange(8)
+        if not b:
+            b += rng.choice(TOKENS)
+            continue
+        i = rng.randrange(len(b))
+        if op == 0:
+            b[i] = rng.randrange(256)
+        elif op == 1:
+            b[i:i] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 8)))
+        elif op == 2:
+            del b[i:i + rng.randint(1, 40)]
+        elif op == 3:
+            b[i:i + rng.randint(0, 12)] = rng.choice(TOKENS)
+        elif op in (4, 5):
+            lines = bytes(b).split(b"\n")
+            j, k = rng.randrange(len(lines)), rng.randrange(len(lines))
+            if op == 4:
+                lines.insert(k, lines[j])
+            else:
+                lines[j], lines[k] = lines[k], lines[j]
+            b = bytearray(b"\n".join(lines))
+        elif op == 6:
+            del b[i:]
+        else:
+            b[i:i] = b"x" * rng.randint(1000, 100_000)  # a very long line
+    return bytes(b)
+
+
+def _samples(tmp: Path) -> dict[str, tuple[bytes, str]]:
+    zeek = write_zeek(tmp / "z.log", ZEEK_ROWS).read_bytes()
+    argus = ("\n".join([ARGUS_HEADER, *ARGUS_ROWS]) + "\n").encode()
+    nfd = ("\n".join([NFDUMP_HEADER] + [nfdump_line(f"2018-12-01 12:04:{s:02d}", "1.5", p, f, "3")
+                                        for s, (p, f) in enumerate([("TCP", "...AP.SF"), ("UDP", "........"),
+                                                                    ("ICMP", "........"), ("TCP", "......S.")] * 3)])
+           + "\n").encode()
+    csv = ("src_ip,dst_ip,ts_start,proto,packets,bytes,src_port,dst_port\n" + "".join(
+        f"10.0.0.{i},192.0.2.{i % 4},{1_700_000_000 + i},{6 if i % 2 else 17},{i + 1},{60 * (i + 1)},{1000 + i},80\n"
+        for i in range(12))).encode()
+    return {"zeek": (zeek, "conn.log"), "argus": (argus, "a.binetflow"), "nfdump-csv": (nfd, "n.csv"),
+            "csv": (csv, "t.csv")}
+
+
+def _data_lines(fmt: str, data: bytes) -> int | None:
+    """Independent count of the record lines a reader must account for (None: no invariant)."""
+    if fmt not in ("nfdump-csv", "csv"):
+        return None
+    lines = [ln.rstrip(b"\r") for ln in data.split(b"\n")]
+    if not lines:
+        return 0
+    header, n, footer = lines[0], 0, False
+    names = header.split(b",")
+    opkt = names.index(b"opkt") if fmt == "nfdump-csv" and b"opkt" in names else None
+    for ln in lines[1:]:
+        if fmt == "nfdump-csv":
+            if ln == header:
+                footer = False
+                continue
+            if footer or ln == b"Summary":
+                footer = True
+                continue
+        if not ln:
+            continue
+        n += 1
+        # an nfdump CSV line with output packets is two records (the reverse direction too)
+        parts = ln.split(b",")
+        if opkt is not None and len(parts) == len(names) and parts[opkt].strip() not in (b"", b"-", b"0"):
+            try:
+                ln.decode("utf-8")
+                n += 1
+            except UnicodeDecodeError:
+                pass
+    return n
+
+
+class Hang(Exception):
+    pass
+
+
+def _alarm(signum: int, frame: object) -> None:
+    raise Hang()
+
+
+def _reader_case(fmt: str, data: bytes, name: str, tmp: Path) -> str:
+    from netflowgen.rejects import InputError, RejectCounter
+    from netflowgen.sources import SourceOptions, open_source
+    path = tmp / name
+    path.write_bytes(data)
+    rj = RejectCounter()
+    try:
+        for _ in open_source([path], fmt, SourceOptions(default_sampling_rate=1, input_timezone="UTC"), rj):
+            pass
+    except InputError:
+        return "InputError"
+    want = _data_lines(fmt, data)
+    if want is not None and rj.accepted + rj.rejected != want:
+        return f"LOST {want - rj.accepted - rj.rejected} of {want} lines"
+    return "ok"
+
+
+def _config_case(data: bytes, tmp: Path) -> str:
+    from netflowgen.config import ConfigError, load
+    from netflowgen.detect.stages import FinetuneRun
+    p = tmp / "c.toml"
+    p.write_bytes(data)
+    try:
+        load(FinetuneRun, p)
+    except ConfigError:
+        return "ConfigError"
+    return "ok"
+
+
+def _model_folder(tmp: Path) -> Path:
+    import polars as pl
+    import torch
+
+    from netflowgen.api import NetFlowGen
+    from netflowgen.model import TrafficGPT, model_config
+    from netflowgen.tokens import Binner
+    from tests.model.fixtures import node_minute_table
+    d = tmp / "model"
+    if not d.exists():
+        torch.manual_seed(0)
+        b = Binner.fit(node_minute_table(n_nodes=2, n_minutes=60).filter(pl.col("missing").not_()))
+        cfg = model_config("paper", n_layers=1, n_heads=2, d_model=8, d_ff=16, context=16, dropout=0.0)
+        NetFlowGen(TrafficGPT(cfg, len(b.nodes), len(b.customers)), b).save_pretrained(d)
+    return d
+
+
+def _model_case(rng: random.Random, tmp: Path) -> str:
+    import shutil
+
+    from netflowgen.model.io import load_model
+    from netflowgen.rejects import InputError
+    src = _model_folder(tmp)
+    d = tmp / "mutant"
+    shutil.rmtree(d, ignore_errors=True)
+    shutil.copytree(src, d)
+    target = d / rng.choice(["config.json", "binner.json", "model.safetensors"])
+    target.write_bytes(mutate(target.read_bytes(), rng))
+    try:
+        load_model(d)
+    except InputError:
+        return "InputError"
+    return "ok"
+
+
+def _outcome(fn: Callable[[], str], limit_s: int = 20) -> str:
+    old = signal.signal(signal.SIGALRM, _alarm)
+    signal.alarm(limit_s)
+    try:
+        return fn()
+    except Hang:
+        return "HANG"
+    except Exception as e:  # noqa: BLE001 - the point: anything else is a finding
+        return f"CRASH {type(e).__name__}: {str(e)[:100]}"
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def run(cases: int, seed: int = 0, tmp: Path | None = None) -> dict[str, Counter]:
+    """Outcome counts per target: reader formats, "config", "model"."""
+    own = tmp is None
+    tmpdir = Path(tempfile.mkdtemp(prefix="netflowgen-fuzz-")) if own else tmp
+    assert tmpdir is not None
+    rng = random.Random(seed)
+    table: dict[str, Counter] = {}
+    findings: list[str] = []
+    for fmt, (data, name) in _samples(tmpdir).items():
+        c: Counter = Counter()
+        for k in range(cases):
+            mutant = mutate(data, rng)
+            out = _outcome(lambda: _reader_case(fmt, mutant, name, tmpdir))
+            c[out.split(":")[0] if out.startswith("CRASH") else out.split(" of ")[0] if out.startswith("LOST") else out] += 1
+            if out not in ("ok", "InputError"):
+                repro = tmpdir / f"repro-{fmt}-{k}"
+                repro.write_bytes(mutant)
+                findings.append(f"{fmt}: {out} (reproducer {repro})")
+        table[fmt] = c
+    base = b'method = "MS-LSTM"\nlabels = "val"\n[finetune]\nepochs = 3\nvariant = "safe"\n[metrics]\nwarmup = 8\n'
+    c = Counter()
+    for _ in range(cases):
+        mutant = mutate(base, rng)
+        out = _outcome(lambda: _config_case(mutant, tmpdir))
+        c[out.split(":")[0]] += 1
+        if out not in ("ok", "ConfigError"):
+            findings.append(f"config: {out} ({mutant!r})")
+    table["config"] = c
+    c = Counter()
+    for _ in range(max(1, cases // 3)):
+        out = _outcome(lambda: _model_case(rng, tmpdir))
+        c[out.split(":")[0]] += 1
+        if out not in ("ok", "InputError"):
+            findings.append(f"model: {out}")
+    table["model"] = c
+    table["_findings"] = Counter(findings)
+    return table
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="seeded mutation fuzzing of netflowgen's inputs")
+    ap.add_argument("--cases", type=int, default=2000, help="mutations per reader and for the config")
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args()
+    table = run(a.cases, a.seed)
+    findings = table.pop("_findings")
+    print(f"| target | mutations | outcomes (seed {a.seed}) |\n|---|---|---|")
+    for target, c in table.items():
+        print(f"| {target} | {sum(c.values())} | " + ", ".join(f"{k}: {v}" for k, v in c.most_common()) + " |")
+    for f in findings:
+        print("FINDING", f)
+    sys.exit(1 if findings else 0)
+
+
+if __name__ == "__main__":
+    main()

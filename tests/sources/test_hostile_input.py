@@ -1,0 +1,188 @@
+"""Hostile input gets a clear error or counted rejects, never a traceback or a silent loss: one
+regression test per reproducer of the hostile-input issue (the readers' part)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from netflowgen.rejects import InputError, RejectCounter
+from netflowgen.sources import SourceOptions
+
+from .test_golden_bidirectional import ARGUS_HEADER, ARGUS_ROWS, ZEEK_ROWS, read, write_zeek
+from .test_tables import NFDUMP_HEADER, nfdump_line
+
+
+def test_a_non_utf8_byte_rejects_that_line_only(tmp_path: Path) -> None:
+    z = write_zeek(tmp_path / "conn.log", ZEEK_ROWS)
+    raw = z.read_bytes().replace(b"C2 ", b"C2\xff ", 1).replace(b"\tC2\t", b"\tC2\xff\t", 1)
+    z.write_bytes(raw)
+    rj = RejectCounter()
+    got = read(z, "zeek", rejects=rj)
+    assert rj.counts["garbage line"] == 1 and "not UTF-8" in rj.samples["garbage line"][0]
+    assert len(got) == len(read(write_zeek(tmp_path / "ok.log", ZEEK_ROWS), "zeek")) - 1  # only C2's record went
+    a = tmp_path / "a.csv"
+    a.write_bytes(("\n".join([ARGUS_HEADER, *ARGUS_ROWS]) + "\n").encode().replace(b"tcp", b"t\xe9p", 1))
+    rj = RejectCounter()
+    read(a, "argus", rejects=rj)
+    assert rj.counts["garbage line"] == 1
+
+
+@pytest.mark.parametrize("header, message", [("#separator", "bad #separator ''"),
+                                              ("#separator \\x", "bad #separator '\\\\x'")])
+def test_a_broken_zeek_separator_is_one_clear_error(tmp_path: Path, header: str, message: str) -> None:
+    z = write_zeek(tmp_path / "conn.log", ZEEK_ROWS)
+    z.write_text(z.read_text().replace("#separator \\x09", header, 1))
+    with pytest.raises(InputError, match=r"conn.log:1: " + message.replace("\\", "\\\\").replace("'", "'")):
+        read(z, "zeek")
+
+
+def test_a_zeek_data_line_starting_with_hash_is_counted(tmp_path: Path) -> None:
+    z = write_zeek(tmp_path / "conn.log", ZEEK_ROWS + ["#1655071302.0 C9 not a record"])
+    rj = RejectCounter()
+    read(z, "zeek", rejects=rj)
+    assert rj.rejected == 1 and rj.counts["garbage line"] == 1
+
+
+def test_duplicated_nfdump_csv_column_is_one_clear_error(tmp_path: Path) -> None:
+    f = tmp_path / "n.csv"
+    f.write_text(NFDUMP_HEADER + ",ipkt\n" + nfdump_line("2018-12-01 12:04:49", "1.0", "TCP", "......S.", "2") + ",2\n")
+    with pytest.raises(InputError, match=r"n.csv:1: column\(s\) \['ipkt'\] appear twice"):
+        read(f, "nfdump-csv")
+
+
+def test_concatenated_nfdump_csv_outputs_are_read_whole(tmp_path: Path) -> None:
+    def output(n: int, second: int) -> list[str]:
+        rows = [nfdump_line(f"2018-12-01 12:04:{second + i:02d}", "0.000", "UDP", "........", "1") for i in range(n)]
+        return [NFDUMP_HEADER, *rows, "Summary", "flows,bytes,packets,avg_bps,avg_pps,avg_bpp", f"{n},0,0,0,0,0"]
+    f = tmp_path / "both.csv"
+    f.write_text("\n".join(output(3, 0) + output(4, 10)) + "\n")
+    rj = RejectCounter()
+    assert len(read(f, "nfdump-csv", SourceOptions(default_sampling_rate=1), rj)) == 7 and rj.rejected == 0
+
+
+def test_an_unknown_time_zone_is_one_clear_error(tmp_path: Path) -> None:
+    f = tmp_path / "n.csv"
+    f.write_text(NFDUMP_HEADER + "\n" + nfdump_line("2018-12-01 12:04:49", "1.0", "TCP", "......S.", "2") + "\n")
+    with pytest.raises(InputError, match="unknown time zone 'Mars/Olympus'"):
+        read(f, "nfdump-csv", SourceOptions(input_timezone="Mars/Olympus"))
+
+
+def test_ips_with_other_scripts_digits_and_implausible_times_are_rejected(tmp_path: Path) -> None:
+    now = dt.datetime.now(dt.timezone.utc)
+    rows = [("10.0.0.1", 1_700_000_000), ("10.0.0.\u0661", 1_700_000_000),  # Arabic-Indic one
+            ("10.0.0.2", int(dt.datetime(2100, 1, 1).timestamp())), ("10.0.0.3", 100),
+            ("10.0.0.4", int((now + dt.timedelta(days=3)).timestamp()))]
+    f = tmp_path / "t.csv"
+    pl.DataFrame({"src_ip": [r[0] for r in rows], "dst_ip": ["192.0.2.1"] * 5, "ts_start": [r[1] for r in rows],
+                  "proto": [6] * 5, "packets": [1] * 5, "bytes": [60] * 5}).write_csv(f)
+    rj = RejectCounter()
+    got = read(f, "csv", SourceOptions(default_sampling_rate=1), rj)
+    assert [r["src_ip"] for r in got] == ["10.0.0.1"]
+    assert rj.counts["bad IP address"] == 1
+    assert rj.counts["implausible time (before 1990 or more than a day ahead)"] == 3
+
+
+def test_a_customer_table_that_is_not_utf8_is_one_clear_error(tmp_path: Path) -> None:
+    from netflowgen.nodes import CustomerTable
+    c = tmp_path / "customers.csv"
+    c.write_bytes(b"customer_id,prefix\nk\xf6ln,10.0.0.0/8\n")
+    with pytest.raises(InputError, match="customers.csv: not UTF-8"):
+        CustomerTable.from_csv(c)
+
+
+def test_a_corrupt_parquet_page_is_one_clear_error(tmp_path: Path) -> None:
+    from netflowgen.schema import FLOW_SCHEMA
+    rows = {"src_ip": ["10.0.0.1"] * 5000, "dst_ip": ["192.0.2.1"] * 5000, "ts_start": [1_700_000_000_000 + i for i in range(5000)],
+            "proto": [6] * 5000, "packets": list(range(5000)), "bytes": list(range(5000))}
+    f = tmp_path / "t.parquet"
+    pl.DataFrame(rows).with_columns(pl.col("ts_start").cast(pl.Datetime("ms", "UTC"))).write_parquet(
+        f, compression="zstd", row_group_size=1000)
+    import pyarrow.parquet as pq
+    chunk = pq.ParquetFile(f).metadata.row_group(2).column(4)  # a page of the third row group
+    raw = bytearray(f.read_bytes())
+    raw[chunk.data_page_offset:chunk.data_page_offset + chunk.total_compressed_size] = \
+        b"\x07" * chunk.total_compressed_size
+    f.write_bytes(bytes(raw))
+    with pytest.raises(InputError, match=r"t.parquet: unreadable Parquet data after record [0-9,]+ \(Couldn.t deserialize"):
+        read(f, "parquet", SourceOptions(default_sampling_rate=1))
+    assert FLOW_SCHEMA  # the canonical schema is what the reader writes
+
+
+def test_a_flow_years_away_does_not_stretch_the_features_table(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from netflowgen.features.build import build_features
+    from netflowgen.features.settings import FeatureConfig
+    from netflowgen.schema import FLOW_SCHEMA
+    t0 = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
+    n = 3
+    table = pa.table({"ts_start": [t0, t0 + dt.timedelta(minutes=1), dt.datetime(2029, 1, 1, tzinfo=dt.timezone.utc)],
+                      "ts_end": [t0] * n, "src_ip": ["10.0.0.1"] * n, "dst_ip": ["192.0.2.1"] * n,
+                      "src_port": [1] * n, "dst_port": [80] * n, "proto": [6] * n, "tcp_flags": [2] * n,
+                      "packets": [1] * n, "bytes": [60] * n, "sampling_rate": [1] * n, "exporter": [None] * n,
+                      "in_if": [None] * n, "out_if": [None] * n}).cast(FLOW_SCHEMA)
+    pq.write_table(table, tmp_path / "f.parquet")
+    with pytest.raises(InputError, match=r"span 1,827 days \(2024-01-01 00:00 \.\. 2029-01-01 00:00 UTC\)"):
+        build_features([tmp_path / "f.parquet"], tmp_path / "x.parquet", FeatureConfig(min_flows=1))
+
+
+def test_an_output_folder_whose_parent_is_a_file_is_one_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    (tmp_path / "file").write_text("x")
+    r = subprocess.run([sys.executable, "-m", "netflowgen.cli.main", "simulate", "--days", "0.01", "--nodes", "4",
+                        "--customers", "2", "--out", str(tmp_path / "file" / "sim")], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1] == f"error: {tmp_path / 'file' / 'sim'}: Not a directory"
+
+
+def _with_bytes_inserted(src: Path, dst: Path) -> Path:
+    data = src.read_bytes()
+    mid = len(data) // 2
+    dst.write_bytes(data[:mid] + b"\x01\x02\x03\x04" + data[mid:])
+    return dst
+
+
+@pytest.mark.real
+def test_a_damaged_nfcapd_file_stops_nfdump_within_seconds(real_data: Path, tmp_path: Path) -> None:
+    # 4 bytes inserted mid-file made nfdump 1.7.1 loop forever while its stderr filled the disk
+    import time
+    src = real_data / "stopddos" / "nfcapd" / "amp.UDP.isakmp" / "nfcapd.202106141945"
+    bad = _with_bytes_inserted(src, tmp_path / "nfcapd.damaged")
+    t0 = time.monotonic()
+    with pytest.raises(InputError, match=r"nfcapd.damaged: nfdump stopped: more than 1024 KiB of errors"):
+        read(bad, "nfcapd", SourceOptions(default_sampling_rate=1))
+    assert time.monotonic() - t0 < 30
+
+
+@pytest.mark.real
+def test_a_damaged_pcap_counts_what_nfpcapd_could_not_read(real_data: Path, tmp_path: Path) -> None:
+    # nfpcapd prints a read error and exits 0: the flows before the damage are kept, the loss counted
+    src = real_data / "stopddos" / "pcap" / "amp.UDP.isakmp.pcap"
+    bad = _with_bytes_inserted(src, tmp_path / "damaged.pcap")
+    rj = RejectCounter()
+    got = read(bad, "pcap", rejects=rj)
+    whole = read(src, "pcap")
+    assert 0 < len(got) < len(whole)
+    assert rj.counts["capture unreadable from here on (nfpcapd read error)"] == 1
+    assert "after packet" in rj.samples["capture unreadable from here on (nfpcapd read error)"][0]
+
+
+def test_csv_epoch_units_are_read_per_value_and_a_bad_time_rejects_only_its_row(tmp_path: Path) -> None:
+    base = 1_700_000_000  # 2023-11-14, seconds
+    times = [str(base + i) for i in range(29)] + [str((base + 29) * 1_000_000)]  # one row in microseconds
+    times[3] = "yesterday"  # one unparsable time among the first 20
+    f = tmp_path / "t.csv"
+    pl.DataFrame({"src_ip": ["10.0.0.1"] * 30, "dst_ip": ["192.0.2.1"] * 30, "ts_start": times,
+                  "proto": [6] * 30, "packets": [1] * 30, "bytes": [60] * 30}).write_csv(f)
+    rj = RejectCounter()
+    got = read(f, "csv", SourceOptions(default_sampling_rate=1), rj)
+    assert len(got) == 29 and dict(rj.counts) == {"unparsable timestamp": 1}
+    seconds = sorted(int(r["ts_start"].timestamp()) for r in got)
+    assert seconds == [base + i for i in range(30) if i != 3]  # the microsecond row is 2023 too
