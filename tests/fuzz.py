@@ -1,5 +1,5 @@
 """Seeded mutation fuzzing of netflowgen's inputs: the text readers (Zeek, Argus, nfdump CSV, CSV),
-the config loader, and the model and detector loaders.
+the settings loader, and the model and detector loaders.
 
 Allowed outcomes: "ok" (records written, bad ones counted) or a clear error (InputError /
 ConfigError); never another exception, a hang, or lost records: for the line-per-record formats
@@ -181,6 +181,44 @@ def _model_case(rng: random.Random, tmp: Path) -> str:
     return "ok"
 
 
+def _detector_folder(tmp: Path) -> Path:
+    """A fitted Seasonal-band detector of a tiny table (saved once)."""
+    d = tmp / "detector"
+    if not d.exists():
+        from netflowgen.detect.cube import NodeMinuteCube
+        from netflowgen.detect.finetune import FinetuneConfig
+        from netflowgen.detect.pipeline import DetectionContext
+        from tests.detect.synthetic import make_dataset
+        import polars as pl
+        feats, _, _ = make_dataset(n_nodes=2, n_minutes=300, attacks_per_node=1)
+        ex = pl.DataFrame({"id": [0], "node_row": [0], "start": [0], "label": [0], "label_t": [63],
+                           "onset_t": [-1], "end_t": [-1], "true_onset_t": [-1], "split": ["train"], "pair": [0],
+                           "customer": ["c0"], "attack_type": [""]})
+        ctx = DetectionContext.build(NodeMinuteCube.from_table(feats), ex, 64, 64, None, [0.6, 0.2])
+        det = ctx.new_detector("Seasonal-band", FinetuneConfig())
+        det.theta, det.warmup = 0.5, 8
+        det.save(d)
+    return d
+
+
+def _detector_case(rng: random.Random, tmp: Path) -> str:
+    import shutil
+
+    from netflowgen.detect.detector import Detector
+    from netflowgen.rejects import InputError
+    src = _detector_folder(tmp)
+    d = tmp / "detector-mutant"
+    shutil.rmtree(d, ignore_errors=True)
+    shutil.copytree(src, d)
+    target = d / rng.choice(["detector.json", "detector.json", "detector.safetensors"])
+    target.write_bytes(mutate(target.read_bytes(), rng))
+    try:
+        Detector.load(d)
+    except InputError:
+        return "InputError"
+    return "ok"
+
+
 def _outcome(fn: Callable[[], str], limit_s: int = 20) -> str:
     old = signal.signal(signal.SIGALRM, _alarm)
     signal.alarm(limit_s)
@@ -230,6 +268,13 @@ def run(cases: int, seed: int = 0, tmp: Path | None = None) -> dict[str, Counter
         if out not in ("ok", "InputError"):
             findings.append(f"model: {out}")
     table["model"] = c
+    c = Counter()
+    for _ in range(max(1, cases // 3)):
+        out = _outcome(lambda: _detector_case(rng, tmpdir))
+        c[out.split(":")[0]] += 1
+        if out not in ("ok", "InputError"):
+            findings.append(f"detector: {out}")
+    table["detector"] = c
     table["_findings"] = Counter(findings)
     return table
 

@@ -19,6 +19,7 @@ class RejectCounter:
     counts: Counter[str] = field(default_factory=Counter)
     samples: dict[str, list[str]] = field(default_factory=dict)
     accepted: int = 0
+    bad_files: list[str] = field(default_factory=list)  # "FILE: why", files skipped whole (--skip-bad-files)
 
     def reject(self, reason: str, sample: str = "", n: int = 1) -> None:
         """Record `n` rejected records for `reason`; `sample` names where (file:line, field=value)."""
@@ -39,6 +40,7 @@ class RejectCounter:
 
     def merge(self, other: "RejectCounter") -> None:
         self.accepted += other.accepted
+        self.bad_files.extend(other.bad_files)
         for reason, n in other.counts.items():
             self.counts[reason] += n
         for reason, items in other.samples.items():
@@ -51,6 +53,7 @@ class RejectCounter:
             "rejected": self.rejected,
             "by_reason": dict(self.counts.most_common()),
             "samples": self.samples,
+            "bad_files": self.bad_files,
         }
 
     def report(self) -> str:
@@ -59,4 +62,7 @@ class RejectCounter:
         for reason, n in self.counts.most_common():
             first = self.samples.get(reason, [""])[0]
             lines.append(f"  {reason}: {n:,}" + (f"  (e.g. {first})" if first else ""))
+        if self.bad_files:
+            lines.append(f"skipped {len(self.bad_files)} bad file(s):")
+            lines += [f"  {b}" for b in self.bad_files]
         return "\n".join(lines)

@@ -154,3 +154,29 @@ def test_settings_are_validated():
         with pytest.raises(ConfigError):
             PretrainConfig(**bad)
     assert PretrainConfig(predicted="out_all_byt,in_all_pkt").predicted  # names in any order are fine
+
+
+@pytest.mark.parametrize("case, message", [
+    ("short", "shorter than one window of context = 64"),
+    ("all_missing", "every node-minute is missing"),
+    ("empty", "no rows"),
+    ("no_column", r"missing column\(s\) \['in_all_pkt'\]"),
+    ("not_parquet", "not a readable Parquet"),
+])
+def test_degenerate_inputs_are_one_clear_error(tmp_path, case, message):
+    import polars as pl
+
+    from netflowgen.rejects import InputError
+    df = node_minute_table(n_nodes=2, n_minutes=200 if case != "short" else 60)
+    p = tmp_path / "f.parquet"
+    if case == "all_missing":
+        df = df.with_columns(pl.lit(True).alias("missing"))
+    elif case == "empty":
+        df = df.head(0)
+    elif case == "no_column":
+        df = df.drop("in_all_pkt")
+    df.write_parquet(p)
+    if case == "not_parquet":
+        p.write_text("node,minute\n1,2\n")
+    with pytest.raises(InputError, match=message):
+        pretrain(p, tmp_path / "out", TINY, log=lambda s: None)

@@ -186,3 +186,25 @@ def test_csv_epoch_units_are_read_per_value_and_a_bad_time_rejects_only_its_row(
     assert len(got) == 29 and dict(rj.counts) == {"unparsable timestamp": 1}
     seconds = sorted(int(r["ts_start"].timestamp()) for r in got)
     assert seconds == [base + i for i in range(30) if i != 3]  # the microsecond row is 2023 too
+
+
+def test_one_bad_file_stops_ingest_or_is_skipped_and_listed(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from netflowgen.cli.main import app
+    d = tmp_path / "logs"
+    d.mkdir()
+    write_zeek(d / "conn.1.log", ZEEK_ROWS)
+    write_zeek(d / "conn.2.log", ZEEK_ROWS)
+    (d / "conn.3.log").write_text("this is not a zeek log\n")
+    args = ["ingest", str(d), "--format", "zeek", "--default-sampling", "1"]
+    r = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "stop.parquet")])
+    assert r.exit_code != 0 and not (tmp_path / "stop.parquet").exists()  # nothing written
+    assert "conn.3.log" in r.output
+    r = CliRunner().invoke(app, [*args, "--skip-bad-files", "--out", str(tmp_path / "go.parquet")])
+    assert r.exit_code == 0, r.output
+    one = len(read(d / "conn.1.log", "zeek"))
+    assert pl.read_parquet(tmp_path / "go.parquet").height == 2 * one
+    import json
+    report = json.loads((tmp_path / "go.parquet.rejects.json").read_text())
+    assert len(report["bad_files"]) == 1 and "conn.3.log" in report["bad_files"][0]

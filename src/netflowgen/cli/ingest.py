@@ -50,6 +50,9 @@ def ingest(
     start: Optional[str] = typer.Option(None, "--start", help="Start time (ISO 8601) for tables with "
                                         "no time column (NF-* v1/v2)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Records per batch."),
+    skip_bad_files: Optional[bool] = typer.Option(None, "--skip-bad-files/--stop-at-bad-file", help=(
+        "With several files: list an unreadable file in the rejects report and go on, or stop before "
+        "writing anything, naming it. [stop]")),
     config_file: Optional[Path] = typer.Option(None, "--config", help="TOML file with these settings."),
     dump: bool = typer.Option(False, "--dump", help="Print the resolved settings as TOML and exit."),
 ) -> None:
@@ -62,6 +65,7 @@ def ingest(
     src: dict[str, object] = {
         "default_sampling_rate": default_sampling, "preset": preset, "input_timezone": timezone,
         "exporter": exporter, "time_format": time_format, "start": start, "batch_size": batch_size,
+        "skip_bad_files": skip_bad_files,
     }
     if exporter_sampling:
         src["exporter_sampling"] = parse_exporter_sampling(exporter_sampling)

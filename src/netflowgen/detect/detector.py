@@ -249,13 +249,29 @@ class Detector:
             tensors = load_file(str(d / "detector.safetensors"))
         except (SafetensorError, OSError, ValueError) as e:
             raise InputError(f"{d / 'detector.safetensors'}: unreadable ({e})") from None
-        method = meta["method"]
-        core = load_core(meta, tensors, d, backbone)
-        core.calib = {k[6:]: v.numpy() for k, v in tensors.items() if k.startswith("calib.")}
-        det = cls(method, core, int(meta["length"]), int(meta["warmup"]), float(meta["theta"]),
-                  meta.get("metric_config", {}), meta.get("time_zone", "UTC"), list(meta.get("split", DEFAULT_SPLIT)),
-                  list(meta["nodes"]), list(meta["node_source"]), meta.get("backbone_hash"),
-                  meta.get("base_backbone_hash"), meta.get("info", {}), float(meta.get("reference", DEFAULT_REFERENCE)))
+        try:
+            method = str(meta["method"])
+            core = load_core(meta, tensors, d, backbone)
+            core.calib = {k[6:]: v.numpy() for k, v in tensors.items() if k.startswith("calib.")}
+            det = cls(method, core, int(meta["length"]), int(meta["warmup"]), float(meta["theta"]),
+                      dict(meta.get("metric_config", {})), str(meta.get("time_zone", "UTC")),
+                      [float(x) for x in meta.get("split", DEFAULT_SPLIT)], [str(n) for n in meta["nodes"]],
+                      [str(s) for s in meta["node_source"]], meta.get("backbone_hash"), meta.get("base_backbone_hash"),
+                      dict(meta.get("info", {})), float(meta.get("reference", DEFAULT_REFERENCE)))
+        except InputError:
+            raise
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
+            raise InputError(f"{p}: a detector field is missing or does not match its weights "
+                             f"({type(e).__name__}: {' '.join(str(e).split())[:160]})") from None
+        n_calib = {len(v) for v in core.calib.values()}
+        if n_calib and n_calib != {len(det.nodes)} or len(det.node_source) != len(det.nodes):
+            raise InputError(f"{p}: {len(det.nodes)} nodes but per-node statistics for {sorted(n_calib)}")
+        bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+        if bad:
+            raise InputError(f"{d / 'detector.safetensors'}: non-finite values in {bad[:3]}")
+        if not (0 < det.length and 0 <= det.warmup and 1 <= core.stride <= core.context):
+            raise InputError(f"{p}: length {det.length}, warm-up {det.warmup}, context {core.context} and stride "
+                             f"{core.stride} are out of range")
         if isinstance(core, TransformerCore):
             from netflowgen.model.io import content_hash
             got = content_hash(Path(backbone) if backbone is not None else d / "backbone")

@@ -35,6 +35,22 @@ _READERS: dict[str, str] = {
 FORMATS: tuple[str, ...] = tuple(_READERS)
 
 
+# format -> "module:constant" naming the files its reader takes from a directory.
+_PATTERNS: dict[str, str] = {
+    "parquet": "table:PARQUET_PATTERNS", "nfcapd": "nfcapd:FILE_PATTERNS", "nfdump-csv": "nfdump_csv:FILE_PATTERNS",
+    "zeek": "zeek:FILE_PATTERNS", "argus": "argus:FILE_PATTERNS", "pcap": "pcap:PCAP_PATTERNS",
+    "csv": "table:CSV_PATTERNS",
+}
+
+
+def _files(fmt: str, paths: Sequence[str | Path]) -> list[Path]:
+    """The input files a reader of `fmt` reads from `paths` (directories expanded)."""
+    from netflowgen.sources.text import expand_paths
+    module, name = _PATTERNS[fmt].split(":")
+    files = expand_paths(paths, getattr(importlib.import_module(f"netflowgen.sources.{module}"), name))
+    return [f for f in files if not (fmt == "nfcapd" and f.name.startswith("nfcapd.current"))]
+
+
 def _reader(fmt: str) -> Callable[..., Iterator[pa.RecordBatch]]:
     module, func = _READERS[fmt].split(":")
     return getattr(importlib.import_module(f"netflowgen.sources.{module}"), func)
@@ -113,11 +129,20 @@ def _checked(paths: Sequence[str | Path], fmt: str, options: SourceOptions,
              rejects: RejectCounter) -> Iterator[pa.RecordBatch]:
     accepted0, rejected0 = rejects.accepted, rejects.rejected
     yielded = 0
-    for batch in _reader(fmt)(paths, options, rejects):
-        if batch.schema != FLOW_SCHEMA:  # a reader bug, not user input: fail loudly
-            raise AssertionError(f"{fmt} reader produced {batch.schema}, not FLOW_SCHEMA")
-        yielded += batch.num_rows
-        yield batch
+    groups: list[Sequence[str | Path]] = [paths]
+    if options.skip_bad_files:
+        groups = [[f] for f in _files(fmt, paths)]
+    for group in groups:
+        try:
+            for batch in _reader(fmt)(group, options, rejects):
+                if batch.schema != FLOW_SCHEMA:  # a reader bug, not user input: fail loudly
+                    raise AssertionError(f"{fmt} reader produced {batch.schema}, not FLOW_SCHEMA")
+                yielded += batch.num_rows
+                yield batch
+        except InputError as e:
+            if not options.skip_bad_files:
+                raise
+            rejects.bad_files.append(" ".join(str(e).split()))
     if yielded == 0:
         where = ", ".join(str(p) for p in paths[:3]) + (" ..." if len(paths) > 3 else "")
         bad = rejects.rejected - rejected0

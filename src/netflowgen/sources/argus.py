@@ -47,6 +47,8 @@ TCP_STATE_FLAGS: dict[str, tuple[int, int]] = {
 }
 
 
+FILE_PATTERNS = ("*.binetflow", "*.biargus", "*.csv")  # what a directory contributes
+
 def _side_flags(letters: pl.Expr) -> pl.Expr:
     value = pl.lit(0, pl.Int64)
     for ch, bit in FLAG_BITS.items():
@@ -74,7 +76,7 @@ def read_argus(paths: Sequence[str | Path], options: SourceOptions, rejects: Rej
                ) -> Iterator[pa.RecordBatch]:
     """Canonical batches from Argus binetflow CSV files (directories: *.binetflow, *.csv)."""
     layout = TimeLayout(TIME_FORMAT, options.input_timezone, "s")
-    for path in expand_paths(paths, ("*.binetflow", "*.biargus", "*.csv")):
+    for path in expand_paths(paths, FILE_PATTERNS):
         yield from _read_file(path, options, rejects, layout)
 
 

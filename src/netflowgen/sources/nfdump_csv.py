@@ -32,11 +32,13 @@ RENAME = {"ts": "ts_start", "td": "duration", "sa": "src_ip", "da": "dst_ip", "s
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S%.f"
 
 
+FILE_PATTERNS = ("*.csv",)  # what a directory contributes
+
 def read_nfdump_csv(paths: Sequence[str | Path], options: SourceOptions, rejects: RejectCounter,
                     ) -> Iterator[pa.RecordBatch]:
     """Canonical batches from nfdump CSV files (directories: every *.csv under them)."""
     layout = TimeLayout(TIME_FORMAT, options.input_timezone, "s")
-    for path in expand_paths(paths, ("*.csv",)):
+    for path in expand_paths(paths, FILE_PATTERNS):
         yield from _read_file(path, options, rejects, layout)
 
 

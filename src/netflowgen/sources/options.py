@@ -22,3 +22,7 @@ class SourceOptions:
     # no time column at all (NF-* v1/v2 datasets), ISO 8601 in input_timezone.
     time_format: str | None = None
     start: str | None = None
+    # With several input files: a file that cannot be read at all is listed in the rejects report
+    # (bad_files) and skipped, instead of stopping before anything is written (the records it gave
+    # before the error are kept).
+    skip_bad_files: bool = False

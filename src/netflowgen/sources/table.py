@@ -27,6 +27,7 @@ from netflowgen.sources.text import expand_paths, text_frames
 
 _DURATIONS = {"duration": "s", "duration_ms": "ms", "duration_us": "us"}
 _RESP = ("resp_packets", "resp_bytes", "resp_tcp_flags")
+CSV_PATTERNS, PARQUET_PATTERNS = ("*.csv",), ("*.parquet",)  # what a directory contributes
 _GUESS_FORMATS = ("epoch", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.fZ",
                   "%Y/%m/%d %H:%M:%S%.f", "%d/%m/%Y %H:%M:%S", "%d/%m/%Y %I:%M:%S %p")
 
@@ -144,7 +145,7 @@ def read_csv(paths: Sequence[str | Path], options: SourceOptions, rejects: Rejec
         from netflowgen.sources.nfdump_csv import read_nfdump_csv
         yield from read_nfdump_csv(paths, options, rejects)
         return
-    for path in expand_paths(paths, ("*.csv",)):
+    for path in expand_paths(paths, CSV_PATTERNS):
         yield from _read_csv_file(path, options, rejects)
 
 
@@ -182,7 +183,7 @@ def _dedupe(header: list[str]) -> list[str]:
 def read_parquet(paths: Sequence[str | Path], options: SourceOptions, rejects: RejectCounter,
                  ) -> Iterator[pa.RecordBatch]:
     """Canonical batches from Parquet flow tables (canonical ones pass through, validated)."""
-    for path in expand_paths(paths, ("*.parquet",)):
+    for path in expand_paths(paths, PARQUET_PATTERNS):
         name = str(path)
         try:
             pf = pq.ParquetFile(path)

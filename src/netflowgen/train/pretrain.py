@@ -210,13 +210,40 @@ def validate(raw: TrafficGPT, data: TokenData, lo: int, hi: int, cfg: PretrainCo
 
 
 # --- data preparation -------------------------------------------------------------------------------
+def read_features_for_training(path: Path, cfg: PretrainConfig) -> pl.DataFrame:
+    """The node-minute table, or an InputError naming the file and what makes it unusable for
+    pre-training: not Parquet, missing columns, no rows, every minute missing, or a training range
+    shorter than one context window."""
+    from netflowgen.rejects import InputError
+    from netflowgen.schema import NODE_MINUTE_KEY_COLUMNS
+    try:
+        df = pl.read_parquet(path)
+    except (OSError, pl.exceptions.PolarsError) as e:
+        raise InputError(f"{path}: not a readable Parquet node-minute table ({' '.join(str(e).split())[:160]})") from None
+    missing = [c for c in (*NODE_MINUTE_KEY_COLUMNS, *FEATURE_NAMES) if c not in df.columns]  # the binner reads all 86
+    if missing:
+        raise InputError(f"{path}: missing column(s) {missing[:6]}{' ...' if len(missing) > 6 else ''} "
+                         "(a table from `netflowgen features`?)")
+    if df.height == 0:
+        raise InputError(f"{path}: no rows")
+    if df["missing"].all():
+        raise InputError(f"{path}: every node-minute is missing (no exporter reported): nothing to learn from")
+    ms = df["minute"].dt.epoch("ms").to_numpy()
+    n_minutes = (int(ms.max()) - int(ms.min())) // 60_000 + 1
+    train = time_splits(n_minutes, cfg.train_fraction, cfg.val_fraction)["train"][1]
+    if train < cfg.context:
+        raise InputError(f"{path}: the training range has {train} minutes ({cfg.train_fraction:.0%} of {n_minutes}), "
+                         f"shorter than one window of context = {cfg.context}: use a smaller --context or more data")
+    return df
+
+
 def prepare_data(features: Path, out: Path, cfg: PretrainConfig, d: Dist,
                  reuse: bool) -> tuple[Binner, TokenData]:
     """Fit the binner on the training range and tokenize (rank 0; other ranks wait, then load).
     With `reuse` (resuming), existing OUT/tokens and OUT/binner.json are kept as they are."""
     tok_dir, binner_path = out / "tokens", out / "binner.json"
     if d.main and not (reuse and (tok_dir / "index.json").exists() and binner_path.exists()):
-        df = pl.read_parquet(features)
+        df = read_features_for_training(features, cfg)
         minutes = df["minute"].dt.epoch("ms")
         ms = minutes.to_numpy()
         m0 = int(ms.min())
