@@ -163,33 +163,39 @@ def _model_folder(tmp: Path) -> Path:
     return d
 
 
-def _model_case(rng: random.Random, tmp: Path) -> str:
+def _folder_case(src: Path, files: list[str], load: Callable[[Path], object], rng: random.Random,
+                 tmp: Path) -> str:
+    """A copy of the artifact folder `src` with one of `files` mutated, then `load` on it."""
     import shutil
 
-    from netflowgen.model.io import load_model
     from netflowgen.rejects import InputError
-    src = _model_folder(tmp)
-    d = tmp / "mutant"
+    d = tmp / f"{src.name}-mutant"
     shutil.rmtree(d, ignore_errors=True)
     shutil.copytree(src, d)
-    target = d / rng.choice(["config.json", "binner.json", "model.safetensors"])
+    target = d / rng.choice(files)
     target.write_bytes(mutate(target.read_bytes(), rng))
     try:
-        load_model(d)
+        load(d)
     except InputError:
         return "InputError"
     return "ok"
+
+
+def _model_case(rng: random.Random, tmp: Path) -> str:
+    from netflowgen.model.io import load_model
+    return _folder_case(_model_folder(tmp), ["config.json", "binner.json", "model.safetensors"], load_model, rng, tmp)
 
 
 def _detector_folder(tmp: Path) -> Path:
     """A fitted Seasonal-band detector of a tiny table (saved once)."""
     d = tmp / "detector"
     if not d.exists():
+        import polars as pl
+
         from netflowgen.detect.cube import NodeMinuteCube
         from netflowgen.detect.finetune import FinetuneConfig
         from netflowgen.detect.pipeline import DetectionContext
         from tests.detect.synthetic import make_dataset
-        import polars as pl
         feats, _, _ = make_dataset(n_nodes=2, n_minutes=300, attacks_per_node=1)
         ex = pl.DataFrame({"id": [0], "node_row": [0], "start": [0], "label": [0], "label_t": [63],
                            "onset_t": [-1], "end_t": [-1], "true_onset_t": [-1], "split": ["train"], "pair": [0],
@@ -202,21 +208,9 @@ def _detector_folder(tmp: Path) -> Path:
 
 
 def _detector_case(rng: random.Random, tmp: Path) -> str:
-    import shutil
-
     from netflowgen.detect.detector import Detector
-    from netflowgen.rejects import InputError
-    src = _detector_folder(tmp)
-    d = tmp / "detector-mutant"
-    shutil.rmtree(d, ignore_errors=True)
-    shutil.copytree(src, d)
-    target = d / rng.choice(["detector.json", "detector.json", "detector.safetensors"])
-    target.write_bytes(mutate(target.read_bytes(), rng))
-    try:
-        Detector.load(d)
-    except InputError:
-        return "InputError"
-    return "ok"
+    return _folder_case(_detector_folder(tmp), ["detector.json", "detector.json", "detector.safetensors"],
+                        Detector.load, rng, tmp)
 
 
 def _outcome(fn: Callable[[], str], limit_s: int = 20) -> str:
@@ -245,7 +239,7 @@ def run(cases: int, seed: int = 0, tmp: Path | None = None) -> dict[str, Counter
         c: Counter = Counter()
         for k in range(cases):
             mutant = mutate(data, rng)
-            out = _outcome(lambda: _reader_case(fmt, mutant, name, tmpdir))
+            out = _outcome(lambda f=fmt, m=mutant, n=name: _reader_case(f, m, n, tmpdir))
             c[out.split(":")[0] if out.startswith("CRASH") else out.split(" of ")[0] if out.startswith("LOST") else out] += 1
             if out not in ("ok", "InputError"):
                 repro = tmpdir / f"repro-{fmt}-{k}"
@@ -256,25 +250,19 @@ def run(cases: int, seed: int = 0, tmp: Path | None = None) -> dict[str, Counter
     c = Counter()
     for _ in range(cases):
         mutant = mutate(base, rng)
-        out = _outcome(lambda: _config_case(mutant, tmpdir))
+        out = _outcome(lambda m=mutant: _config_case(m, tmpdir))
         c[out.split(":")[0]] += 1
         if out not in ("ok", "ConfigError"):
             findings.append(f"config: {out} ({mutant!r})")
     table["config"] = c
-    c = Counter()
-    for _ in range(max(1, cases // 3)):
-        out = _outcome(lambda: _model_case(rng, tmpdir))
-        c[out.split(":")[0]] += 1
-        if out not in ("ok", "InputError"):
-            findings.append(f"model: {out}")
-    table["model"] = c
-    c = Counter()
-    for _ in range(max(1, cases // 3)):
-        out = _outcome(lambda: _detector_case(rng, tmpdir))
-        c[out.split(":")[0]] += 1
-        if out not in ("ok", "InputError"):
-            findings.append(f"detector: {out}")
-    table["detector"] = c
+    for target, case in (("model", _model_case), ("detector", _detector_case)):
+        c = Counter()
+        for _ in range(max(1, cases // 3)):
+            out = _outcome(lambda k=case: k(rng, tmpdir))
+            c[out.split(":")[0]] += 1
+            if out not in ("ok", "InputError"):
+                findings.append(f"{target}: {out}")
+        table[target] = c
     table["_findings"] = Counter(findings)
     return table
 
