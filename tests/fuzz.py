@@ -1,5 +1,6 @@
 """Seeded mutation fuzzing of netflowgen's inputs: the text readers (Zeek, Argus, nfdump CSV, CSV),
-the settings loader, and the model and detector loaders.
+the binary ones (nfcapd, pcap; from the real traces when present), hostile canonical flows through
+`features`, the settings loader, and the model and detector loaders.
 
 Allowed outcomes: "ok" (records written, bad ones counted) or a clear error (InputError /
 ConfigError); never another exception, a hang, or lost records: for the line-per-record formats
@@ -134,6 +135,65 @@ def _reader_case(fmt: str, data: bytes, name: str, tmp: Path) -> str:
     return "ok"
 
 
+REAL = Path(__import__("os").environ.get("NETFLOWGEN_REAL_DATA", HERE.parent.parent / "shared" / "data" / "real"))
+BINARY = {"nfcapd": REAL / "stopddos" / "nfcapd" / "amp.UDP.isakmp" / "nfcapd.202106141945",
+          "pcap": REAL / "stopddos" / "pcap" / "amp.UDP.isakmp.pcap"}
+
+
+def _binary_case(fmt: str, data: bytes, tmp: Path) -> str:
+    """A mutated nfcapd file or capture (read through nfdump / nfpcapd, both watched for hangs and
+    runaway errors): ok (what was read, with what could not be counted as rejects) or InputError."""
+    return _reader_case(fmt, data, "nfcapd.mutant" if fmt == "nfcapd" else "mutant.pcap", tmp)
+
+
+def _flows_case(rng: random.Random, tmp: Path) -> str:
+    """Canonical flows with hostile values (extreme counts, far times, odd IPs and ports, nulls
+    where allowed) through `features`: ok or InputError."""
+    import datetime as dt
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from netflowgen.features.build import build_features
+    from netflowgen.features.settings import FeatureConfig
+    from netflowgen.rejects import InputError
+    from netflowgen.schema import FLOW_SCHEMA
+    n = 40
+    t0 = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
+    cols = {"ts_start": [t0 + dt.timedelta(seconds=rng.randrange(0, 7200)) for _ in range(n)],
+            "src_ip": [rng.choice(["10.0.0.1", "10.0.0.2", "::1", "2001:db8::9"]) for _ in range(n)],
+            "dst_ip": [rng.choice(["192.0.2.1", "192.0.2.2", "10.0.0.1"]) for _ in range(n)],
+            "src_port": [rng.randrange(65536) for _ in range(n)], "dst_port": [rng.choice([0, 53, 80, 443]) for _ in range(n)],
+            "proto": [rng.choice([1, 6, 17, 47, 255]) for _ in range(n)], "tcp_flags": [rng.randrange(256) for _ in range(n)],
+            "packets": [rng.randrange(1, 1000) for _ in range(n)], "bytes": [rng.randrange(40, 10**6) for _ in range(n)],
+            "sampling_rate": [rng.choice([1, 10, 1000]) for _ in range(n)],
+            "exporter": [rng.choice([None, "r1", "r2"]) for _ in range(n)], "in_if": [None] * n, "out_if": [None] * n}
+    for _ in range(rng.randint(1, 4)):  # hostile values
+        k = rng.randrange(n)
+        what = rng.randrange(6)
+        if what == 0:
+            cols["ts_start"][k] = rng.choice([dt.datetime(1971, 1, 1, tzinfo=dt.timezone.utc),
+                                              dt.datetime(2099, 12, 31, tzinfo=dt.timezone.utc), t0 - dt.timedelta(days=900)])
+        elif what == 1:
+            cols["packets"][k] = rng.choice([0, 2**62, 2**53 + 1])
+        elif what == 2:
+            cols["bytes"][k] = rng.choice([0, 2**62])
+        elif what == 3:
+            cols["sampling_rate"][k] = rng.choice([0, 2**32 - 1])
+        elif what == 4:
+            cols["dst_ip"] = [rng.choice(["192.0.2.1", "0.0.0.0", "255.255.255.255", "::"]) for _ in range(n)]
+        else:
+            cols["exporter"][k] = "x" * rng.randint(1, 5000)
+    cols["ts_end"] = [t + dt.timedelta(seconds=rng.choice([0, 1, 3600, 10**6])) for t in cols["ts_start"]]
+    path = tmp / "flows.parquet"
+    pq.write_table(pa.table(cols).select(FLOW_SCHEMA.names).cast(FLOW_SCHEMA), path)
+    try:
+        build_features([path], tmp / "features.parquet", FeatureConfig(min_flows=1, spread_over_minutes=rng.random() < 0.5))
+    except InputError:
+        return "InputError"
+    return "ok"
+
+
 def _config_case(data: bytes, tmp: Path) -> str:
     from netflowgen.config import ConfigError, load
     from netflowgen.detect.stages import FinetuneRun
@@ -246,6 +306,26 @@ def run(cases: int, seed: int = 0, tmp: Path | None = None) -> dict[str, Counter
                 repro.write_bytes(mutant)
                 findings.append(f"{fmt}: {out} (reproducer {repro})")
         table[fmt] = c
+    for fmt, src in BINARY.items():
+        if not src.exists():
+            continue  # the real traces are not shipped with the repository
+        c = Counter()
+        for k in range(max(1, cases // 10)):
+            mutant = mutate(src.read_bytes(), rng)
+            out = _outcome(lambda f=fmt, m=mutant: _binary_case(f, m, tmpdir))
+            c[out.split(":")[0] if out.startswith("CRASH") else out.split(" of ")[0] if out.startswith("LOST") else out] += 1
+            if out not in ("ok", "InputError"):
+                repro = tmpdir / f"repro-{fmt}-{k}"
+                repro.write_bytes(mutant)
+                findings.append(f"{fmt}: {out} (reproducer {repro})")
+        table[fmt] = c
+    c = Counter()
+    for _ in range(max(1, cases // 10)):
+        out = _outcome(lambda: _flows_case(rng, tmpdir), limit_s=60)
+        c[out.split(":")[0]] += 1
+        if out not in ("ok", "InputError"):
+            findings.append(f"features input: {out}")
+    table["features input"] = c
     base = b'method = "MS-LSTM"\nlabels = "val"\n[finetune]\nepochs = 3\nvariant = "safe"\n[metrics]\nwarmup = 8\n'
     c = Counter()
     for _ in range(cases):

@@ -83,7 +83,12 @@ def test_ips_with_other_scripts_digits_and_implausible_times_are_rejected(tmp_pa
     got = read(f, "csv", SourceOptions(default_sampling_rate=1), rj)
     assert [r["src_ip"] for r in got] == ["10.0.0.1"]
     assert rj.counts["bad IP address"] == 1
-    assert rj.counts["implausible time (before 1990 or more than a day ahead)"] == 3
+    from netflowgen.sources.normalize import IMPLAUSIBLE_TIME
+    assert rj.counts[IMPLAUSIBLE_TIME] == 3
+    # the window is a setting: with an earlier start, the 1970 record is kept
+    rj = RejectCounter()
+    got = read(f, "csv", SourceOptions(default_sampling_rate=1, earliest_time="1960-01-01"), rj)
+    assert sorted(r["src_ip"] for r in got) == ["10.0.0.1", "10.0.0.3"] and rj.counts[IMPLAUSIBLE_TIME] == 2
 
 
 def test_a_customer_table_that_is_not_utf8_is_one_clear_error(tmp_path: Path) -> None:
@@ -208,3 +213,18 @@ def test_one_bad_file_stops_ingest_or_is_skipped_and_listed(tmp_path: Path) -> N
     import json
     report = json.loads((tmp_path / "go.parquet.rejects.json").read_text())
     assert len(report["bad_files"]) == 1 and "conn.3.log" in report["bad_files"][0]
+
+
+@pytest.mark.real
+def test_a_partly_readable_nfcapd_file_counts_what_was_lost(real_data: Path, tmp_path: Path) -> None:
+    src = real_data / "stopddos" / "nfcapd" / "amp.UDP.isakmp" / "nfcapd.202106141945"
+    data = bytearray(src.read_bytes())
+    mid = len(data) // 2
+    data[mid:mid + 64] = b"\xff" * 64  # one damaged block: nfdump prints the records before it
+    bad = tmp_path / "nfcapd.partly"
+    bad.write_bytes(bytes(data))
+    whole = len(read(src, "nfcapd", SourceOptions(default_sampling_rate=1)))
+    rj = RejectCounter()
+    got = read(bad, "nfcapd", SourceOptions(default_sampling_rate=1), rj)
+    lost = rj.counts["unreadable nfcapd data (nfdump stopped at a damaged block)"]
+    assert 0 < len(got) < whole and len(got) + lost == whole  # every record read or counted

@@ -122,6 +122,10 @@ def open_source(paths: Sequence[str | Path], fmt: str, options: SourceOptions | 
     if options.batch_size <= 0:
         raise InputError(f"batch_size must be positive, got {options.batch_size}")
     check_timezone(options.input_timezone)
+    try:
+        options.time_window_ms()
+    except ValueError as e:
+        raise InputError(str(e)) from None
     return _checked(paths, fmt, options, rejects)
 
 

@@ -90,7 +90,7 @@ def _read_file(path: Path, options: SourceOptions, rejects: RejectCounter, layou
         for df in text_frames(f, header, ",", options.batch_size, name, rejects, first_line=2):
             batch = normalize(_to_flows(df), name, layout, rejects, own_rate=1,
                               exporter_sampling=options.exporter_sampling,
-                              default_rate=options.default_sampling_rate, exporter=options.exporter)
+                              default_rate=options.default_sampling_rate, exporter=options.exporter, time_window=options.time_window_ms())
             if batch.num_rows:
                 yield batch
 

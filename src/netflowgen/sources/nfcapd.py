@@ -6,7 +6,10 @@ We never parse the binary format ourselves: `nfdump -r FILE` prints one line per
 time pitfall); `%ter` prints wrong milliseconds in 1.7.1 so the end is start + `%td` (seconds, ms);
 `-N` prints numbers (protocol 6, not TCP); `-6` prints IPv6 addresses in full instead of cut with
 "..". nfdump exits 0 even on a truncated or foreign file and says so only on stderr, so stderr is
-read after every file and any complaint makes the file an InputError.
+read after every file: a complaint with no record read makes the file an InputError; a complaint
+after some records (a damaged block) counts the records the file's stat record (`nfdump -I`) says
+are missing as rejects; nfdump is killed past `MAX_TOOL_STDERR` bytes of errors or
+`TOOL_TIMEOUT_S` (a damaged file made it loop forever).
 
 Sampling: nfcapd already multiplied packets/bytes by any rate it knew (announced by the exporter or
 its `-s`), and `fmt:` cannot print whether it did, so records carry no rate of their own here: the
@@ -107,6 +110,7 @@ def read_nfcapd_file(path: str | Path, options: SourceOptions, rejects: RejectCo
     """
     path = Path(path)
     name = str(path)
+    seen_before = rejects.accepted + rejects.rejected
     cmd = [nfdump_binary(), "-r", str(path), "-q", "-N", "-6", "-o", NFDUMP_FORMAT]
     env = dict(os.environ, TZ="UTC", LC_ALL="C")
     with tempfile.TemporaryFile() as err:
@@ -120,7 +124,7 @@ def read_nfcapd_file(path: str | Path, options: SourceOptions, rejects: RejectCo
                 batch = normalize(df, name, LAYOUT, rejects, own_rate=own_rate,
                                   exporter_sampling=options.exporter_sampling,
                                   default_rate=options.default_sampling_rate,
-                                  exporter=options.exporter)
+                                  exporter=options.exporter, time_window=options.time_window_ms())
                 if batch.num_rows:
                     yield batch
             proc.wait()
@@ -138,4 +142,24 @@ def read_nfcapd_file(path: str | Path, options: SourceOptions, rejects: RejectCo
         raise InputError(f"{name}: nfdump stopped: {watchdog.reason} ({first}); the file is damaged")
     if proc.returncode != 0 or message:
         detail = " / ".join(message.splitlines()[:3]) or f"exit status {proc.returncode}"
+        seen = rejects.accepted + rejects.rejected - seen_before
+        total = stat_record_flows(path) if seen else None
+        if total is not None and total >= seen:
+            # partly readable: nfdump printed `seen` of the `total` records its stat record counts
+            # and complained about the rest; the rest is counted, the file is not thrown away
+            rejects.reject("unreadable nfcapd data (nfdump stopped at a damaged block)",
+                           f"{name}: {seen:,} of {total:,} records read; nfdump: {detail[:120]}", n=total - seen)
+            return
         raise InputError(f"{name}: nfdump cannot read this file as nfcapd data ({detail})")
+
+
+def stat_record_flows(path: Path) -> int | None:
+    """The number of flows the file's stat record says it holds (`nfdump -I`), None when unknown."""
+    import re
+    try:
+        out = subprocess.run([nfdump_binary(), "-I", "-r", str(path)], capture_output=True, text=True,
+                             errors="replace", timeout=30, env=dict(os.environ, LC_ALL="C"))
+    except (subprocess.TimeoutExpired, OSError):
+        return None
+    m = re.search(r"^Flows: (\d+)$", out.stdout, re.M)
+    return int(m.group(1)) if m else None

@@ -76,6 +76,6 @@ def _read_file(path: Path, options: SourceOptions, rejects: RejectCounter, layou
                     raise InputError(f"{name}: column opkt without obyt")
                 df = split_bidirectional(df)
             batch = normalize(df, name, layout, rejects, exporter_sampling=options.exporter_sampling,
-                              default_rate=options.default_sampling_rate, exporter=options.exporter)
+                              default_rate=options.default_sampling_rate, exporter=options.exporter, time_window=options.time_window_ms())
             if batch.num_rows:
                 yield batch

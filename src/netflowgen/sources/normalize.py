@@ -22,6 +22,7 @@ import pyarrow as pa
 
 from netflowgen.rejects import RejectCounter
 from netflowgen.schema import FLOW_COLUMNS, FLOW_SCHEMA
+from netflowgen.sources.options import SourceOptions
 
 # IANA numbers for the protocol names that nfdump, Argus, Zeek and CICFlowMeter print.
 PROTOCOL_NUMBERS: dict[str, int] = {
@@ -201,21 +202,13 @@ def _ip_out(name: str, mapping: dict[str, str]) -> pl.Expr:
         .otherwise(col.replace_strict(mapping, default=None))
 
 
-EARLIEST_PLAUSIBLE = "1990-01-01"  # flow records older than this are a broken clock or unit
-
-
-def plausible_time_window(ahead_days: float = 1.0) -> tuple[int, int]:
-    """[1990-01-01, now + `ahead_days`] in epoch ms: a record outside it is rejected and counted
-    (one flow dated 2100 would otherwise stretch a features table over 75 years)."""
-    import datetime as dt
-    lo = dt.datetime.fromisoformat(EARLIEST_PLAUSIBLE).replace(tzinfo=dt.timezone.utc)
-    hi = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=ahead_days)
-    return int(lo.timestamp() * 1000), int(hi.timestamp() * 1000)
+IMPLAUSIBLE_TIME = "implausible time (before earliest_time, default 1990, or over max_days_ahead, 1, after now)"
 
 
 def normalize(df: pl.DataFrame, file: str, layout: TimeLayout, rejects: RejectCounter,
               *, own_rate: int | None = None, exporter_sampling: Mapping[str, int] | None = None,
-              default_rate: int | None = None, exporter: str | None = None) -> pa.RecordBatch:
+              default_rate: int | None = None, exporter: str | None = None,
+              time_window: tuple[int, int] | None = None) -> pa.RecordBatch:
     """Validate and convert one chunk of a reader's records to a canonical batch.
 
     df: columns named as in the module docstring, plus `_line` (Int64, 1-based record position);
@@ -265,9 +258,9 @@ def normalize(df: pl.DataFrame, file: str, layout: TimeLayout, rejects: RejectCo
     # A start at (or before) the epoch means 'unknown': e.g. softflowd's v5/v9 flows that start at
     # the exporter's boot instant are stored by nfcapd with first_switched = 0.
     checks.append((pl.col("ts_start__v") <= 0, "unknown start time (0)", "ts_start"))
-    lo_ms, hi_ms = plausible_time_window()
-    checks.append((~pl.col("ts_start__v").is_between(lo_ms, hi_ms), "implausible time (before 1990 or "
-                   "more than a day ahead)", "ts_start"))
+    # (one flow dated 2100 would otherwise stretch a features table over 75 years)
+    lo_ms, hi_ms = time_window if time_window is not None else SourceOptions().time_window_ms()
+    checks.append((~pl.col("ts_start__v").is_between(lo_ms, hi_ms), IMPLAUSIBLE_TIME, "ts_start"))
     if "ts_end" in cols:
         checks.append((pl.col("ts_end").is_not_null() & pl.col("ts_end__v").is_null(),
                        "unparsable timestamp", "ts_end"))

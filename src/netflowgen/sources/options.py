@@ -26,3 +26,18 @@ class SourceOptions:
     # (bad_files) and skipped, instead of stopping before anything is written (the records it gave
     # before the error are kept).
     skip_bad_files: bool = False
+    # Plausible record times: a start before `earliest_time` (ISO date, UTC) or more than
+    # `max_days_ahead` days after now is rejected and counted ("implausible time").
+    earliest_time: str = "1990-01-01"
+    max_days_ahead: float = 1.0
+
+    def time_window_ms(self) -> tuple[int, int]:
+        """[earliest_time, now + max_days_ahead] in epoch ms."""
+        import datetime as dt
+        try:
+            lo = dt.datetime.fromisoformat(self.earliest_time)
+        except ValueError:
+            raise ValueError(f"earliest_time = {self.earliest_time!r}: expected an ISO date such as 1990-01-01") from None
+        lo = lo if lo.tzinfo else lo.replace(tzinfo=dt.timezone.utc)
+        hi = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=self.max_days_ahead)
+        return int(lo.timestamp() * 1000), int(hi.timestamp() * 1000)

@@ -223,6 +223,6 @@ def _normalized(df: pl.DataFrame, name: str, preset: Preset, mapping: dict[str, 
     flows, layout = _to_canonical(df, preset, mapping, options)
     batch = normalize(flows, name, layout, rejects, own_rate=preset.own_rate,
                       exporter_sampling=options.exporter_sampling,
-                      default_rate=options.default_sampling_rate, exporter=options.exporter)
+                      default_rate=options.default_sampling_rate, exporter=options.exporter, time_window=options.time_window_ms())
     if batch.num_rows:
         yield batch

@@ -116,7 +116,7 @@ def _read_file(path: Path, options: SourceOptions, rejects: RejectCounter) -> It
                               three_spaces=three_spaces):
             batch = normalize(_to_flows(df), name, LAYOUT, rejects, own_rate=1,
                               exporter_sampling=options.exporter_sampling,
-                              default_rate=options.default_sampling_rate, exporter=options.exporter)
+                              default_rate=options.default_sampling_rate, exporter=options.exporter, time_window=options.time_window_ms())
             if batch.num_rows:
                 yield batch
 
