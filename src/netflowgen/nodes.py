@@ -169,7 +169,7 @@ def parse_ips(ips: pl.Series, rejects: RejectCounter | None = None) -> pl.DataFr
     """
     ips = ips.cast(pl.String).rename("ip")
     df = pl.DataFrame({"ip": ips}).filter(pl.col("ip").is_not_null())
-    v4text = df.filter(pl.col("ip").str.contains(r"^\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}$"))
+    v4text = df.filter(pl.col("ip").str.contains(r"^[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}$"))  # ASCII digits
     octets = v4text.with_columns(
         pl.col("ip").str.split_exact(".", 3).struct.rename_fields(["a", "b", "c", "d"])
         .alias("o")).unnest("o").with_columns(pl.col(c).cast(pl.UInt64) for c in "abcd")
@@ -180,6 +180,8 @@ def parse_ips(ips: pl.Series, rejects: RejectCounter | None = None) -> pl.DataFr
     v6_ip, v6_hi, v6_lo, bad = [], [], [], []
     for text in rest:
         try:
+            if not text.isascii():
+                raise ValueError(text)
             a = ipaddress.IPv6Address(text)
         except ValueError:
             bad.append(text)

@@ -228,3 +228,49 @@ def test_a_partly_readable_nfcapd_file_counts_what_was_lost(real_data: Path, tmp
     got = read(bad, "nfcapd", SourceOptions(default_sampling_rate=1), rj)
     lost = rj.counts["unreadable nfcapd data (nfdump stopped at a damaged block)"]
     assert 0 < len(got) < whole and len(got) + lost == whole  # every record read or counted
+
+
+def test_features_of_hand_made_flows_with_other_scripts_digits_count_them(tmp_path: Path) -> None:
+    # ingest rejects such an IP; a hand-made canonical Parquet must not crash `features` either
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from netflowgen.features.build import build_features
+    from netflowgen.features.settings import FeatureConfig
+    from netflowgen.schema import FLOW_SCHEMA
+    t0 = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
+    dst = ["192.0.2.1", "192.0.2.\u0661", "192.0.2.1"]
+    table = pa.table({"ts_start": [t0] * 3, "ts_end": [t0] * 3, "src_ip": ["10.0.0.1"] * 3, "dst_ip": dst,
+                      "src_port": [1] * 3, "dst_port": [80] * 3, "proto": [6] * 3, "tcp_flags": [2] * 3,
+                      "packets": [1] * 3, "bytes": [60] * 3, "sampling_rate": [1] * 3, "exporter": [None] * 3,
+                      "in_if": [None] * 3, "out_if": [None] * 3}).cast(FLOW_SCHEMA)
+    pq.write_table(table, tmp_path / "f.parquet")
+    (tmp_path / "c.csv").write_text("customer_id,prefix\nc,192.0.2.0/24\n")
+    build_features([tmp_path / "f.parquet"], tmp_path / "x.parquet", FeatureConfig(customers=str(tmp_path / "c.csv")))
+    assert pl.read_parquet(tmp_path / "x.parquet").get_column("node").unique().to_list() == ["192.0.2.1"]
+
+
+def test_model_folders_with_nan_weights_or_a_huge_config_are_refused_before_use(tmp_path: Path) -> None:
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    from netflowgen.api import NetFlowGen
+    from netflowgen.model import TrafficGPT, model_config
+    from netflowgen.model.io import load_model
+    from netflowgen.tokens import Binner
+    from tests.model.fixtures import node_minute_table
+    b = Binner.fit(node_minute_table(n_nodes=2, n_minutes=60).filter(pl.col("missing").not_()))
+    cfg = model_config("paper", n_layers=1, n_heads=2, d_model=8, d_ff=16, context=16, dropout=0.0)
+    d = NetFlowGen(TrafficGPT(cfg, len(b.nodes), len(b.customers)), b).save_pretrained(tmp_path / "m")
+    w = load_file(str(d / "model.safetensors"))
+    key = next(iter(w))
+    w[key] = w[key].clone().fill_(float("nan"))
+    save_file(w, str(d / "model.safetensors"))
+    with pytest.raises(InputError, match="non-finite values"):
+        load_model(d)
+    c = json.loads((d / "config.json").read_text())
+    c["model"]["d_model"] = 1_000_000  # would allocate > 4 GiB if built before the check
+    (d / "config.json").write_text(json.dumps(c))
+    with pytest.raises(InputError, match="do not match config.json|bad model arguments"):
+        load_model(d)
