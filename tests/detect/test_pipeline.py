@@ -50,7 +50,7 @@ def test_crop_shifts_minute_indexes(data) -> None:
     assert (c.get_column("label_t") == ex.get_column("label_t") - 16).all()
 
 
-@pytest.mark.parametrize("method", ["Static-EWMA", "Seasonal-band", "CUSUM"])
+@pytest.mark.parametrize("method", ["Static-EWMA", "Static-percentile", "Seasonal-band", "CUSUM"])
 def test_operator_baselines_detect_obvious_attacks(data, method) -> None:
     feats, cube, ex = data
     ctx = DetectionContext.build(cube, ex, window=64, split=[0.6, 0.2])

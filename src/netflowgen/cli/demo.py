@@ -35,8 +35,8 @@ class DemoConfig:
     length: int = 128  # minutes the detectors see
     labels: str = "360"
     seeds: list[int] = field(default_factory=lambda: [0, 1])
-    methods: list[str] = field(default_factory=lambda: ["NetFlowGen", "MS-LSTM", "Static-EWMA", "Seasonal-band",
-                                                        "CUSUM"])
+    methods: list[str] = field(default_factory=lambda: ["NetFlowGen", "MS-LSTM", "Static-EWMA",
+                                                        "Static-percentile", "Seasonal-band", "CUSUM"])
     parts: list[str] = field(default_factory=lambda: ["table5", "fig5", "truth"])
 
 

@@ -25,7 +25,7 @@ def finetune_cmd(
                              "score with `netflowgen detect`), result.json, config.toml."),
     model: Optional[Path] = typer.Option(None, "--model", "-m", help="Pre-trained NetFlowGen folder (needed by NetFlowGen and TF)."),
     method: Optional[str] = typer.Option(None, help=f"{_D.method} (default), NetFlowGen-unfrozen, TF, MS-LSTM, "
-                                         "Static-EWMA, Seasonal-band or CUSUM."),
+                                         "Static-EWMA, Static-percentile, Seasonal-band or CUSUM."),
     labels: Optional[str] = typer.Option(None, help=f"{_D.labels} (default; a count = examples drawn from the train split), "
                                          "val (the validation split) or all (the train split)."),
     attack_type: Optional[str] = typer.Option(None, "--attack-type", help="dns, ntp, udp, syn, ... or all (default)."),

@@ -62,6 +62,29 @@ class StaticEwma:
 
 
 @dataclass
+class StaticPercentile:
+    """The per-host rule operators write by hand: alarm when a minute's incoming packets, bytes or
+    flows exceed the node's own `quantile` of its reference (training) range; statistic = the
+    largest ratio of the minute to that level (so the tuned threshold is one multiplier, 1 = the
+    percentile itself). No smoothing: a one-minute burst counts."""
+
+    quantile: float = 0.999
+    name: str = "Static-percentile"
+
+    def fit(self, train: np.ndarray) -> "StaticPercentile":
+        """train : (n_nodes, T_train, 3) packets, bytes, flows per minute of the reference range."""
+        self.ref_ = np.maximum(np.quantile(train, self.quantile, axis=1), 1.0)  # (n_nodes, 3)
+        return self
+
+    def measures(self, windows: np.ndarray, node: np.ndarray, hour: np.ndarray | None = None) -> np.ndarray:
+        """windows (N, L, 3), node (N,) -> (N, L, 3) ratio of each minute to the node's level."""
+        return np.asarray(windows, dtype=np.float64) / self.ref_[node][:, None, :]
+
+    def statistic(self, windows: np.ndarray, node: np.ndarray, hour: np.ndarray | None = None) -> np.ndarray:
+        return self.measures(windows, node, hour).max(axis=2)
+
+
+@dataclass
 class SeasonalBand:
     alpha: float = 0.3
     sigma_floor: float = 0.25  # log1p units

@@ -1,7 +1,7 @@
 """The method cores behind `Detector`: each maps windows of a node's minutes to per-minute
 intensities (`detect.anchored`) and knows what it needs per node (its calibration).
 
-- `OperatorCore`: Static-EWMA, Seasonal-band, CUSUM on packets, bytes and flows per minute;
+- `OperatorCore`: Static-EWMA, Static-percentile, Seasonal-band, CUSUM on packets, bytes and flows per minute;
 - `LstmCore`: the multi-timescale LSTM on per-node standardized features;
 - `TransformerCore`: a TrafficGPT backbone and a SAFE head on its standardized hidden states.
 """
@@ -15,14 +15,14 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from netflowgen.detect.baselines import VOLUME_FEATURES, CusumDetector, SeasonalBand, StaticEwma
+from netflowgen.detect.baselines import VOLUME_FEATURES, CusumDetector, SeasonalBand, StaticEwma, StaticPercentile
 from netflowgen.detect.cube import NodeMinuteCube, cube_to_table
 from netflowgen.detect.models import MultiScaleLSTMNet
 from netflowgen.detect.safe import SurvivalHead
 from netflowgen.rejects import InputError
 
 TRANSFORMER_METHODS = ("NetFlowGen", "NetFlowGen-unfrozen", "TF")
-OPERATOR_METHODS = ("Static-EWMA", "Seasonal-band", "CUSUM")
+OPERATOR_METHODS = ("Static-EWMA", "Static-percentile", "Seasonal-band", "CUSUM")
 ALL_METHODS = (*TRANSFORMER_METHODS, "MS-LSTM", *OPERATOR_METHODS)
 NEW_NODE_BINS = "new_node_bins.json"  # cut-offs fitted on new nodes' reference ranges (own bins)
 
@@ -76,7 +76,7 @@ def nearest_training_nodes(binner: Any, cube: NodeMinuteCube, rows: np.ndarray, 
 
 
 class OperatorCore:
-    """Static-EWMA, Seasonal-band or CUSUM on packets, bytes and flows per minute; per-node levels
+    """Static-EWMA, Static-percentile, Seasonal-band or CUSUM on packets, bytes and flows per minute; per-node levels
     fitted on a range of each node's own minutes. Intensity = the baseline's statistic ("max")."""
 
     kind = "max"
@@ -84,8 +84,8 @@ class OperatorCore:
 
     def __init__(self, method: str, context: int, stride: int) -> None:
         self.method, self.context, self.stride = method, int(context), int(stride)
-        self.stat: Any = {"Static-EWMA": StaticEwma, "Seasonal-band": SeasonalBand,
-                          "CUSUM": CusumDetector}[method]()
+        self.stat: Any = {"Static-EWMA": StaticEwma, "Static-percentile": StaticPercentile,
+                          "Seasonal-band": SeasonalBand, "CUSUM": CusumDetector}[method]()
         self.calib: dict[str, np.ndarray] = {}
 
     def fit_nodes(self, data: ScoringData, rows: np.ndarray, lo: int, hi: int) -> dict[str, np.ndarray]:
@@ -93,6 +93,8 @@ class OperatorCore:
         train = data.cube.values[np.asarray(rows)][:, lo:hi][..., [data.cube.features.index(c) for c in VOLUME_FEATURES]]
         if self.method == "Static-EWMA":
             return {"ref": StaticEwma(**_stat_args(self.stat)).fit(train).ref_}
+        if self.method == "Static-percentile":
+            return {"ref": StaticPercentile(**_stat_args(self.stat)).fit(train).ref_}
         if self.method == "Seasonal-band":
             sb = SeasonalBand(**_stat_args(self.stat)).fit(train, local_hours(data, np.array([lo]), hi - lo)[0])
             return {"mean": sb.mean_, "std": sb.std_}
@@ -102,7 +104,7 @@ class OperatorCore:
 
     def window_fn(self, data: ScoringData, calib_rows: np.ndarray, per_driver: bool = False) -> Callable:
         """fn(rows, starts, length) -> (B, length) statistic, or (B, length, 3) per volume measure."""
-        if self.method == "Static-EWMA":
+        if self.method in ("Static-EWMA", "Static-percentile"):
             self.stat.ref_ = self.calib["ref"]
         elif self.method == "Seasonal-band":
             self.stat.mean_, self.stat.std_ = self.calib["mean"], self.calib["std"]

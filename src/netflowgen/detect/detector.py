@@ -1,8 +1,8 @@
 """`Detector`: one early-detection method, trained or fitted once, carried as a folder, and scored
 on any later node-minute table minute by minute with exactly the behaviour it was evaluated with.
 
-Every method (NetFlowGen frozen and unfrozen, TF, MS-LSTM, Static-EWMA, Seasonal-band, CUSUM) is a
-*core* that maps windows of a node's minutes to per-minute intensities (`detect.anchored`), plus
+Every method (NetFlowGen frozen and unfrozen, TF, MS-LSTM, Static-EWMA, Static-percentile,
+Seasonal-band, CUSUM) is a *core* that maps windows of a node's minutes to per-minute intensities (`detect.anchored`), plus
 what the core needs per node (its calibration: standardization, reference levels, the training
 node whose embedding an unseen node borrows). The Detector adds the threshold and the metric
 constants it was chosen under, length and warm-up, the hand-off facts (feature-set hash, time zone,

@@ -29,7 +29,7 @@ from netflowgen.progress import progress_bar
 from netflowgen.schema import DEFAULT_SPLIT
 
 LEARNED = ("NetFlowGen", "NetFlowGen-unfrozen", "TF", "MS-LSTM")
-OPERATOR = ("Static-EWMA", "Seasonal-band", "CUSUM")
+OPERATOR = ("Static-EWMA", "Static-percentile", "Seasonal-band", "CUSUM")
 METHODS = LEARNED + OPERATOR
 
 
