@@ -1,4 +1,5 @@
 """Seeded mutation fuzzing of netflowgen's inputs: the text readers (Zeek, Argus, nfdump CSV, CSV),
+the Parquet table reader,
 the binary ones (nfcapd, pcap; from the real traces when present), hostile canonical flows through
 `features`, the settings loader, and the model and detector loaders.
 
@@ -74,8 +75,13 @@ def _samples(tmp: Path) -> dict[str, tuple[bytes, str]]:
     csv = ("src_ip,dst_ip,ts_start,proto,packets,bytes,src_port,dst_port\n" + "".join(
         f"10.0.0.{i},192.0.2.{i % 4},{1_700_000_000 + i},{6 if i % 2 else 17},{i + 1},{60 * (i + 1)},{1000 + i},80\n"
         for i in range(12))).encode()
+    import io
+
+    import polars as pl
+    buf = io.BytesIO()
+    pl.read_csv(io.BytesIO(csv)).write_parquet(buf, compression="zstd", row_group_size=4)
     return {"zeek": (zeek, "conn.log"), "argus": (argus, "a.binetflow"), "nfdump-csv": (nfd, "n.csv"),
-            "csv": (csv, "t.csv")}
+            "csv": (csv, "t.csv"), "parquet": (buf.getvalue(), "t.parquet")}
 
 
 def _data_lines(fmt: str, data: bytes) -> int | None:

@@ -15,5 +15,5 @@ def test_bounded_fuzz_run_has_only_allowed_outcomes(tmp_path) -> None:
         assert sum(outcomes.values()) > 0, target
         assert set(outcomes) <= {"ok", "InputError", "ConfigError"}, (target, outcomes)
     # the mutations reach both outcomes (a fuzzer whose mutants all fail, or all pass, tests nothing)
-    for fmt in ("zeek", "argus", "nfdump-csv", "csv"):
+    for fmt in ("zeek", "argus", "nfdump-csv", "csv", "parquet"):
         assert table[fmt]["ok"] > 0 and table[fmt]["InputError"] > 0, (fmt, table[fmt])

@@ -18,7 +18,7 @@ from typing import Iterator, Sequence
 import pyarrow as pa
 
 from netflowgen.rejects import InputError, RejectCounter
-from netflowgen.sources.nfcapd import TOOL_TIMEOUT_S, list_nfcapd_files, read_nfcapd_file
+from netflowgen.sources.nfcapd import MAX_TOOL_STDERR, TOOL_TIMEOUT_S, ToolWatchdog, list_nfcapd_files, read_nfcapd_file
 from netflowgen.sources.options import SourceOptions
 from netflowgen.sources.text import expand_paths
 
@@ -35,17 +35,22 @@ def pcap_to_nfcapd(pcap: Path, out_dir: Path, rejects: RejectCounter | None = No
     if exe is None:
         raise InputError("the `nfpcapd` program is needed to read pcap files: apt-get install nfdump")
     out_dir = out_dir.resolve()
-    try:
-        proc = subprocess.run([exe, "-r", str(pcap.resolve()), "-w", str(out_dir), "-e", FLOW_TIMEOUTS],
-                              capture_output=True, text=True, errors="replace", timeout=TOOL_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        raise InputError(f"{pcap}: nfpcapd ran past {TOOL_TIMEOUT_S:.0f} s on this capture") from None
+    with tempfile.TemporaryFile() as log:  # nfpcapd's messages, bounded by the watchdog
+        proc = subprocess.Popen([exe, "-r", str(pcap.resolve()), "-w", str(out_dir), "-e", FLOW_TIMEOUTS],
+                                stdout=log, stderr=subprocess.STDOUT)
+        watchdog = ToolWatchdog(proc, log, TOOL_TIMEOUT_S, MAX_TOOL_STDERR)
+        proc.wait()
+        watchdog.stop()
+        log.seek(0)
+        output = log.read(MAX_TOOL_STDERR).decode("utf-8", "replace")
+    if watchdog.reason:
+        raise InputError(f"{pcap}: nfpcapd stopped: {watchdog.reason}; the capture is damaged")
     if proc.returncode != 0:
-        lines = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
+        lines = [ln for ln in output.splitlines() if ln.strip()]
         detail = " / ".join(lines[-2:]) or f"exit status {proc.returncode}"
         raise InputError(f"{pcap}: nfpcapd cannot read this capture ({detail})")
     if rejects is not None:
-        count_nfpcapd_losses(str(pcap), proc.stderr + proc.stdout, rejects)
+        count_nfpcapd_losses(str(pcap), output, rejects)
     try:
         return list_nfcapd_files([out_dir])
     except InputError:
