@@ -274,3 +274,22 @@ def test_model_folders_with_nan_weights_or_a_huge_config_are_refused_before_use(
     (d / "config.json").write_text(json.dumps(c))
     with pytest.raises(InputError, match="do not match config.json|bad model arguments"):
         load_model(d)
+
+
+def test_a_binner_whose_lists_disagree_is_refused(tmp_path: Path) -> None:
+    # found by `make fuzz`: feature_names one shorter than the cut-offs raised a raw IndexError
+    import json
+
+    from netflowgen.api import NetFlowGen
+    from netflowgen.model import TrafficGPT, model_config
+    from netflowgen.model.io import load_model
+    from netflowgen.tokens import Binner
+    from tests.model.fixtures import node_minute_table
+    b = Binner.fit(node_minute_table(n_nodes=2, n_minutes=60).filter(pl.col("missing").not_()))
+    cfg = model_config("paper", n_layers=1, n_heads=2, d_model=8, d_ff=16, context=16, dropout=0.0)
+    d = NetFlowGen(TrafficGPT(cfg, len(b.nodes), len(b.customers)), b).save_pretrained(tmp_path / "m")
+    j = json.loads((d / "binner.json").read_text())
+    j["feature_names"] = j["feature_names"][:-2]
+    (d / "binner.json").write_text(json.dumps(j))
+    with pytest.raises(InputError, match="binner.json: unreadable binner"):
+        load_model(d)

@@ -260,7 +260,7 @@ class Detector:
                       dict(meta.get("info", {})), float(meta.get("reference", DEFAULT_REFERENCE)))
         except InputError:
             raise
-        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as e:
             raise InputError(f"{p}: a detector field is missing or does not match its weights "
                              f"({type(e).__name__}: {' '.join(str(e).split())[:160]})") from None
         n_calib = {len(v) for v in core.calib.values()}

@@ -118,8 +118,8 @@ def load_model(directory: str | Path, device: str | torch.device = "cpu"
     model.to(device).eval()
     try:
         binner = Binner.load(d / BINNER)
-    except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as e:
-        raise InputError(f"{d / BINNER}: unreadable binner ({e})") from None
+    except (OSError, ValueError, KeyError, TypeError, IndexError, json.JSONDecodeError) as e:
+        raise InputError(f"{d / BINNER}: unreadable binner ({type(e).__name__}: {' '.join(str(e).split())[:160]})") from None
     if len(binner.nodes) != n_nodes:
         raise InputError(f"{d}: binner has {len(binner.nodes)} nodes, the model {n_nodes}")
     extra = {k: v for k, v in cfg.items() if k not in ("model", "n_nodes", "n_customers", "format")}

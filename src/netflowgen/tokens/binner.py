@@ -333,12 +333,20 @@ class Binner:
         if d.get("feature_set_hash") != FEATURE_SET_HASH:
             raise ValueError(f"binner built for feature set {d.get('feature_set_hash')!r}, this netflowgen has "
                              f"{FEATURE_SET_HASH!r}")
-        n_bins, names = d["n_bins"], d["feature_names"]
+        n_bins, names = int(d["n_bins"]), list(d["feature_names"])
         n_nodes, n_f = len(d["nodes"]), len(names)
+        if not 2 <= n_bins <= 255 or not set(names) <= set(FEATURE_NAMES):
+            raise ValueError(f"n_bins {n_bins} or feature names out of range")
+        if len(d["cuts"]) != n_nodes or any(len(per_node) != n_f for per_node in d["cuts"]) \
+                or len(d["node_customer"]) != n_nodes:
+            raise ValueError(f"cut-offs or customers do not match {n_nodes} nodes x {n_f} features")
         cuts = np.full((n_nodes, n_f, n_bins - 1), np.inf)
         n_used = np.zeros((n_nodes, n_f), dtype=np.int64)
         for i, per_node in enumerate(d["cuts"]):
             for f, c in enumerate(per_node):
+                if len(c) > n_bins - 1 or any(b <= a for a, b in zip(c, c[1:])):
+                    raise ValueError(f"node {i}, feature {names[f]}: cut-offs not strictly increasing "
+                                     f"or more than {n_bins - 1}")
                 cuts[i, f, :len(c)] = c
                 n_used[i, f] = len(c)
         reps = np.asarray(d["reps"], dtype=np.float64).reshape(n_nodes, n_f, n_bins)
