@@ -294,31 +294,23 @@ def _outcome(fn: Callable[[], str], limit_s: int = 20) -> str:
 
 
 def run(cases: int, seed: int = 0, tmp: Path | None = None) -> dict[str, Counter]:
-    """Outcome counts per target: reader formats, "config", "model"."""
+    """Outcome counts per target (reader formats, "features input", "config", "model", "detector")
+    and "_findings": every outcome that is not allowed, with its reproducer."""
     own = tmp is None
     tmpdir = Path(tempfile.mkdtemp(prefix="netflowgen-fuzz-")) if own else tmp
     assert tmpdir is not None
     rng = random.Random(seed)
     table: dict[str, Counter] = {}
     findings: list[str] = []
-    for fmt, (data, name) in _samples(tmpdir).items():
+    targets = [(fmt, data, cases, lambda f, m, n=name: _reader_case(f, m, n, tmpdir))
+               for fmt, (data, name) in _samples(tmpdir).items()]
+    targets += [(fmt, src.read_bytes(), max(1, cases // 10), lambda f, m: _binary_case(f, m, tmpdir))
+                for fmt, src in BINARY.items() if src.exists()]  # the real traces are not shipped
+    for fmt, data, count, case in targets:
         c: Counter = Counter()
-        for k in range(cases):
+        for k in range(count):
             mutant = mutate(data, rng)
-            out = _outcome(lambda f=fmt, m=mutant, n=name: _reader_case(f, m, n, tmpdir))
-            c[out.split(":")[0] if out.startswith("CRASH") else out.split(" of ")[0] if out.startswith("LOST") else out] += 1
-            if out not in ("ok", "InputError"):
-                repro = tmpdir / f"repro-{fmt}-{k}"
-                repro.write_bytes(mutant)
-                findings.append(f"{fmt}: {out} (reproducer {repro})")
-        table[fmt] = c
-    for fmt, src in BINARY.items():
-        if not src.exists():
-            continue  # the real traces are not shipped with the repository
-        c = Counter()
-        for k in range(max(1, cases // 10)):
-            mutant = mutate(src.read_bytes(), rng)
-            out = _outcome(lambda f=fmt, m=mutant: _binary_case(f, m, tmpdir))
+            out = _outcome(lambda f=fmt, m=mutant, run_case=case: run_case(f, m))
             c[out.split(":")[0] if out.startswith("CRASH") else out.split(" of ")[0] if out.startswith("LOST") else out] += 1
             if out not in ("ok", "InputError"):
                 repro = tmpdir / f"repro-{fmt}-{k}"
