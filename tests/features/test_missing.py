@@ -80,6 +80,11 @@ def test_without_exporter_falls_back_to_global(tmp_path):
     assert s.missing_by == "exporter" and s.missing_minutes == 1
     assert all(v == [3] for v in missing_minutes(out).values())
     assert s.missing_node_minutes == s.nodes
+    # a single source watching its own hosts: no outage inference, the quiet minute is zero traffic
+    s = build_features([flows], out, FeatureConfig(min_flows=1, missing_by="none"))
+    df = pl.read_parquet(out)
+    assert s.missing_node_minutes == 0 and not df["missing"].any()
+    assert df.filter(pl.col("minute").dt.minute() == 3)["in_all_flow"].sum() == 0
 
 
 def test_spread_coverage_per_exporter(tmp_path):

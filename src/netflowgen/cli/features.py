@@ -45,7 +45,8 @@ def features(
         "Per-exporter sampling rate EXPORTER_IP=N (repeatable); used before --default-sampling.")),
     missing_by: Optional[str] = typer.Option(None, "--missing-by", help=(
         "exporter: a node-minute is missing when the node's exporter (the one reporting most of its "
-        "records) sent nothing that minute; global: when no record at all arrived. [exporter]")),
+        "records) sent nothing that minute; global: when no record at all arrived; none: never (one "
+        "source watching its own hosts, where a quiet minute is zero traffic). [exporter]")),
     config_file: Optional[Path] = typer.Option(None, "--config", help="TOML file with these "
                                                "settings (a [features] table or top-level keys)."),
     dump: bool = typer.Option(False, "--dump", help="Print the resolved settings as TOML and exit."),

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import threading
 import time
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 
@@ -138,6 +140,8 @@ def build_features(paths: Sequence[str | Path], out: str | Path, cfg: FeatureCon
         phase("survey")
         node_tab = _nodes(surv, table, cfg, rejects)
         rng = resolve_range(surv, cfg.start_minute(), cfg.end_minute(), what, cfg.max_span_days)
+        if cfg.missing_by == "none":  # one source watching its own hosts: a quiet minute is zero traffic
+            rng = dataclasses.replace(rng, missing=np.zeros(rng.n, dtype=bool))
         phase("nodes")
         chunks: Any  # DenseChunks, PolarsChunks or SparkChunks: blocks of dense rows for the writer
         if cfg.engine == "polars":

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from netflowgen.config import ConfigError
 
 ENGINES: tuple[str, ...] = ("polars", "spark")
-MISSING_BY: tuple[str, ...] = ("exporter", "global")
+MISSING_BY: tuple[str, ...] = ("exporter", "global", "none")  # none: no outage inference (quiet = zero traffic)
 
 
 @dataclass
