@@ -20,9 +20,8 @@ import polars as pl
 import torch
 
 from netflowgen.model import TrafficGPT
-from netflowgen.model.io import load_model, save_model
+from netflowgen.model.io import load_model, save_model, split_of
 from netflowgen.tokens import Binner, ModelInputs, TokenData, time_index
-from netflowgen.tokens.data import DEFAULT_SPLIT
 
 
 def _as_polars(table: Any) -> pl.DataFrame:
@@ -63,17 +62,17 @@ class NetFlowGen:
     @property
     def split(self) -> list[float]:
         """The train / validation fractions the model was pre-trained with (SPEC 5)."""
-        return [float(self.config.get("train_fraction", DEFAULT_SPLIT[0])),
-                float(self.config.get("val_fraction", DEFAULT_SPLIT[1]))]
+        return split_of(self.config)
 
     # --- inputs -----------------------------------------------------------------------------------
     def tokenize(self, table: Any) -> TokenData:
         """Token data (in memory) of a node-minute table with this model's binner and time zone."""
         return TokenData.build(_as_polars(table), self.binner, None, self.config["time_zone"])
 
-    def _window(self, data: TokenData, length: int | None = None) -> ModelInputs:
-        T = min(data.n_minutes, length or self.model.cfg.context)
-        rows = np.arange(len(data.nodes))
+    def _window(self, data: TokenData, rows: np.ndarray | None = None) -> ModelInputs:
+        """The last min(minutes, context) minutes of nodes `rows` (default all) as model inputs."""
+        T = min(data.n_minutes, self.model.cfg.context)
+        rows = np.arange(len(data.nodes)) if rows is None else rows
         return data.inputs(rows, np.full(len(rows), data.n_minutes - T), T).to(self.device)
 
     # --- inference ---------------------------------------------------------------------------------
@@ -102,12 +101,11 @@ class NetFlowGen:
     def _batched(self, data: TokenData, fn: Any, batch_nodes: int = 64) -> np.ndarray:
         """fn over the last-window inputs of `batch_nodes` nodes at a time (activations bounded by
         the batch; the returned array itself holds every node)."""
-        T = min(data.n_minutes, self.model.cfg.context)
         n = len(data.nodes)
         out: np.ndarray | None = None
         for lo in range(0, n, batch_nodes):
             rows = np.arange(lo, min(n, lo + batch_nodes))
-            y = fn(data.inputs(rows, np.full(len(rows), data.n_minutes - T), T).to(self.device)).cpu().numpy()
+            y = fn(self._window(data, rows)).cpu().numpy()
             if out is None:
                 out = np.empty((n, *y.shape[1:]), dtype=y.dtype)
             out[rows] = y

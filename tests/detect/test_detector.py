@@ -290,6 +290,8 @@ def test_operator_metrics_from_minute_scores(trained) -> None:
     _, _, truth = make_dataset(n_nodes=4, n_minutes=2400, attacks_per_node=6)
     m = operator_metrics(scores, alerts, truth)
     assert m.attacks == 24
+    # the simulator's truth.csv names the column `target`: the same metrics
+    assert operator_metrics(scores, alerts, truth.rename({"target_ip": "target"})).summary() == m.summary()
     assert m.detected_within[10] >= 0.8 and m.detected_within[1] <= m.detected_within[10]
     # the score aggregates the last `length` (48) minutes, so an alarm lingers up to 48 minutes after
     # a flood, past the 30-minute margin around each attack: a few % of "attack-free" minutes
@@ -317,3 +319,7 @@ def test_evaluate_detect_command(trained, tmp_path) -> None:
     assert r.exit_code == 0, r.output
     m = json.loads((tmp_path / "m.json").read_text())
     assert m["attacks"] == 24 and m["detected_within_2min_pct"] >= 80 and "false_alarms_per_node_day" in m
+    (tmp_path / "g.parquet").write_text("garbage")
+    r = CliRunner().invoke(app, ["evaluate-detect", "-d", str(trained / "Static-EWMA"), str(tmp_path / "g.parquet"),
+                                 "--truth", str(tmp_path / "truth.csv")])
+    assert r.exit_code != 0 and "not a readable Parquet file" in str(r.exception)

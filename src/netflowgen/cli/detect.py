@@ -74,15 +74,10 @@ def detect_cmd(
 
 def features_file(path: Path, customers: Path | None, tmp: Path) -> Path:
     """`path` if it is a node-minute table; flows are turned into one (default feature settings) in `tmp`."""
-    import polars as pl
 
+    from netflowgen.detect.io import parquet_columns
     from netflowgen.rejects import InputError
-    if not path.exists():
-        raise InputError(f"{path} does not exist")
-    try:
-        cols = pl.read_parquet_schema(path)
-    except Exception as e:  # noqa: BLE001 - any unreadable file is one clear error
-        raise InputError(f"{path}: not a Parquet file ({e})") from None
+    cols = parquet_columns(path)
     if "minute" in cols and "missing" in cols:
         return path
     if "src_ip" in cols and "dst_ip" in cols:
@@ -170,9 +165,8 @@ class _ScoreWriter:
 def check_examples(det, detector_dir: Path, examples: Path, features: Path) -> tuple[int, int]:
     """Re-score the test examples with the loaded detector; (same detection minute, test examples)."""
     import numpy as np
-    import polars as pl
 
-    from netflowgen.detect.cube import NodeMinuteCube
+    from netflowgen.detect.io import read_parquet
     from netflowgen.detect.pipeline import crop_examples
     from netflowgen.rejects import InputError
 
@@ -180,14 +174,13 @@ def check_examples(det, detector_dir: Path, examples: Path, features: Path) -> t
     if not res_path.exists():
         raise InputError(f"{res_path}: no saved evaluation to compare with")
     res = json.loads(res_path.read_text())
-    feats = pl.read_parquet(features)
-    ex = pl.read_parquet(examples)
+    feats, ex = read_parquet(features), read_parquet(examples)
     window = int(det.info["window"]) if "window" in det.info else None
     if window is None:
         raise InputError(f"{detector_dir}: the detector does not record its examples' window")
     ex = crop_examples(ex, window, det.length).drop("id").with_row_index("id")
     ids = np.asarray(res["test_ids"], dtype=np.int64)
-    data, calib = det.prepare(NodeMinuteCube.from_table(feats) if not det.core.needs_tokens else feats)
+    data, calib = det.prepare(feats)
     rows = ex.get_column("node_row").to_numpy()[ids]
     starts = ex.get_column("start").to_numpy()[ids]
     t_det = det.detect_examples(data, calib, rows, starts)

@@ -57,10 +57,8 @@ def split_from_model(model: Path, config: Path | None, split: list[float]) -> li
     import tomllib
 
     from netflowgen.detect.detector import check_handoff
-    from netflowgen.model.io import read_config
-    from netflowgen.schema import DEFAULT_SPLIT
-    mc = read_config(model)
-    model_split = [float(mc.get("train_fraction", DEFAULT_SPLIT[0])), float(mc.get("val_fraction", DEFAULT_SPLIT[1]))]
+    from netflowgen.model.io import read_config, split_of
+    model_split = split_of(read_config(model))
     if config is not None and "split" in tomllib.loads(Path(config).read_text()):
         check_handoff(str(config), "split fractions", [float(x) for x in split], model_split)
     return model_split

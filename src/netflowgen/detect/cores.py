@@ -8,7 +8,7 @@ intensities (`detect.anchored`) and knows what it needs per node (its calibratio
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -35,6 +35,7 @@ class ScoringData:
     cube: NodeMinuteCube
     tokens: Any = None  # netflowgen.tokens.TokenData over the cube's nodes and minutes
     time_zone: str = "UTC"
+    _hours: np.ndarray | None = field(default=None, repr=False)  # `hours()`, derived once
 
     @property
     def minute0_ms(self) -> int:
@@ -42,7 +43,7 @@ class ScoringData:
 
     def hours(self) -> np.ndarray:
         """(T,) hour of day of every minute in the data's time zone (computed once)."""
-        if getattr(self, "_hours", None) is None:
+        if self._hours is None:
             from netflowgen.tokens.data import time_index
             self._hours = time_index(self.cube.minutes.astype("datetime64[ms]"), self.time_zone)[:, 1]
         return self._hours
@@ -91,10 +92,8 @@ class OperatorCore:
     def fit_nodes(self, data: ScoringData, rows: np.ndarray, lo: int, hi: int) -> dict[str, np.ndarray]:
         """Per-node statistics of cube rows `rows` from their minutes [lo, hi)."""
         train = data.cube.values[np.asarray(rows)][:, lo:hi][..., [data.cube.features.index(c) for c in VOLUME_FEATURES]]
-        if self.method == "Static-EWMA":
-            return {"ref": StaticEwma(**_stat_args(self.stat)).fit(train).ref_}
-        if self.method == "Static-percentile":
-            return {"ref": StaticPercentile(**_stat_args(self.stat)).fit(train).ref_}
+        if self.method in ("Static-EWMA", "Static-percentile"):  # one level per node and measure
+            return {"ref": type(self.stat)(**_stat_args(self.stat)).fit(train).ref_}
         if self.method == "Seasonal-band":
             sb = SeasonalBand(**_stat_args(self.stat)).fit(train, local_hours(data, np.array([lo]), hi - lo)[0])
             return {"mean": sb.mean_, "std": sb.std_}

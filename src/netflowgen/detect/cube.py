@@ -29,6 +29,12 @@ class NodeMinuteCube:
     @classmethod
     def from_table(cls, table: pl.DataFrame, features: Sequence[str] = FEATURE_NAMES) -> "NodeMinuteCube":
         """Node-minute table (node, customer, minute, missing, features...) -> cube."""
+        absent = [c for c in ("node", "customer", "minute", *features) if c not in table.columns]
+        if absent:
+            raise InputError(f"not a node-minute table: missing column(s) {absent[:6]}"
+                             f"{' ...' if len(absent) > 6 else ''} (a table from `netflowgen features`?)")
+        if table.height == 0:
+            raise InputError("the node-minute table has no rows")
         df = table.with_columns(pl.col("minute").cast(pl.Datetime("ms")).dt.epoch("ms").alias("_ms"))
         df = df.sort(["node", "_ms"])
         nodes = df.get_column("node").unique(maintain_order=True).to_list()
@@ -64,15 +70,20 @@ class NodeMinuteCube:
         return ((self.minutes[idx] // 3_600_000) % 24).astype(np.int64)
 
 
+def key_columns(cube: NodeMinuteCube) -> dict[str, Any]:
+    """node, customer, minute (UTC), missing of every (node, minute) of a cube, node-major."""
+    n, T = len(cube.nodes), len(cube.minutes)
+    return {"node": np.repeat(np.asarray(cube.nodes, dtype=object), T).tolist(),
+            "customer": np.repeat(np.asarray(cube.customers, dtype=object), T).tolist(),
+            "minute": pl.Series(np.tile(cube.minutes, n), dtype=pl.Int64).cast(pl.Datetime("ms"))
+            .cast(pl.Datetime("ms", "UTC")),
+            "missing": cube.missing.reshape(-1)}
+
+
 def cube_to_table(cube: NodeMinuteCube) -> pl.DataFrame:
     """The dense node-minute table of a cube (node, customer, minute, missing, features)."""
     n, T = len(cube.nodes), len(cube.minutes)
-    utc = pl.Datetime("ms", "UTC")
-    cols: dict[str, Any] = {
-        "node": np.repeat(np.asarray(cube.nodes, dtype=object), T).tolist(),
-        "customer": np.repeat(np.asarray(cube.customers, dtype=object), T).tolist(),
-        "minute": pl.Series(np.tile(cube.minutes, n), dtype=pl.Int64).cast(pl.Datetime("ms")).cast(utc),
-        "missing": cube.missing.reshape(-1)}
+    cols = key_columns(cube)
     vals = cube.values.reshape(n * T, -1)
     cols.update({f: vals[:, i].astype(np.float64) for i, f in enumerate(cube.features)})
     return pl.DataFrame(cols)

@@ -30,7 +30,7 @@ import torch
 from netflowgen.artifacts import read_artifact_json
 from netflowgen.detect.anchored import aggregate_curve, plan_windows, run_plan, sliding_score
 from netflowgen.detect.cores import ALL_METHODS, ScoringData, TransformerCore, load_core
-from netflowgen.detect.cube import NodeMinuteCube, cube_to_table
+from netflowgen.detect.cube import NodeMinuteCube, cube_to_table, key_columns
 from netflowgen.rejects import InputError
 from netflowgen.schema import DEFAULT_SPLIT, FEATURE_SET_HASH
 
@@ -177,12 +177,7 @@ class Detector:
                 progress(len(rows))
         alarm = scores < self.theta
         alarm[:, :min(self.warmup, T)] = False
-        utc = pl.Datetime("ms", "UTC")
-        out = pl.DataFrame({
-            "node": np.repeat(np.asarray(cube.nodes, dtype=object), T).tolist(),
-            "customer": np.repeat(np.asarray(cube.customers, dtype=object), T).tolist(),
-            "minute": pl.Series(np.tile(cube.minutes, n), dtype=pl.Int64).cast(pl.Datetime("ms")).cast(utc),
-            "missing": cube.missing.reshape(-1), "score": scores.reshape(-1), "alarm": alarm.reshape(-1)})
+        out = pl.DataFrame({**key_columns(cube), "score": scores.reshape(-1), "alarm": alarm.reshape(-1)})
         if driver is not None:
             out = out.with_columns(pl.Series("driver", np.asarray(drivers, dtype=object)[driver.reshape(-1)].tolist()))
         return out
@@ -191,6 +186,9 @@ class Detector:
                    progress: Callable[[int], None] | None = None) -> Iterator[pl.DataFrame]:
         """`score` of a node-minute Parquet file, `node_batch` nodes at a time: yields one score frame
         per batch, so memory is bounded by the batch (the file is never loaded whole)."""
+        from netflowgen.detect.io import parquet_columns
+        if "node" not in parquet_columns(path):
+            raise InputError(f"{path}: not a node-minute table (no node column; a table from `netflowgen features`?)")
         lf = pl.scan_parquet(path)
         nodes = lf.select(pl.col("node").unique()).collect().get_column("node").sort().to_list()
         for lo in range(0, len(nodes), node_batch):

@@ -15,11 +15,36 @@ def read_table(path: Path | str) -> pl.DataFrame:
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"{p} does not exist")
+    if p.suffix not in (".parquet", ".csv", ".txt"):
+        raise InputError(f"{p}: expected .csv or .parquet")
     if p.suffix == ".parquet":
-        return pl.read_parquet(p)
-    if p.suffix in (".csv", ".txt"):
+        return read_parquet(p)
+    try:
         return pl.read_csv(p, try_parse_dates=False)
-    raise InputError(f"{p}: expected .csv or .parquet")
+    except (OSError, pl.exceptions.PolarsError) as e:
+        raise InputError(f"{p}: unreadable CSV ({' '.join(str(e).split())[:160]})") from None
+
+
+def parquet_columns(path: Path | str) -> list[str]:
+    """Column names of a Parquet file (nothing else read); a missing or unreadable file is one clear error."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{p} does not exist")
+    try:
+        return list(pl.read_parquet_schema(p))
+    except (OSError, pl.exceptions.PolarsError) as e:
+        raise InputError(f"{p}: not a readable Parquet file ({' '.join(str(e).split())[:160]})") from None
+
+
+def read_parquet(path: Path | str) -> pl.DataFrame:
+    """A Parquet file whatever its name; a missing or unreadable file is one clear error."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{p} does not exist")
+    try:
+        return pl.read_parquet(p)
+    except (OSError, pl.exceptions.PolarsError) as e:
+        raise InputError(f"{p}: not a readable Parquet file ({' '.join(str(e).split())[:160]})") from None
 
 
 def print_table(df: pl.DataFrame | list[dict[str, Any]], title: str) -> None:

@@ -44,14 +44,16 @@ class OperatorMetrics:
 
 
 def attacks_table(truth: pl.DataFrame) -> pl.DataFrame:
-    """target_ip, onset, end (UTC datetimes) of the attacks of a truth.csv (rows of kind "attack"
-    when there is a kind column) or of an alert list (start as the onset)."""
+    """target_ip, onset, end (UTC datetimes) of the attacks of a truth.csv (the simulator's: kind
+    "attack", target; or target_ip, onset, end) or of an alert list (start as the onset)."""
     df = truth
     if "kind" in df.columns:
         df = df.filter(pl.col("kind") == "attack")
+    if "target_ip" not in df.columns and "target" in df.columns:  # the simulator's truth.csv
+        df = df.rename({"target": "target_ip"})
     onset = "onset" if "onset" in df.columns else "start" if "start" in df.columns else None
     if onset is None or "target_ip" not in df.columns or "end" not in df.columns:
-        raise InputError(f"labels need target_ip, onset (or start) and end columns; found {df.columns}")
+        raise InputError(f"labels need target_ip (or target), onset (or start) and end columns; found {df.columns}")
 
     def utc(c: str) -> pl.Expr:
         col = pl.col(c)

@@ -25,6 +25,7 @@ from netflowgen.detect.finetune import FinetuneConfig, select_labels, train_surv
 from netflowgen.detect.metrics import EvalSet, MetricConfig, choose_threshold, detect, evaluate
 from netflowgen.detect.models import AnchoredSurvival, FrozenBackboneSurvival, MultiScaleLSTMNet
 from netflowgen.detect.safe import SurvivalHead
+from netflowgen.model.io import split_of
 from netflowgen.progress import progress_bar
 from netflowgen.schema import DEFAULT_SPLIT
 
@@ -67,8 +68,7 @@ class DetectionContext:
         """length None: the full window, capped at the pre-trained model's context. split None: the
         pre-trained model's fractions (or the default); a split that differs from the model's is refused."""
         config = dict(getattr(pretrained, "config", {}) or {}) if pretrained is not None else {}
-        model_split = [float(config.get("train_fraction", DEFAULT_SPLIT[0])),
-                       float(config.get("val_fraction", DEFAULT_SPLIT[1]))]
+        model_split = split_of(config)
         if not split:
             split = model_split if pretrained is not None else list(DEFAULT_SPLIT)
         elif pretrained is not None and "train_fraction" in config:

@@ -82,19 +82,11 @@ def _onset_errors(ex) -> dict | None:
 
 def run_finetune(cfg: FinetuneRun, examples: Path, features: Path, out: Path, model: Path | None = None):
     """Fine-tune, score and save (detector weights for learned methods, result.json, config)."""
-    import polars as pl
 
     from netflowgen import config as cfgmod
-    from netflowgen.detect.cube import NodeMinuteCube
-    from netflowgen.detect.io import print_table
-    from netflowgen.detect.pipeline import DetectionContext, fit_curves, load_pretrained, score
+    from netflowgen.detect.io import print_table, read_parquet
 
-    feats = pl.read_parquet(features)
-    ex = pl.read_parquet(examples)
-    pre = load_pretrained(model) if model else None
-    ctx = DetectionContext.build(NodeMinuteCube.from_table(feats), ex, cfg.window, cfg.length, pre, cfg.split, feats)
-    cs = fit_curves(ctx, cfg.method, cfg.labels, cfg.seed, cfg.attack_type, cfg.finetune)
-    res = score(ctx, cs, cfg.metrics)
+    cs, res = _fit_and_score(cfg, read_parquet(features), read_parquet(examples), model)
     out.mkdir(parents=True, exist_ok=True)
     cs.detector.info.update({"features": str(features), "examples": str(examples), "model": str(model or "")})
     cs.detector.save(out)
@@ -114,16 +106,24 @@ def fit_detector(method: str, features: str | Path | pl.DataFrame, examples: str
     regime's labels, evaluate it on the test split; returns the Detector (test metrics in
     `detector.info["test"]`). `settings`: FinetuneRun fields (finetune={...}, metrics={...})."""
     from netflowgen import config as cfgmod
-    from netflowgen.detect.cube import NodeMinuteCube
-    from netflowgen.detect.pipeline import DetectionContext, fit_curves, load_pretrained, score
-    feats = features if isinstance(features, pl.DataFrame) else pl.read_parquet(features)
-    ex = examples if isinstance(examples, pl.DataFrame) else pl.read_parquet(examples)
+    from netflowgen.detect.io import read_parquet
+    feats = features if isinstance(features, pl.DataFrame) else read_parquet(features)
+    ex = examples if isinstance(examples, pl.DataFrame) else read_parquet(examples)
     if window is None:  # the examples' own window: their onsets and labels are indexes into it
         window = int(ex.get_column("label_t").to_numpy().max()) + 1
     cfg = cfgmod.load(FinetuneRun, None, {"method": method, "labels": str(labels), "seed": seed, "window": window,
                                           "length": length, **settings})
+    return _fit_and_score(cfg, feats, ex, model)[0].detector
+
+
+def _fit_and_score(cfg: FinetuneRun, feats: pl.DataFrame, examples: pl.DataFrame, model: str | Path | None
+                   ) -> tuple[Any, Any]:
+    """(CurveSet, MethodResult) of `cfg`'s method on the examples: the one training path of
+    `finetune` and the notebook (split [] or None: the pre-trained model's)."""
+    from netflowgen.detect.cube import NodeMinuteCube
+    from netflowgen.detect.pipeline import DetectionContext, fit_curves, load_pretrained, score
     pre = load_pretrained(model) if model else None
-    ctx = DetectionContext.build(NodeMinuteCube.from_table(feats), ex, cfg.window, cfg.length, pre, cfg.split or None, feats)
+    ctx = DetectionContext.build(NodeMinuteCube.from_table(feats), examples, cfg.window, cfg.length, pre,
+                                 cfg.split or None, feats)
     cs = fit_curves(ctx, cfg.method, cfg.labels, cfg.seed, cfg.attack_type, cfg.finetune)
-    score(ctx, cs, cfg.metrics)
-    return cs.detector
+    return cs, score(ctx, cs, cfg.metrics)

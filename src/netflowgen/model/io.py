@@ -39,8 +39,12 @@ class Pretrained:
     @property
     def split(self) -> list[float]:
         """The train / validation fractions the model was pre-trained with (SPEC 5)."""
-        return [float(self.config.get("train_fraction", DEFAULT_SPLIT[0])),
-                float(self.config.get("val_fraction", DEFAULT_SPLIT[1]))]
+        return split_of(self.config)
+
+
+def split_of(config: dict[str, Any]) -> list[float]:
+    """The [train, validation] fractions a model's config.json records (the default where absent)."""
+    return [float(config.get("train_fraction", DEFAULT_SPLIT[0])), float(config.get("val_fraction", DEFAULT_SPLIT[1]))]
 
 
 def load_pretrained(directory: str | Path, device: str | torch.device = "cpu") -> Pretrained:

@@ -210,10 +210,10 @@ def validate(raw: TrafficGPT, data: TokenData, lo: int, hi: int, cfg: PretrainCo
 
 
 # --- data preparation -------------------------------------------------------------------------------
-def read_features_for_training(path: Path, cfg: PretrainConfig) -> pl.DataFrame:
-    """The node-minute table, or an InputError naming the file and what makes it unusable for
-    pre-training: not Parquet, missing columns, no rows, every minute missing, or a training range
-    shorter than one context window."""
+def read_features_for_training(path: Path, cfg: PretrainConfig) -> tuple[pl.DataFrame, int]:
+    """(the node-minute table, UTC ms at which its training range ends), or an InputError naming
+    the file and what makes it unusable for pre-training: not Parquet, missing columns, no rows,
+    every minute missing, or a training range shorter than one context window."""
     from netflowgen.rejects import InputError
     from netflowgen.schema import NODE_MINUTE_KEY_COLUMNS
     try:
@@ -229,12 +229,13 @@ def read_features_for_training(path: Path, cfg: PretrainConfig) -> pl.DataFrame:
     if df["missing"].all():
         raise InputError(f"{path}: every node-minute is missing (no exporter reported): nothing to learn from")
     ms = df["minute"].dt.epoch("ms").to_numpy()
-    n_minutes = (int(ms.max()) - int(ms.min())) // 60_000 + 1
+    m0 = int(ms.min())
+    n_minutes = (int(ms.max()) - m0) // 60_000 + 1
     train = time_splits(n_minutes, cfg.train_fraction, cfg.val_fraction)["train"][1]
     if train < cfg.context:
         raise InputError(f"{path}: the training range has {train} minutes ({cfg.train_fraction:.0%} of {n_minutes}), "
                          f"shorter than one window of context = {cfg.context}: use a smaller --context or more data")
-    return df
+    return df, m0 + train * 60_000
 
 
 def prepare_data(features: Path, out: Path, cfg: PretrainConfig, d: Dist,
@@ -243,13 +244,8 @@ def prepare_data(features: Path, out: Path, cfg: PretrainConfig, d: Dist,
     With `reuse` (resuming), existing OUT/tokens and OUT/binner.json are kept as they are."""
     tok_dir, binner_path = out / "tokens", out / "binner.json"
     if d.main and not (reuse and (tok_dir / "index.json").exists() and binner_path.exists()):
-        df = read_features_for_training(features, cfg)
-        minutes = df["minute"].dt.epoch("ms")
-        ms = minutes.to_numpy()
-        m0 = int(ms.min())
-        n_minutes = (int(ms.max()) - m0) // 60_000 + 1
-        train_hi = time_splits(n_minutes, cfg.train_fraction, cfg.val_fraction)["train"][1]
-        binner = Binner.fit(df.filter(minutes < m0 + train_hi * 60_000), n_bins=cfg.n_bins)
+        df, train_end_ms = read_features_for_training(features, cfg)
+        binner = Binner.fit(df.filter(pl.col("minute").dt.epoch("ms") < train_end_ms), n_bins=cfg.n_bins)
         binner.save(binner_path)
         TokenData.build(df, binner, tok_dir, cfg.time_zone)
         del df
