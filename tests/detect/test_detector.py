@@ -323,3 +323,33 @@ def test_evaluate_detect_command(trained, tmp_path) -> None:
     r = CliRunner().invoke(app, ["evaluate-detect", "-d", str(trained / "Static-EWMA"), str(tmp_path / "g.parquet"),
                                  "--truth", str(tmp_path / "truth.csv")])
     assert r.exit_code != 0 and "not a readable Parquet file" in str(r.exception)
+
+
+@pytest.mark.parametrize("method", ALL_METHODS)
+def test_streaming_scorer_equals_batch_scores(trained, method) -> None:
+    """Minute by minute (what `serve` does) equals `Detector.score` on the whole table, for every
+    method, including a state save/restore half way."""
+    from netflowgen.detect.streaming import StreamingScorer
+
+    det = Detector.load(trained / method)
+    feats = pl.read_parquet(trained / "features.parquet")
+    m0 = feats.get_column("minute").min()
+    part = feats.filter(pl.col("minute") >= m0 + pl.duration(minutes=1500),
+                        pl.col("minute") < m0 + pl.duration(minutes=1500 + 3 * det.core.context + 5))
+    det.theta = float(np.quantile(det.score(part)["score"].to_numpy(), 0.1))  # alarms to compare, whatever the slice
+    batch = det.score(part).sort(["node", "minute"])
+    nodes = sorted(part.get_column("node").unique().to_list())
+    customers = [part.filter(pl.col("node") == n).get_column("customer")[0] for n in nodes]
+    scorer = StreamingScorer(det, nodes, customers)
+    got = []
+    minutes = part.get_column("minute").unique().sort()
+    for i, minute in enumerate(minutes):
+        if i == len(minutes) // 2:  # restart half way: the saved state scores on identically
+            scorer = StreamingScorer.restore(det, scorer.meta(), scorer.state())
+        out = scorer.step_rows(part.filter(pl.col("minute") == minute))
+        got.append(pl.DataFrame({"node": scorer.nodes, "minute": [minute] * len(nodes), "score": out.score,
+                                 "alarm": out.alarm}))
+    stream = pl.concat(got).sort(["node", "minute"])
+    np.testing.assert_allclose(stream["score"].to_numpy(), batch["score"].to_numpy(), rtol=1e-6, atol=1e-9)
+    assert stream["alarm"].to_list() == batch["alarm"].to_list()
+    assert 0 < batch["alarm"].sum() < batch.height, f"{method}: the test compares nothing"
