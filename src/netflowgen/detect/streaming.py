@@ -30,10 +30,10 @@ import numpy as np
 import polars as pl
 
 from netflowgen.detect.anchored import window_anchor
+from netflowgen.detect.baselines import VOLUME_FEATURES
 from netflowgen.detect.cores import OperatorCore, ScoringData
 from netflowgen.detect.cube import NodeMinuteCube
 from netflowgen.detect.detector import Detector
-from netflowgen.detect.baselines import VOLUME_FEATURES
 from netflowgen.schema import FEATURE_NAMES, MS_PER_MINUTE
 
 
