@@ -18,7 +18,7 @@ LAYERS: dict[str, int] = {
     "tokens": 3,
     "model": 4,
     "train": 5, "evaluate": 5, "detect": 5,
-    "api": 6, "experiments": 6, "notebook": 6,
+    "api": 6, "experiments": 6, "notebook": 6, "serve": 6,
     "cli": 7,
 }
 

@@ -33,6 +33,57 @@ class AlertConfig:
             raise ValueError(f"clear_after must be >= 1 minute, got {self.clear_after}")
 
 
+class NodeAlertState:
+    """One node's alert lifecycle, minute by minute (the rules of the module docstring); the batch
+    `node_alerts` and the live scorer both run it, so they agree by construction.
+
+    `update` returns the event the minute caused: "open", "reopen" (an alarm within `clear_after`
+    minutes of a close: the same alert goes on), "alarm" (another alarmed minute of an open alert),
+    "close", or None. `current` is the open alert, `last_closed` the one a reopen would continue."""
+
+    def __init__(self, clear_after: int) -> None:
+        self.clear_after = int(clear_after)
+        self.current: dict | None = None
+        self.last_closed: dict | None = None
+        self.quiet = 0
+
+    def update(self, minute_ms: int, score: float, alarm: bool, missing: bool) -> str | None:
+        if alarm:
+            event = "alarm"
+            if self.current is None:
+                last = self.last_closed
+                if last is not None and minute_ms - last["_decided"] <= self.clear_after * 60_000:
+                    self.current, self.last_closed = last, None  # hysteresis: the same alert goes on
+                    self.current["closed_at"], self.current["reopened"] = None, self.current["reopened"] + 1
+                    event = "reopen"
+                else:
+                    self.current = {"opened_at": int(minute_ms), "closed_at": None, "peak_score": float(score),
+                                    "peak_at": int(minute_ms), "alarmed_minutes": 0, "reopened": 0}
+                    event = "open"
+            cur = self.current
+            cur["alarmed_minutes"] += 1
+            cur["last_alarm_at"] = int(minute_ms)
+            if score < cur["peak_score"]:
+                cur["peak_score"], cur["peak_at"] = float(score), int(minute_ms)
+            self.quiet = 0
+            return event
+        if self.current is not None and not missing:
+            self.quiet += 1
+            if self.quiet >= self.clear_after:
+                cur = self.current
+                cur["closed_at"] = cur["last_alarm_at"] + 60_000
+                cur["_decided"] = int(minute_ms)  # when the close was known: hysteresis counts from here
+                self.last_closed, self.current, self.quiet = cur, None, 0
+                return "close"
+        return None
+
+    def state(self) -> dict:
+        return {"current": self.current, "last_closed": self.last_closed, "quiet": self.quiet}
+
+    def restore(self, state: dict) -> None:
+        self.current, self.last_closed, self.quiet = state["current"], state["last_closed"], int(state["quiet"])
+
+
 def node_alerts(minutes: np.ndarray, score: np.ndarray, alarm: np.ndarray, missing: np.ndarray,
                 clear_after: int) -> list[dict]:
     """Alerts of one node: minutes (T,) int64 ms in order, score (T,), alarm (T,) bool, missing (T,) bool.
@@ -40,35 +91,15 @@ def node_alerts(minutes: np.ndarray, score: np.ndarray, alarm: np.ndarray, missi
     Returns dicts with opened_at, closed_at (None when open at the end), last_alarm_at, peak_at,
     peak_score (lowest score while open), alarmed_minutes, reopened; times as int64 ms."""
     out: list[dict] = []
-    cur: dict | None = None
-    quiet = 0
+    st = NodeAlertState(clear_after)
     for t in range(len(minutes)):
-        if alarm[t]:
-            if cur is None:
-                last = out[-1] if out else None
-                if last is not None and minutes[t] - last["_decided"] <= clear_after * 60_000:
-                    cur = out.pop()  # hysteresis: the same alert goes on
-                    cur["closed_at"], cur["reopened"] = None, cur["reopened"] + 1
-                else:
-                    cur = {"opened_at": int(minutes[t]), "closed_at": None, "peak_score": float(score[t]),
-                           "peak_at": int(minutes[t]), "alarmed_minutes": 0, "reopened": 0}
-            cur["alarmed_minutes"] += 1
-            cur["last_alarm_at"] = int(minutes[t])
-            if score[t] < cur["peak_score"]:
-                cur["peak_score"], cur["peak_at"] = float(score[t]), int(minutes[t])
-            quiet = 0
-        elif cur is not None and not missing[t]:
-            quiet += 1
-            if quiet >= clear_after:
-                cur["closed_at"] = cur["last_alarm_at"] + 60_000
-                cur["_decided"] = int(minutes[t])  # when the close was known: hysteresis counts from here
-                out.append(cur)
-                cur, quiet = None, 0
-    if cur is not None:
-        out.append(cur)
-    for a in out:
-        a.pop("_decided", None)
-    return out
+        event = st.update(int(minutes[t]), float(score[t]), bool(alarm[t]), bool(missing[t]))
+        if event == "reopen":
+            out.pop()
+        if event in ("open", "reopen"):
+            assert st.current is not None
+            out.append(st.current)
+    return [{k: v for k, v in a.items() if k != "_decided"} for a in out]
 
 
 def alerts_from_scores(scores: pl.DataFrame, method: str, cfg: AlertConfig = AlertConfig()) -> pl.DataFrame:

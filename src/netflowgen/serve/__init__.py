@@ -1,0 +1,1 @@
+"""`netflowgen serve`: live detection from exporters to alerts, actions and metrics."""
