@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo-out
 
-.PHONY: setup demo test lint bench fuzz clean system-tools
+.PHONY: setup demo test lint bench fuzz clean system-tools browser
 
 setup: $(STAMP) system-tools
 
@@ -17,6 +17,14 @@ system-tools:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq nfdump softflowd >/dev/null; \
 	fi
 
+# Debian's chromium: the headless browser the status-page tests render the page with.
+browser:
+	@if ! command -v chromium >/dev/null 2>&1; then \
+	  echo "installing Debian chromium"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; \
+	fi
+
 # torch==2.13.0 is installed first and explicitly: it is the local CPU wheel (an unpinned torch pulls CUDA).
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +34,7 @@ $(STAMP): pyproject.toml
 	$(PY) -c 'from netflowgen.features.scatter import warm_up; warm_up()'  # compile the numba loop once (~3 s)
 	touch $(STAMP)
 
-test: setup lint
+test: setup browser lint
 	@$(PY) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo 'make test: pytest collected no tests (a failure here)' >&2; exit 1; fi; exit $$rc
 
 # ruff and mypy over src/ (settings in pyproject.toml); part of `make test`.

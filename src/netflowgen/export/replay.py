@@ -15,7 +15,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from netflowgen.export.encoder import PROTOCOLS, Datagram, FlowEncoder
 from netflowgen.rejects import RejectCounter
@@ -58,11 +60,23 @@ def parse_host_port(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def time_slices(batch: pa.RecordBatch, slice_ms: int) -> Iterable[pa.RecordBatch]:
+    """A batch sorted by ts_start in pieces of `slice_ms` of flow starts (unsorted: whole)."""
+    if batch.num_rows == 0:
+        return [batch]
+    start = pc.cast(batch.column("ts_start"), pa.int64()).to_numpy(zero_copy_only=False)
+    if (start[1:] < start[:-1]).any():
+        return [batch]
+    cuts = np.flatnonzero(np.diff(start // slice_ms)) + 1
+    bounds = [0, *cuts.tolist(), batch.num_rows]
+    return [batch.slice(lo, hi - lo) for lo, hi in zip(bounds[:-1], bounds[1:])]
+
+
 def replay(batches: Iterable[pa.RecordBatch], to: tuple[str, int], protocol: str = "ipfix",
            speed: float | None = None, *, mtu: int = 1500, template_every: int = 20,
            template_interval_s: float = 10.0, max_pps: float = 20_000.0,
            rejects: RejectCounter | None = None,
-           on_datagram: Callable[[Datagram], None] | None = None) -> ReplayStats:
+           on_datagram: Callable[[Datagram], None] | None = None, slice_ms: int = 30_000) -> ReplayStats:
     """Encode `batches` (canonical FLOW_SCHEMA) as `protocol` and send them to `to` = (host, port).
 
     Parameters
@@ -74,6 +88,10 @@ def replay(batches: Iterable[pa.RecordBatch], to: tuple[str, int], protocol: str
     max_pps : cap on datagrams per second in every mode (protects the collector's socket buffer).
     rejects : receives the counts of records that could not be encoded.
     on_datagram : called with every datagram after it is sent (tests, progress).
+    slice_ms : time-ordered batches are encoded `slice_ms` of flow starts at a time: the encoder
+        packs each (sampling rate, address family) group separately, so a whole batch would send one
+        group's datagrams after the other's and a paced replay would deliver the later groups late
+        (as an exporter's per-domain cache does, flushed every `slice_ms`).
 
     Returns
     -------
@@ -128,12 +146,13 @@ def replay(batches: Iterable[pa.RecordBatch], to: tuple[str, int], protocol: str
                 on_datagram(dg)
 
         for batch in batches:
-            for dg in encoder.encode(batch):
-                if dg.first_ms is not None and time.monotonic() - last_templates > template_interval_s:
-                    for tdg in encoder.templates(dg.domain):
-                        send(tdg)
-                    last_templates = time.monotonic()
-                send(dg)
+            for piece in time_slices(batch, slice_ms):
+                for dg in encoder.encode(piece):
+                    if dg.first_ms is not None and time.monotonic() - last_templates > template_interval_s:
+                        for tdg in encoder.templates(dg.domain):
+                            send(tdg)
+                        last_templates = time.monotonic()
+                    send(dg)
     stats.seconds = time.monotonic() - t0
     stats.rejected = rejects.rejected
     stats.rejects = rejects.as_dict()

@@ -52,6 +52,7 @@ class CollectorConfig:
     socket_buffer: int = 8 << 20  # bytes asked for the receive buffer (capped by net.core.rmem_max)
     keep_nfcapd: bool = True  # keep nfcapd's own files in OUT/nfcapd (readable with nfdump)
     poll: float = 0.5  # seconds between looks for closed files
+    guard: bool = False  # validate datagrams before nfcapd sees them (live.guard); nfcapd then binds an internal port
 
 
 @dataclass
@@ -123,22 +124,54 @@ class Collector:
         self._log_offset = 0  # nfcapd.log bytes written before this run
         self._preexisting: set[str] = set()  # closed files of an earlier run, not in this log
         self._log_lines_used = 0
+        self.guard: Any = None  # live.guard.DatagramGuard when config.guard
+        self._nfcapd_port = self.port
+        self.restarts: dict[str, int] = {}  # reason -> receiver restarts
+        self.discarded_bytes = 0  # bytes of nfcapd current files thrown away at restarts (their flows are lost)
+        self.last_rotation = time.monotonic()  # when the last closed file appeared
+        self._seen_files: set[str] = set()
 
     # --- lifecycle ------------------------------------------------------------------------------
     def start(self, timeout: float = 5.0) -> None:
-        """Start nfcapd and the watcher; returns once the UDP socket is bound. CollectorError when
-        nfcapd is missing or exits (port in use, bad address): its message is in the error."""
+        """Start nfcapd (behind the datagram guard when `config.guard`) and the watcher; returns once
+        the UDP socket is bound. CollectorError when nfcapd is missing or exits (port in use, bad
+        address): its message is in the error."""
         self.out.mkdir(parents=True, exist_ok=True)
         self.spool.mkdir(exist_ok=True)
-        for stale in self.spool.glob("nfcapd.current.*"):  # from a killed run: nfcapd would not reuse
-            stale.unlink()
         self._done = {p.name for p in self.spool.glob("nfcapd.[0-9]*")
                       if (self.out / _parquet_name(p.name)).exists()}
         self._preexisting = {p.name for p in self.spool.glob("nfcapd.[0-9]*")}
         self._log_offset = self._log_path.stat().st_size if self._log_path.exists() else 0
-        cmd = ["nfcapd", "-b", self.host, "-p", str(self.port), "-w", str(self.spool.resolve()),
+        if self.config.guard:
+            import socket as _socket
+
+            from netflowgen.live.guard import DatagramGuard
+            with _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM) as probe:  # a free internal port
+                probe.bind(("127.0.0.1", 0))
+                self._nfcapd_port = probe.getsockname()[1]
+            self._spawn(timeout, "127.0.0.1", self._nfcapd_port)
+            self.guard = DatagramGuard((self.host, self.port), ("127.0.0.1", self._nfcapd_port),
+                                       socket_buffer=self.config.socket_buffer)
+            try:
+                self.guard.start()
+            except OSError as e:
+                self._terminate()
+                raise CollectorError(f"cannot receive on {self.config.listen}: {e}") from e
+            self.port = self.guard.listen_port
+        else:
+            self._spawn(timeout, self.host, self.port)
+        self.last_rotation = time.monotonic()
+        self._thread = threading.Thread(target=self._watch, name="nfcapd-watcher", daemon=True)
+        self._thread.start()
+
+    def _spawn(self, timeout: float, host: str, port: int) -> None:
+        """Start nfcapd on host:port and wait until its socket is bound."""
+        for stale in self.spool.glob("nfcapd.current.*"):  # from a killed run: nfcapd would not reuse
+            self.discarded_bytes += stale.stat().st_size
+            stale.unlink()
+        cmd = ["nfcapd", "-b", host, "-p", str(port), "-w", str(self.spool.resolve()),
                "-t", str(self.config.rotate), "-B", str(self.config.socket_buffer)]
-        if ":" in self.host:
+        if ":" in host:
             cmd.append("-6")
         if self.config.sampling is not None:
             cmd += ["-s", str(self.config.sampling)]
@@ -159,19 +192,57 @@ class Collector:
                 raise CollectorError(f"nfcapd exited with status {self._proc.returncode}: "
                                      + self._log_tail())
             self._inodes = socket_inodes(self._proc.pid)
-            if self._inodes and udp_counters(self.port, self._inodes) is not None:
+            if self._inodes and udp_counters(port, self._inodes) is not None:
                 break
             time.sleep(0.05)
         else:
             self._terminate()
-            raise CollectorError(f"nfcapd did not bind {self.config.listen} within {timeout} s: "
+            raise CollectorError(f"nfcapd did not bind {host}:{port} within {timeout} s: "
                                  + self._log_tail())
-        self._thread = threading.Thread(target=self._watch, name="nfcapd-watcher", daemon=True)
-        self._thread.start()
+        self._drops_seen = 0  # a new socket counts from zero
+
+    # --- health -----------------------------------------------------------------------------------
+    def health(self, stuck_after: float, max_current_bytes: int) -> str | None:
+        """None while the receiver works; else why not: it exited, its current file passed
+        `max_current_bytes` (nfcapd spinning on a poisoned template grows it at ~0.5 GB/s), or no file
+        closed for `stuck_after` seconds (nfcapd closes one every `rotate` s, even when quiet)."""
+        if not self.running:
+            return "exited"
+        for cur in self.spool.glob("nfcapd.current.*"):
+            try:
+                size = cur.stat().st_size
+            except OSError:
+                continue
+            if size > max_current_bytes:
+                return "current file too large"
+        if time.monotonic() - self.last_rotation > stuck_after:
+            return "no rotation"
+        return None
+
+    def restart(self, reason: str, timeout: float = 5.0) -> None:
+        """Kill nfcapd (SIGKILL: a spinning nfcapd ignores SIGTERM), throw its current file away
+        (counted in `discarded_bytes`), start a new one on the same port, and tell the guard that the
+        receiver forgot every template."""
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except OSError:
+                proc.kill()
+            proc.wait(timeout)
+        self._sample_drops()
+        self.restarts[reason] = self.restarts.get(reason, 0) + 1
+        host = "127.0.0.1" if self.guard is not None else self.host
+        self._spawn(timeout, host, self._nfcapd_port)
+        if self.guard is not None:
+            self.guard.reset_templates()
+        self.last_rotation = time.monotonic()
 
     def stop(self, timeout: float = 30.0) -> list[RotationStats]:
         """SIGTERM nfcapd (it closes and renames the current file), convert what is left, stop the
         watcher, write OUT/collector-summary.json. Returns the stats of every rotation."""
+        if self.guard is not None:  # the guard stops first: what it forwarded still reaches nfcapd
+            self.guard.stop()
         self._drain()
         self._sample_drops()  # last look at the kernel counters while the socket exists
         self._terminate(timeout)
@@ -204,6 +275,8 @@ class Collector:
         new = []
         with self._lock:
             files = sorted(p for p in self.spool.glob("nfcapd.[0-9]*") if p.name not in self._done)
+            if files:
+                self.last_rotation = time.monotonic()
             for path in files:
                 stats = self._convert(path)
                 self._done.add(path.name)
@@ -232,7 +305,7 @@ class Collector:
             if info.get("flows", 1) == 0:  # a quiet rotation: an empty file says 'collector was up'
                 batches: Iterator[pa.RecordBatch] = iter(())
             else:  # records with start time 0 (unknown) are rejected and counted by the reader
-                batches = span.track(open_source([path], "nfcapd", options, rejects))
+                batches = span.track(self._real_exporters(open_source([path], "nfcapd", options, rejects)))
             written = write_flows(batches, target, rejects)  # written via a rename: never partial
         except (InputError, OSError, ValueError) as e:  # keep collecting; say what failed
             error = str(e)
@@ -250,6 +323,19 @@ class Collector:
         if not self.config.keep_nfcapd and error is None:
             path.unlink()
         return stats
+
+    def _real_exporters(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        """Behind the guard, nfcapd sees each exporter as the loopback address the guard sends it
+        from: put the real exporter address back."""
+        for batch in batches:
+            if self.guard is not None and "exporter" in batch.schema.names:
+                mapping = self.guard.exporter_map()
+                i = batch.schema.get_field_index("exporter")
+                col = batch.column(i)
+                real = pa.array([mapping.get(v, v) if v is not None else None for v in col.to_pylist()], type=col.type)
+                batch = pa.RecordBatch.from_arrays([real if j == i else batch.column(j) for j in range(batch.num_columns)],
+                                                   schema=batch.schema)
+            yield batch
 
     def _log_counters(self, wait: float = 1.0) -> dict[str, int] | None:
         """nfcapd's summary line of the next file of this run (it logs one per file it closes, in
@@ -277,7 +363,7 @@ class Collector:
         exits without reading what still waits in the kernel buffer."""
         deadline = time.monotonic() + timeout
         while self.running and time.monotonic() < deadline:
-            counters = udp_counters(self.port, self._inodes) if self._inodes else None
+            counters = udp_counters(self._nfcapd_port, self._inodes) if self._inodes else None
             if counters is None or counters.rx_queue_bytes == 0:
                 return
             time.sleep(0.02)
@@ -285,7 +371,7 @@ class Collector:
     def _sample_drops(self) -> None:
         """Read the kernel drop counter of nfcapd's socket (no-op once the socket is closed, so
         stop() samples it just before nfcapd exits and the last file still gets its drops)."""
-        counters = udp_counters(self.port, self._inodes) if self._inodes else None
+        counters = udp_counters(self._nfcapd_port, self._inodes) if self._inodes else None
         if counters is not None:
             self._drops_unassigned += counters.drops - self._drops_seen
             self._drops_seen = counters.drops

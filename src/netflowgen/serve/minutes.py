@@ -61,6 +61,7 @@ class MinuteAssembler:
         self.nodes: dict[str, str] = {}  # node -> customer, every node seen so far
         self.late = 0  # flows that arrived after their minute closed
         self.forced_missing: set[int] = set()  # epoch minutes the receiver was down (a loss, not quiet)
+        self.closed_flows: pa.Table | None = None  # the flows that started in the minutes `close` just closed
 
     # --- input ---------------------------------------------------------------------------------------
     def add(self, flows: pa.Table, wall: float) -> int:
@@ -121,6 +122,10 @@ class MinuteAssembler:
         covered = self._covered(flows, first, n)
         frames = [self._dense(built, first + i, bool(~covered[i])) for i in range(n)]
         self.next_minute = stop
+        self.closed_flows = None
+        if flows is not None:
+            start_all = pc.divide(pc.cast(flows.column("ts_start"), pa.int64()), MS_PER_MINUTE)
+            self.closed_flows = flows.filter(pc.less(start_all, stop))
         if flows is not None:  # keep the flows that start in an open minute or still run into one
             end_min = pc.divide(pc.cast(flows.column("ts_end"), pa.int64()), MS_PER_MINUTE)
             start_min = pc.divide(pc.cast(flows.column("ts_start"), pa.int64()), MS_PER_MINUTE)
