@@ -36,6 +36,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "earlydetect",
     "finetune",
     "detect",
+    "serve",
     "evaluate_detect",
     "experiment",
     "demo",

@@ -165,7 +165,8 @@ class Collector:
         self._thread.start()
 
     def _spawn(self, timeout: float, host: str, port: int) -> None:
-        """Start nfcapd on host:port and wait until its socket is bound."""
+        """Start nfcapd on host:port and wait until its socket is bound (OUT/nfcapd.pid names it)."""
+        self._stop_orphan()
         for stale in self.spool.glob("nfcapd.current.*"):  # from a killed run: nfcapd would not reuse
             self.discarded_bytes += stale.stat().st_size
             stale.unlink()
@@ -186,6 +187,7 @@ class Collector:
             raise CollectorError("nfcapd not found: apt-get install nfdump") from e
         finally:
             log.close()
+        (self.out / "nfcapd.pid").write_text(f"{self._proc.pid}\n")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
@@ -200,6 +202,27 @@ class Collector:
             raise CollectorError(f"nfcapd did not bind {host}:{port} within {timeout} s: "
                                  + self._log_tail())
         self._drops_seen = 0  # a new socket counts from zero
+
+    def _stop_orphan(self) -> None:
+        """An nfcapd left by a run of ours that was killed (it runs in its own session, so it
+        outlives us): SIGTERM lets it close its file under the final name (converted next), SIGKILL
+        after 3 s. Only a process whose command line is nfcapd writing to our spool is touched."""
+        pid_file = self.out / "nfcapd.pid"
+        try:
+            pid = int(pid_file.read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            return
+        if self._proc is not None and pid == self._proc.pid:
+            return
+        if not any(c.endswith(b"nfcapd") for c in cmdline) or str(self.spool.resolve()).encode() not in cmdline:
+            return
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 3.0
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if Path(f"/proc/{pid}").exists():
+            os.kill(pid, signal.SIGKILL)
 
     # --- health -----------------------------------------------------------------------------------
     def health(self, stuck_after: float, max_current_bytes: int) -> str | None:

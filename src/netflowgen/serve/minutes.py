@@ -7,8 +7,9 @@ silent does not stop time). A minute [m, m + 60 s) *closes* once the watermark p
 closed minute (the rows of a closed minute are final; they have been scored).
 
 Rows. The minutes being closed are computed by `features.build.build_features` (the code of
-`netflowgen features`) on the buffered flows, restricted to those minutes (`start`/`end`): flows that
-started earlier and still run are in the buffer, so coverage (the *missing* rule) is the batch one.
+`netflowgen features`) on the buffered flows, restricted to those minutes (`start`/`end`). With the
+features' default attribution a flow counts in, and covers, its start minute only, so a closed
+minute needs nothing that arrives later except late flows (the *missing* rule is the batch one).
 Nodes are every IP inside a customer prefix seen so far; a node with no traffic in a closed minute
 gets a zero row, as the dense batch table holds it. Rules that need the whole range (missing by
 exporter: "the exporter that reported most of a node's records") cannot be decided minute by minute,
@@ -126,11 +127,9 @@ class MinuteAssembler:
         if flows is not None:
             start_all = pc.divide(pc.cast(flows.column("ts_start"), pa.int64()), MS_PER_MINUTE)
             self.closed_flows = flows.filter(pc.less(start_all, stop))
-        if flows is not None:  # keep the flows that start in an open minute or still run into one
-            end_min = pc.divide(pc.cast(flows.column("ts_end"), pa.int64()), MS_PER_MINUTE)
+        if flows is not None:  # keep the flows that start in an open minute
             start_min = pc.divide(pc.cast(flows.column("ts_start"), pa.int64()), MS_PER_MINUTE)
-            keep = pc.or_(pc.greater_equal(end_min, stop), pc.greater_equal(start_min, stop))
-            kept = flows.filter(keep)
+            kept = flows.filter(pc.greater_equal(start_min, stop))
             self.pending = [kept] if kept.num_rows else []
         self.forced_missing = {m for m in self.forced_missing if m >= stop}
         return frames
@@ -156,8 +155,9 @@ class MinuteAssembler:
         elif flows is None or flows.num_rows == 0:
             covered = np.zeros(n, dtype=bool)
         else:
+            # the features' default attribution: a flow counts in (and covers) its start minute only
             s = pc.divide(pc.cast(flows.column("ts_start"), pa.int64()), MS_PER_MINUTE).to_numpy() - first
-            e = np.maximum(pc.divide(pc.cast(flows.column("ts_end"), pa.int64()), MS_PER_MINUTE).to_numpy() - first, s)
+            e = s
             diff = np.zeros(n + 1, dtype=np.int64)
             ok = (e >= 0) & (s < n)
             np.add.at(diff, np.clip(s[ok], 0, n), 1)

@@ -121,10 +121,12 @@ class Server:
 
     # --- set-up and state -------------------------------------------------------------------------
     def _load(self) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
         base = Path(self.cfg.detector)
         if not (base / "detector.json").exists():
             raise InputError(f"{base}: not a detector folder (no detector.json; `netflowgen finetune --out DIR` writes one)")
+        if not Path(self.cfg.customers).is_file():
+            raise InputError(f"{self.cfg.customers}: customers file not found")
+        self.state_dir.mkdir(parents=True, exist_ok=True)
         self.base_hash = folder_hash(base)
         onboarded = self.state_dir / "detector"  # the detector with the nodes serve calibrated since
         snap = self.state_dir / "snapshot"
@@ -312,9 +314,20 @@ class Server:
         self.metrics.receiver_restarts.labels(reason=problem).inc()
         self.metrics.receiver_lost_seconds.inc(gap)
         high = self.assembler.watermark_ms(time.time())
+        lost: dict[str, Any] = {}
         if high is not None:  # the minutes the receiver could not see: missing, not quiet
-            self.assembler.mark_lost(int(high - gap * 1000), int(high))
+            first = int(high - gap * 1000)
+            self.assembler.mark_lost(first, int(high))
+            lost = {"lost_from": _iso(first // MS_PER_MINUTE * MS_PER_MINUTE), "lost_to": _iso(int(high) // MS_PER_MINUTE * MS_PER_MINUTE)}
+        self.event("receiver restarted", reason=problem, lost_seconds=round(gap, 3),
+                   discarded_bytes=c.discarded_bytes, restarts=sum(c.restarts.values()), **lost)
         self.metrics.receiver_up.set(1)
+
+    def event(self, what: str, **details: Any) -> None:
+        """Append one line to STATE/events.jsonl (receiver restarts, onboarded nodes, start, stop)."""
+        line = json.dumps({"time": _iso(int(time.time() * 1000)), "event": what, **details})
+        with open(self.state_dir / "events.jsonl", "a") as f:
+            f.write(line + "\n")
 
     def _count_guard(self) -> None:
         c = self.collector
@@ -424,6 +437,7 @@ class Server:
             cube = NodeMinuteCube.from_table(table)
             self.detector.calibrate(ScoringData(cube, None, self.detector.time_zone), 0, len(cube.minutes), "reference")
             self.detector.save(self.state_dir / "detector")
+            self.event("nodes onboarded", nodes=full, minutes=len(cube.minutes))
             for n in full:
                 del self.onboarding[n]
             ready += full
