@@ -24,6 +24,7 @@ import json
 import os
 import queue
 import shutil
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -117,6 +118,10 @@ class Server:
         self.lost_seconds = 0.0
         self.collector: Collector | None = None
         self.status: StatusServer | None = None
+        self._receiver_lock = threading.Lock()
+        self._watch_stop = threading.Event()
+        self._watchdog: threading.Thread | None = None
+        self._losses: "queue.Queue[tuple[str, float, str | None]]" = queue.Queue()
         self._load()
 
     # --- set-up and state -------------------------------------------------------------------------
@@ -210,6 +215,10 @@ class Server:
                                                    guard=True, poll=0.2), on_rotation=self.rotations.put)
         self.collector.start()
         self.metrics.receiver_up.set(1)
+        self._watch_stop.clear()
+        self._watchdog = threading.Thread(target=self._watch_receiver, name="receiver-watchdog", daemon=True)
+        self._watchdog.start()
+        self.event("started", listen=self.cfg.listen, detector=str(self.cfg.detector), method=self.detector.method)
         if self.cfg.metrics_listen:
             from netflowgen.live.collector import parse_listen
             host, port = parse_listen(self.cfg.metrics_listen) if not self.cfg.metrics_listen.endswith(":0") \
@@ -227,7 +236,7 @@ class Server:
         Returns the number of minutes closed."""
         wall = time.time() if wall is None else wall
         self._consume_rotations()
-        self._check_receiver()
+        self._record_losses()
         self._count_guard()
         n = self.assembler.ready(wall)
         closed = self._close(n) if n else 0
@@ -238,13 +247,19 @@ class Server:
     def stop(self) -> None:
         """Stop receiving (the receiver's last file is converted), close every minute that has flows,
         save the state, stop the actions and the status endpoint."""
+        self._watch_stop.set()
+        if self._watchdog is not None:
+            self._watchdog.join(5)
         if self.collector is not None:
-            self.collector.stop()
+            with self._receiver_lock:
+                self.collector.stop()
             self.collector = None
         self.metrics.receiver_up.set(0)
         self._consume_rotations()
+        self._record_losses()
         self._count_guard()
         self._close(self.assembler.flush_count())
+        self.event("stopped", minutes_closed=int(self.metrics.minutes_closed._value.get()))
         self.snapshot()
         self.actions.close()
         self._save_actions()
@@ -299,29 +314,52 @@ class Server:
             present = {p.name for p in out.glob("flows-*.parquet")}
             self.consumed = [c for c in self.consumed if c in present]
 
-    def _check_receiver(self) -> None:
-        c = self.collector
-        if c is None:
-            return
-        problem = c.health(self.cfg.stuck_after, int(self.cfg.max_current_mb * 1e6))
-        if problem is None:
-            return
-        since = c.last_rotation
-        self.metrics.receiver_up.set(0)
-        c.restart(problem)
-        gap = max(0.0, time.monotonic() - since)
-        self.lost_seconds += gap
-        self.metrics.receiver_restarts.labels(reason=problem).inc()
-        self.metrics.receiver_lost_seconds.inc(gap)
-        high = self.assembler.watermark_ms(time.time())
-        lost: dict[str, Any] = {}
-        if high is not None:  # the minutes the receiver could not see: missing, not quiet
-            first = int(high - gap * 1000)
-            self.assembler.mark_lost(first, int(high))
-            lost = {"lost_from": _iso(first // MS_PER_MINUTE * MS_PER_MINUTE), "lost_to": _iso(int(high) // MS_PER_MINUTE * MS_PER_MINUTE)}
-        self.event("receiver restarted", reason=problem, lost_seconds=round(gap, 3),
-                   discarded_bytes=c.discarded_bytes, restarts=sum(c.restarts.values()), **lost)
-        self.metrics.receiver_up.set(1)
+    def _watch_receiver(self) -> None:
+        """Watchdog thread: every 0.2 s, whatever the main loop is doing (closing a minute can take a
+        second), check the receiver and restart it when stuck or dead: a spinning nfcapd writes ~0.5
+        GB/s, so the check must not wait for the next loop iteration. The loss goes to the main loop."""
+        while not self._watch_stop.wait(0.2):
+            c = self.collector
+            if c is None:
+                continue
+            with self._receiver_lock:
+                problem = c.health(self.cfg.stuck_after, int(self.cfg.max_current_mb * 1e6))
+                if problem is None:
+                    continue
+                self.metrics.receiver_up.set(0)
+                since = c.last_rotation
+                try:
+                    c.restart(problem)
+                except Exception as e:  # noqa: BLE001 - keep watching; the next look tries again
+                    self._losses.put((problem, 0.0, f"restart failed: {e}"))
+                    continue
+                self._losses.put((problem, max(0.0, time.monotonic() - since), None))
+                self.metrics.receiver_up.set(1)
+
+    def _record_losses(self) -> None:
+        """Account the receiver restarts the watchdog made: counters, missing minutes, events.jsonl."""
+        while True:
+            try:
+                problem, gap, error = self._losses.get_nowait()
+            except queue.Empty:
+                return
+            if error is not None:
+                self.event("receiver restart failed", reason=problem, error=error)
+                continue
+            c = self.collector
+            self.lost_seconds += gap
+            self.metrics.receiver_restarts.labels(reason=problem).inc()
+            self.metrics.receiver_lost_seconds.inc(gap)
+            high = self.assembler.watermark_ms(time.time())
+            lost: dict[str, Any] = {}
+            if high is not None:  # the minutes the receiver could not see: missing, not quiet
+                first = int(high - gap * 1000)
+                self.assembler.mark_lost(first, int(high))
+                lost = {"lost_from": _iso(first // MS_PER_MINUTE * MS_PER_MINUTE),
+                        "lost_to": _iso(int(high) // MS_PER_MINUTE * MS_PER_MINUTE)}
+            self.event("receiver restarted", reason=problem, lost_seconds=round(gap, 3),
+                       discarded_bytes=c.discarded_bytes if c is not None else None,
+                       restarts=sum(c.restarts.values()) if c is not None else None, **lost)
 
     def event(self, what: str, **details: Any) -> None:
         """Append one line to STATE/events.jsonl (receiver restarts, onboarded nodes, start, stop)."""
