@@ -29,6 +29,8 @@ def collect(
         "Receive buffer in bytes; the kernel caps it at net.core.rmem_max. [8388608]")),
     keep_nfcapd: Optional[bool] = typer.Option(None, "--keep-nfcapd/--no-keep-nfcapd", help=(
         "Keep nfcapd's own files under OUT/nfcapd after conversion. [keep]")),
+    guard: Optional[bool] = typer.Option(None, "--guard/--no-guard", help=(
+        "Validate every datagram before nfcapd sees it (counts what it refuses). [guard]")),
     duration: Optional[float] = typer.Option(None, "--duration", min=0.1, help=(
         "Stop after this many seconds (default: run until Ctrl-C / SIGTERM).")),
     config_file: Optional[Path] = typer.Option(None, "--config", help="TOML file with these settings "
@@ -42,12 +44,18 @@ def collect(
     kernel drops (socket buffer full) and rejected records. Stop with Ctrl-C or SIGTERM: the file
     being written is closed and converted.
 
-    Example: netflowgen collect --listen 0.0.0.0:2055 --out /data/flows --rotate 60
+    Every datagram first passes the guard (malformed, truncated, zero-length template fields, more
+    than 64 observation domains per exporter: counted by reason, never given to nfcapd); a stuck or
+    dead nfcapd is restarted and the restart counted.
+
+    Example: netflowgen collect --listen 127.0.0.1:2055 --out /data/flows --rotate 60
+    (routers elsewhere: --listen 0.0.0.0:2055, or [::]:2055 for IPv6)
     """
     from netflowgen.live import Collector, CollectorConfig, CollectorError
 
     overrides = {"listen": listen, "out": str(out) if out else None, "rotate": rotate,
-                 "sampling": sampling, "socket_buffer": socket_buffer, "keep_nfcapd": keep_nfcapd}
+                 "sampling": sampling, "socket_buffer": socket_buffer, "keep_nfcapd": keep_nfcapd,
+                 "guard": guard}
     section = config.section_if_present(config_file, "collect")
     cfg = config.load(CollectorConfig, config_file, overrides, section=section)
     if dump:
@@ -72,16 +80,30 @@ def collect(
     deadline = None if duration is None else time.monotonic() + duration
     died = False
     try:
-        while not stop.wait(0.5):
-            if not collector.running:  # nfcapd crashed or was killed: say so, do not hang
-                died = True
-                break
+        while not stop.wait(0.2):
+            # a dead nfcapd, or one that stopped rotating or writes without bound (a poisoned
+            # template spins it at ~0.5 GB/s), is restarted; its unfinished file is lost and counted
+            problem = collector.health(max(20.0, 3 * cfg.rotate + 10), 256 << 20)
+            if problem is not None:
+                try:
+                    collector.restart(problem)
+                except CollectorError as e:
+                    typer.secho(f"error: nfcapd could not be restarted: {e}", fg=typer.colors.RED, err=True)
+                    died = True
+                    break
+                typer.secho(f"receiver restarted ({problem}); {collector.discarded_bytes:,} bytes of its "
+                            "unfinished files discarded so far", fg=typer.colors.YELLOW, err=True)
             if deadline is not None and time.monotonic() >= deadline:
                 break
     finally:
         rotations = collector.stop()
     flows = sum(r.flows_written for r in rotations)
-    typer.echo(f"stopped: {len(rotations)} file(s), {flows:,} flows; "
+    refused = ""
+    if collector.guard is not None:
+        g = collector.guard.stats()
+        refused = f", {sum(g.rejected.values()):,} datagram(s) refused by the guard {dict(g.rejected) or ''}"
+    restarts = f", receiver restarts {collector.restarts}" if collector.restarts else ""
+    typer.echo(f"stopped: {len(rotations)} file(s), {flows:,} flows{refused}{restarts}; "
                f"summary in {Path(cfg.out) / 'collector-summary.json'}")
     if died:
         typer.secho(f"error: nfcapd exited unexpectedly; see {Path(cfg.out) / 'nfcapd.log'}",

@@ -52,7 +52,7 @@ class CollectorConfig:
     socket_buffer: int = 8 << 20  # bytes asked for the receive buffer (capped by net.core.rmem_max)
     keep_nfcapd: bool = True  # keep nfcapd's own files in OUT/nfcapd (readable with nfdump)
     poll: float = 0.5  # seconds between looks for closed files
-    guard: bool = False  # validate datagrams before nfcapd sees them (live.guard); nfcapd then binds an internal port
+    guard: bool = True  # validate datagrams before nfcapd sees them (live.guard); nfcapd then binds an internal port
 
 
 @dataclass
@@ -429,6 +429,10 @@ class Collector:
             "kernel_drops": self._drops_seen,
             "rejected": sum(r.rejected for r in self.rotations),
             "errors": [r.error for r in self.rotations if r.error],
+            "receiver_restarts": self.restarts,
+            "discarded_bytes": self.discarded_bytes,
+            "guard": self.guard.stats().as_dict() if self.guard is not None else None,
+            "guard_kernel_drops": self.guard.kernel_drops() if self.guard is not None else None,
         }
         (self.out / "collector-summary.json").write_text(json.dumps(total, indent=2))
 
