@@ -129,6 +129,7 @@ class Collector:
         self.restarts: dict[str, int] = {}  # reason -> receiver restarts
         self.discarded_bytes = 0  # bytes of nfcapd current files thrown away at restarts (their flows are lost)
         self.last_rotation = time.monotonic()  # when the last closed file appeared
+        self.last_rotation_wall = time.time()
         self._seen_files: set[str] = set()
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -299,7 +300,7 @@ class Collector:
         with self._lock:
             files = sorted(p for p in self.spool.glob("nfcapd.[0-9]*") if p.name not in self._done)
             if files:
-                self.last_rotation = time.monotonic()
+                self.last_rotation, self.last_rotation_wall = time.monotonic(), time.time()
             for path in files:
                 stats = self._convert(path)
                 self._done.add(path.name)

@@ -431,7 +431,7 @@ class Server:
             rec = {"node": node, "customer": self.scorer.customers[i], "method": self.detector.method,
                    **{k: alert.get(k) for k in ("opened_at", "closed_at", "last_alarm_at", "peak_at", "peak_score",
                                                 "alarmed_minutes", "reopened")},
-                   "driver": self.alerts.get(aid, {}).get("driver")}
+                   "driver": self.alerts.get(aid, {}).get("driver"), "attack": self.alerts.get(aid, {}).get("attack")}
             if event in ("open", "reopen") or (out.driver is not None and alert.get("peak_at") == minute_ms):
                 rec["driver"] = out.driver[i] if out.driver is not None else None
             self.alerts[aid] = rec
@@ -440,7 +440,8 @@ class Server:
                     "opened_at": _iso(alert["opened_at"]), "closed_at": _iso(alert.get("closed_at")),
                     "minute": _iso(minute_ms), "score": float(out.score[i]), "peak_score": alert["peak_score"],
                     "driver": rec["driver"], "pps": float(pps.get(node, 0.0)),
-                    "attack": dominant_class(flows, node, minute_ms) if event in ("open", "reopen") else None}
+                    "attack": dominant_class(flows, node, minute_ms) if event in ("open", "reopen") else rec["attack"]}
+            rec["attack"] = body["attack"]
             if event in ("open", "reopen"):
                 m.alerts_opened.inc()
                 self.actions.alert_opened(body)
@@ -541,13 +542,14 @@ class Server:
         for aid, r in sorted(self.alerts.items(), key=lambda kv: -int(kv[1]["opened_at"])):
             item = {"alert_id": aid, **{k: r.get(k) for k in ("node", "customer", "method", "peak_score", "driver",
                                                               "alarmed_minutes")},
-                    "opened_at": _iso(r["opened_at"]), "closed_at": _iso(r.get("closed_at")), "attack": None}
+                    "opened_at": _iso(r["opened_at"]), "closed_at": _iso(r.get("closed_at")), "attack": r.get("attack")}
             (open_alerts if r.get("closed_at") is None else recent).append(item)
         alerting = [a["node"] for a in open_alerts]
         busiest = sorted(self.plot, key=lambda n: -sum(p[2] for p in self.plot[n]))
         shown = list(dict.fromkeys(alerting + busiest))[:8]
         theta = float(self.detector.theta)
-        nodes = [{"node": n, "customer": "", "alarm": n in alerting, "theta": theta,
+        customer = dict(zip(self.scorer.nodes, self.scorer.customers)) if self.scorer is not None else {}
+        nodes = [{"node": n, "customer": customer.get(n, ""), "alarm": n in alerting, "theta": theta,
                   "minutes": [p[0] for p in self.plot.get(n, ())], "score": [p[1] for p in self.plot.get(n, ())],
                   "in_pkt": [p[2] for p in self.plot.get(n, ())]} for n in shown]
         w = self.assembler.watermark_ms(time.time())
@@ -557,7 +559,8 @@ class Server:
                              "folder": str(self.cfg.detector)},
                 "collector": {"receiver_up": bool(c is not None and c.running),
                               "restarts": sum(c.restarts.values()) if c is not None else 0,
-                              "last_rotation": None, "flows_written": int(self.metrics.flows_written._value.get()),
+                              "last_rotation": _iso(int(c.last_rotation_wall * 1000)) if c is not None else None,
+                              "flows_written": int(self.metrics.flows_written._value.get()),
                               "late": self.assembler.late, "kernel_drops": self._drops_seen,
                               "undecodable": sum(v for k, v in self._guard_seen.items() if k != "_received"),
                               "missing_minutes": int(self.metrics.minutes_missing._value.get()),
