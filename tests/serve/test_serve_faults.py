@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
@@ -170,3 +171,31 @@ def _free_tcp() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def test_nodes_the_detector_never_saw_are_onboarded_then_scored(isp, tmp_path) -> None:
+    """A detector that knows 3 of the 6 nodes: the other 3 are scored only after `onboard_minutes`
+    of their own rows, calibrated on them; the onboarded detector is saved in the state."""
+    cube = NodeMinuteCube.read(isp / "features.parquet")
+    det = Detector("Static-EWMA", OperatorCore("Static-EWMA", 16, 4), 8, 2, theta=0.05)
+    det.calibrate(ScoringData(cube), 0, 40, "training", rows=[0, 1, 2])
+    det.save(tmp_path / "det3")
+    port = _free_udp()
+    cfg = ServeConfig(detector=str(tmp_path / "det3"), customers=str(isp / "sim" / "customers.csv"),
+                      listen=f"127.0.0.1:{port}", state=str(tmp_path / "st"), metrics_listen="", lateness=30,
+                      rotate=2, poll=0.2, onboard_minutes=20)
+    srv = Server(cfg)
+    srv.start()
+    try:
+        sent = send_flows(isp, srv.listen_port)
+        assert run_until(srv, lambda: written(srv) >= sent)
+    finally:
+        srv.stop()
+    assert srv.scorer is not None and len(srv.scorer.nodes) == 6
+    saved = Detector.load(tmp_path / "st" / "detector")
+    assert sorted(saved.nodes) == sorted(cube.nodes)
+    assert saved.node_mapping().filter(pl.col("source") == "reference").height == 3
+    events = [json.loads(x) for x in (tmp_path / "st" / "events.jsonl").read_text().splitlines()]
+    onboarded = [e for e in events if e["event"] == "nodes onboarded"]
+    assert onboarded and sorted(n for e in onboarded for n in e["nodes"]) == sorted(cube.nodes[3:])
+    assert all(e["minutes"] >= 20 for e in onboarded)

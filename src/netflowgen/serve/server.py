@@ -472,11 +472,11 @@ class Server:
         if full:
             from netflowgen.detect.cores import ScoringData
             from netflowgen.detect.cube import NodeMinuteCube
-            table = pl.concat([f for n in full for f in self.onboarding[n]])
-            cube = NodeMinuteCube.from_table(table)
-            self.detector.calibrate(ScoringData(cube, None, self.detector.time_zone), 0, len(cube.minutes), "reference")
+            for n in full:  # each on its own minutes (nodes appear at different times)
+                cube = NodeMinuteCube.from_table(pl.concat(self.onboarding[n]))
+                self.detector.calibrate(ScoringData(cube, None, self.detector.time_zone), 0, len(cube.minutes), "reference")
             self.detector.save(self.state_dir / "detector")
-            self.event("nodes onboarded", nodes=full, minutes=len(cube.minutes))
+            self.event("nodes onboarded", nodes=full, minutes=self.cfg.onboard_minutes)
             for n in full:
                 del self.onboarding[n]
             ready += full
