@@ -8,9 +8,11 @@ validation data by `metrics.choose_threshold`.
   range; statistic = the largest of the three ratios. The tuned threshold is one multiplier for all
   nodes (per-host limits = multiplier x the node's quantile).
 - SeasonalBand (ntopng-style): per node and hour of day, the mean and standard deviation of
-  log1p(volume) over the training range; statistic = EWMA of the z-score of each minute against its
-  hour's band, the largest over packets, bytes and flows.
-- Cusum: the online upward CUSUM of `cusum.cusum_statistic` on log1p(volume), largest of the three.
+  log1p(volume) over the training range (hours with too few reference minutes: the node's pooled
+  band over all of them); statistic = EWMA of the z-score of each minute against its hour's band,
+  the largest over packets, bytes and flows.
+- Cusum: the online upward CUSUM of `cusum.cusum_statistic` on log1p(volume), restarted after each
+  alarm (decision level `h`), largest of the three.
 
 All statistics are causal: minute t uses minutes <= t of the window only.
 """
@@ -86,21 +88,43 @@ class StaticPercentile:
 
 @dataclass
 class SeasonalBand:
+    """Per node, hour of day and measure, the band mean/sd of log1p(volume) over the reference range.
+
+    Fallback for hours the reference range does not cover: an hour with fewer than `min_minutes`
+    reference minutes of a node (counted per node and measure; non-finite values do not count) gets
+    the node's pooled band instead, the mean and standard deviation over all of its reference minutes
+    (so the sd includes the node's diurnal swing: an unseen hour is judged against the whole range
+    of levels the node was seen at, not against mean 0). sd is floored at `sigma_floor` in both
+    cases; a node with no reference minute at all keeps mean 0 and sd `sigma_floor`. Without the
+    fallback a short reference range (e.g. 12 hours) left the other hours at mean 0, sd 0.25, and
+    nearly every minute of them alarmed. Missing minutes are not special here (their zeros count).
+    """
+
     alpha: float = 0.3
     sigma_floor: float = 0.25  # log1p units
+    min_minutes: int = 10  # an hour needs this many reference minutes for its own band
     name: str = "Seasonal-band"
 
     def fit(self, train: np.ndarray, train_hour: np.ndarray) -> "SeasonalBand":
         """train (n_nodes, T_train, 3); train_hour (T_train,) hour of day 0..23 of each minute."""
-        x = np.log1p(np.clip(train, 0, None))
+        x = np.log1p(np.clip(np.asarray(train, dtype=np.float64), 0, None))
+        ok = np.isfinite(x)
+        x0 = np.where(ok, x, 0.0)
         n, _, c = x.shape
+        cnt_all = ok.sum(axis=1)  # (n, c)
+        pooled_mean = x0.sum(axis=1) / np.maximum(cnt_all, 1)
+        pooled_sd = np.sqrt((ok * (x0 - pooled_mean[:, None]) ** 2).sum(axis=1) / np.maximum(cnt_all, 1))
         self.mean_ = np.zeros((n, 24, c))
         self.std_ = np.full((n, 24, c), self.sigma_floor)
+        hour = np.asarray(train_hour)
         for h in range(24):
-            sel = train_hour == h
-            if sel.any():
-                self.mean_[:, h] = x[:, sel].mean(axis=1)
-                self.std_[:, h] = np.maximum(x[:, sel].std(axis=1), self.sigma_floor)
+            sel = hour == h
+            cnt = ok[:, sel].sum(axis=1)  # (n, c)
+            m = x0[:, sel].sum(axis=1) / np.maximum(cnt, 1)
+            sd = np.sqrt((ok[:, sel] * (x0[:, sel] - m[:, None]) ** 2).sum(axis=1) / np.maximum(cnt, 1))
+            own = cnt >= self.min_minutes
+            self.mean_[:, h] = np.where(own, m, np.where(cnt_all > 0, pooled_mean, 0.0))
+            self.std_[:, h] = np.maximum(np.where(own, sd, np.where(cnt_all > 0, pooled_sd, 0.0)), self.sigma_floor)
         return self
 
     def measures(self, windows: np.ndarray, node: np.ndarray, hour: np.ndarray | None = None) -> np.ndarray:
@@ -118,10 +142,18 @@ class SeasonalBand:
 
 @dataclass
 class CusumDetector:
+    """The online upward CUSUM of `cusum.cusum_statistic` on log1p(volume) with restart: when the
+    statistic reaches the decision level `h` (accumulated sigmas above the allowance `k`; 5 = e.g.
+    a one-minute jump of 5.5 sigmas or eleven minutes at 1 sigma), that minute reports it, then the
+    accumulator restarts from 0 and the baseline re-learns from the current level, so a sustained
+    new level alarms once instead of latching on (a burst that ends restores the pre-alarm baseline).
+    A 10x burst (log 10 = 9 sigmas at the 0.25 floor) reaches h at its first minute."""
+
     k: float = 0.5
     alpha: float = 0.02
     sigma_floor: float = 0.25
     warmup: int = 30
+    h: float = 5.0  # decision level of the restart, in the statistic's units (sigmas)
     name: str = "CUSUM"
 
     def fit(self, *args: object) -> "CusumDetector":
@@ -129,7 +161,8 @@ class CusumDetector:
 
     def measures(self, windows: np.ndarray, node: np.ndarray, hour: np.ndarray | None = None) -> np.ndarray:
         """windows (N, L, 3) -> (N, L, 3) CUSUM statistic per measure."""
-        s = cusum_statistic(np.moveaxis(windows, 2, 1), self.k, self.alpha, self.sigma_floor, self.warmup)
+        s = cusum_statistic(np.moveaxis(windows, 2, 1), self.k, self.alpha, self.sigma_floor, self.warmup,
+                            h=self.h)
         return np.moveaxis(s, 1, 2)
 
     def statistic(self, windows: np.ndarray, node: np.ndarray, hour: np.ndarray | None = None) -> np.ndarray:

@@ -3,7 +3,8 @@ intensities (`detect.anchored`) and knows what it needs per node (its calibratio
 
 - `OperatorCore`: Static-EWMA, Static-percentile, Seasonal-band, CUSUM on packets, bytes and flows per minute;
 - `LstmCore`: the multi-timescale LSTM on per-node standardized features;
-- `TransformerCore`: a TrafficGPT backbone and a SAFE head on its standardized hidden states.
+- `TransformerCore`: a TrafficGPT backbone and a SAFE head on its standardized hidden states;
+- `SurprisalCore`: the pre-trained model's upward surprisal per feature group, per node calibrated.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from netflowgen.rejects import InputError
 
 TRANSFORMER_METHODS = ("NetFlowGen", "NetFlowGen-unfrozen", "TF")
 OPERATOR_METHODS = ("Static-EWMA", "Static-percentile", "Seasonal-band", "CUSUM")
-ALL_METHODS = (*TRANSFORMER_METHODS, "MS-LSTM", *OPERATOR_METHODS)
+ZERO_LABEL_METHODS = ("Surprisal",)  # from what the pre-trained model knows; no label trains it
+ALL_METHODS = (*TRANSFORMER_METHODS, "MS-LSTM", *OPERATOR_METHODS, *ZERO_LABEL_METHODS)
 NEW_NODE_BINS = "new_node_bins.json"  # cut-offs fitted on new nodes' reference ranges (own bins)
 
 
@@ -242,6 +244,123 @@ class TransformerCore:
         return content_hash(folder / "backbone")
 
 
+def surprisal_groups(predicted: tuple[str, ...] | list[str]) -> dict[str, list[int]]:
+    """Feature groups of SPEC 14 over the model's predicted features (positions): incoming volume,
+    incoming per protocol, incoming per port class, and the outgoing TCP-flag counts."""
+    from netflowgen.schema import PORT_CLASSES, PROTOCOL_CLASSES
+    groups: dict[str, list[int]] = {"volume": [], "protocol": [], "port": [], "flags": []}
+    for i, name in enumerate(predicted):
+        d, rest = name.split("_", 1)
+        what = rest.rsplit("_", 1)[0]
+        if d == "in" and what == "all":
+            groups["volume"].append(i)
+        elif d == "in" and what in PROTOCOL_CLASSES:
+            groups["protocol"].append(i)
+        elif d == "in" and what in {c for c, _, _ in PORT_CLASSES}:
+            groups["port"].append(i)
+        elif d == "out" and what.startswith("flag"):
+            groups["flags"].append(i)
+    return {g: idx for g, idx in groups.items() if idx}
+
+
+class SurprisalCore:
+    """Zero-label detection from the pre-trained model (SPEC 14): at minute t, per feature group g,
+    S_g(t) = sum over the group's features of -log p(observed bin | minutes < t), counted only where
+    the observed bin is above the predicted mean bin (traffic higher than expected; a quiet minute
+    is not an attack). Per node, robust z-score against its reference range (median and 1.4826 x
+    MAD of S_g there), smoothed by an EWMA (weight `alpha`) inside the window. Intensity = the
+    largest smoothed z over the groups ("max"); `drivers` = the groups, so alerts say which group
+    drove them. Position 0 of a window has no prediction and counts 0."""
+
+    kind = "max"
+    needs_tokens = True
+
+    def __init__(self, backbone: Any, binner: Any, backbone_config: dict[str, Any] | None = None,
+                 context: int | None = None, stride: int | None = None, alpha: float = 0.3,
+                 scale_floor: float = 0.5) -> None:
+        self.backbone, self.binner = backbone.eval(), binner
+        self.backbone_config = dict(backbone_config or {})
+        self.context = int(context or backbone.cfg.context)
+        self.stride = int(stride or max(1, self.context // 2))
+        self.alpha, self.scale_floor = float(alpha), float(scale_floor)
+        self.groups = surprisal_groups(list(backbone.cfg.predicted_features))
+        self.drivers = tuple(self.groups)
+        member = np.zeros((len(backbone.cfg.predicted_features), len(self.groups)), dtype=np.float32)
+        for j, idx in enumerate(self.groups.values()):
+            member[idx, j] = 1.0
+        self._member = torch.from_numpy(member)  # (P, G)
+        self.calib: dict[str, np.ndarray] = {}
+        self.own_bins = False
+        self.extra_binner: Any = None
+
+    def token_binner(self) -> Any:
+        return self.binner if self.extra_binner is None else self.binner.extended(self.extra_binner)
+
+    @torch.no_grad()
+    def group_surprisal(self, tokens: Any, rows: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
+        """(B, length, G) upward surprisal per group of windows [start, start + length) (nats)."""
+        x = tokens.inputs(rows, starts, length)
+        logits = self.backbone.eval()(x).float()  # (B, T, P, N): position t predicts minute t + 1
+        logp = torch.log_softmax(logits[:, :-1], dim=-1)  # (B, T-1, P, N)
+        target = x.tokens[:, 1:].index_select(2, self.backbone.target_index)  # (B, T-1, P)
+        valid = x.valid[:, 1:]  # (B, T-1): minute t + 1 reported
+        n_bins = logp.shape[-1]
+        tgt = target.clamp(max=n_bins - 1)
+        nll = -logp.gather(-1, tgt.unsqueeze(-1)).squeeze(-1)  # (B, T-1, P)
+        mean_bin = (logp.exp() * torch.arange(n_bins, dtype=torch.float32)).sum(-1)
+        up = (target.float() > mean_bin) & valid[..., None] & (target < n_bins)
+        s = (nll * up) @ self._member  # (B, T-1, G)
+        out = torch.zeros((s.shape[0], length, s.shape[2]))
+        out[:, 1:] = s
+        return out.double().numpy()
+
+    def fit_nodes(self, data: ScoringData, rows: np.ndarray, lo: int, hi: int) -> dict[str, np.ndarray]:
+        """Node map (as the transformer methods) and the median / scale of each group's surprisal over
+        the nodes' minutes [lo, hi), from windows of `context` minutes tiling the range."""
+        from netflowgen.tokens import TokenData
+        rows = np.asarray(rows, dtype=np.int64)
+        embed, dist = nearest_training_nodes(self.binner, data.cube, rows, lo, hi)
+        c = data.cube
+        sub = NodeMinuteCube([c.nodes[r] for r in rows], [c.customers[r] for r in rows], c.minutes[lo:hi],
+                             c.values[rows, lo:hi], c.missing[rows, lo:hi], c.features)
+        tok = TokenData.build(cube_to_table(sub), self.token_binner(), None, data.time_zone,
+                              {n: (int(e), int(e)) for n, e in zip(sub.nodes, embed)})
+        order = np.array([tok.nodes.index(n) for n in sub.nodes])
+        T = hi - lo
+        parts = []
+        for s0 in range(0, T, self.context):
+            ln = min(self.context, T - s0)
+            if ln >= 2:
+                parts.append(self.group_surprisal(tok, order, np.full(len(order), s0), ln)[:, 1:])
+        S = np.concatenate(parts, axis=1) if parts else np.zeros((len(rows), 1, len(self.groups)))
+        med = np.median(S, axis=1)  # (n, G)
+        mad = np.median(np.abs(S - med[:, None]), axis=1)
+        scale = np.maximum(1.4826 * mad, self.scale_floor)
+        return {"embed_row": embed, "distance": dist, "bin_row": embed.copy(), "median": med, "scale": scale}
+
+    def window_fn(self, data: ScoringData, calib_rows: np.ndarray, per_driver: bool = False) -> Callable:
+        """fn(rows, starts, length) -> (B, length) largest smoothed group z, or (B, length, G)."""
+        from netflowgen.detect.baselines import ewma
+
+        def fn(rows: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
+            S = self.group_surprisal(data.tokens, rows, starts, length)
+            c = calib_rows[rows]
+            z = ewma((S - self.calib["median"][c][:, None]) / self.calib["scale"][c][:, None], self.alpha)
+            return z if per_driver else z.max(axis=2)
+        return fn
+
+    def settings(self) -> dict[str, Any]:
+        return {"alpha": self.alpha, "scale_floor": self.scale_floor}
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {}
+
+    def save_backbone(self, folder: Path) -> str:
+        from netflowgen.model.io import content_hash, save_model
+        save_model(folder / "backbone", self.backbone, self.binner, self.backbone_config)
+        return content_hash(folder / "backbone")
+
+
 def load_core(meta: dict[str, Any], tensors: dict[str, torch.Tensor], folder: Path, backbone: str | Path | None) -> Any:
     method = meta["method"]
     if method in OPERATOR_METHODS:
@@ -252,6 +371,12 @@ def load_core(meta: dict[str, Any], tensors: dict[str, torch.Tensor], folder: Pa
         core = LstmCore(MultiScaleLSTMNet(**meta["core"]), meta["context"], meta["stride"])
         core.load(meta["core"], tensors, folder)
         return core
+    if method in ZERO_LABEL_METHODS:
+        from netflowgen.model.io import load_model
+        model, binner, extra = load_model(Path(backbone) if backbone is not None else folder / "backbone")
+        s = meta["core"]
+        return SurprisalCore(model, binner, extra, int(meta["context"]), int(meta["stride"]), float(s["alpha"]),
+                             float(s["scale_floor"]))
     if method in TRANSFORMER_METHODS:
         from netflowgen.model.io import load_model
         model, binner, extra = load_model(Path(backbone) if backbone is not None else folder / "backbone")

@@ -17,8 +17,22 @@ hundreds of minutes too early.
 
 Online variant (`cusum_statistic`): mu and sigma are EWMA estimates from the past minutes only,
 updated only with minutes whose z-score is below `outlier_z`, so an attack does not raise its own
-baseline while slow (diurnal) drift is still followed; the statistic S_t is what a threshold h is
+baseline while slow (diurnal) drift is still followed; the statistic S_t is what a threshold is
 tuned on.
+
+Restart after an alarm (decision level `h`, in the statistic's units, i.e. accumulated sigmas above
+the allowance). Without it a sustained new level is an outlier for ever: the baseline never learns
+it and S latches on for hundreds of minutes (and even a short burst keeps S high for S/k minutes
+after it). With `h` finite, a minute whose S_t >= h is reported with that S_t (the alarm stays
+visible), then S restarts from 0 at the next minute and the baseline re-learns from the current
+level: mu = x_t, var = 0, and for the next `warmup` minutes (the relearn period) mu/var are the
+running mean/variance of the calm minutes since the alarm (weight max(alpha, 1/(m+1)) for the m-th
+update), so a sustained new level is the new normal after one alarm, as an operator's CUSUM with
+restart does. During the relearn period the pre-alarm baseline is kept aside: a minute below the
+midpoint of the pre-alarm and relearnt means (traffic back to where it was: a burst has ended)
+restores it, so a short burst does not leave the baseline at the burst's level. A further alarm
+inside the relearn period keeps the original pre-alarm baseline aside and restarts the period.
+Everything is a forward recursion over time, vectorized over the leading axes: causal.
 """
 
 from __future__ import annotations
@@ -71,12 +85,15 @@ def cusum_onset(series: np.ndarray, alert_t: int, cfg: CusumConfig = CusumConfig
 
 
 def cusum_statistic(series: np.ndarray, k: float = 0.5, alpha: float = 0.02,
-                    sigma_floor: float = 0.25, warmup: int = 30, outlier_z: float = 3.0) -> np.ndarray:
+                    sigma_floor: float = 0.25, warmup: int = 30, outlier_z: float = 3.0,
+                    h: float = float("inf")) -> np.ndarray:
     """Online upward CUSUM over the last axis of `series` (..., T) raw counts -> (..., T) statistic.
 
     mu/sigma^2 are EWMAs (weight `alpha` per minute) of log1p(series), updated with minutes whose
     z-score is below `outlier_z`.
     The first `warmup` minutes only learn the baseline (statistic 0).
+    `h`: decision level of the restart after an alarm (module docstring); inf (the default here) never
+    restarts.
     """
     x = np.log1p(np.clip(np.asarray(series, dtype=np.float64), 0.0, None))
     shape = x.shape
@@ -87,13 +104,43 @@ def cusum_statistic(series: np.ndarray, k: float = 0.5, alpha: float = 0.02,
     var = x[:, :w].var(axis=1) if w else np.zeros(n)
     s = np.zeros(n)
     out = np.zeros_like(x)
+    restart = bool(np.isfinite(h))
+    relearn = max(int(warmup), 1)  # minutes after an alarm during which the baseline re-learns
+    since = np.full(n, relearn)  # minutes since the last alarm (>= relearn: not relearning)
+    ups = np.zeros(n)  # calm updates since the last alarm
+    mu_old, var_old = mu.copy(), var.copy()  # the pre-alarm baseline, kept aside while relearning
     for t in range(w, T):
+        xt = x[:, t]
+        if restart:
+            learning = since < relearn
+            back = learning & (xt < 0.5 * (mu + mu_old))  # traffic back at the pre-alarm level
+            mu = np.where(back, mu_old, mu)
+            var = np.where(back, var_old, var)
+            since = np.where(back, relearn, since)
         sigma = np.maximum(np.sqrt(var), sigma_floor)
-        z = (x[:, t] - mu) / sigma
+        z = (xt - mu) / sigma
         s = np.maximum(0.0, s + z - k)
         out[:, t] = s
         calm = z < outlier_z
-        d = x[:, t] - mu
-        mu = np.where(calm, mu + alpha * d, mu)
-        var = np.where(calm, (1 - alpha) * (var + alpha * d * d), var)
+        d = xt - mu
+        mu_prev, var_prev = mu, var
+        if restart:
+            a = np.where(since < relearn, np.maximum(alpha, 1.0 / (ups + 2.0)), alpha)
+        else:
+            a = np.full(n, alpha)
+        mu = np.where(calm, mu + a * d, mu)
+        var = np.where(calm, (1 - a) * (var + a * d * d), var)
+        if restart:
+            ups = ups + calm
+            since = since + 1
+            fire = s >= h
+            keep = fire & (since <= relearn)  # fired while relearning: the original baseline stays aside
+            mu_old = np.where(fire & ~keep, mu_prev, mu_old)
+            var_old = np.where(fire & ~keep, var_prev, var_old)
+            # restart from the current level
+            mu = np.where(fire, xt, mu)
+            var = np.where(fire, 0.0, var)
+            s = np.where(fire, 0.0, s)
+            since = np.where(fire, 0, since)
+            ups = np.where(fire, 0.0, ups)
     return out.reshape(shape)

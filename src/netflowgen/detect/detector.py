@@ -29,7 +29,7 @@ import torch
 
 from netflowgen.artifacts import read_artifact_json
 from netflowgen.detect.anchored import aggregate_curve, plan_windows, run_plan, sliding_score
-from netflowgen.detect.cores import ALL_METHODS, ScoringData, TransformerCore, load_core
+from netflowgen.detect.cores import ALL_METHODS, ScoringData, SurprisalCore, TransformerCore, load_core
 from netflowgen.detect.cube import NodeMinuteCube, cube_to_table, key_columns
 from netflowgen.rejects import InputError
 from netflowgen.schema import DEFAULT_SPLIT, FEATURE_SET_HASH
@@ -210,7 +210,7 @@ class Detector:
 
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        if isinstance(self.core, TransformerCore):
+        if isinstance(self.core, (TransformerCore, SurprisalCore)):
             self.backbone_hash = self.core.save_backbone(d)
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.core.tensors().items()}
         tensors.update({f"calib.{k}": torch.from_numpy(np.ascontiguousarray(v)) for k, v in self.core.calib.items()})
@@ -270,7 +270,7 @@ class Detector:
         if not (0 < det.length and 0 <= det.warmup and 1 <= core.stride <= core.context):
             raise InputError(f"{p}: length {det.length}, warm-up {det.warmup}, context {core.context} and stride "
                              f"{core.stride} are out of range")
-        if isinstance(core, TransformerCore):
+        if isinstance(core, (TransformerCore, SurprisalCore)):
             from netflowgen.model.io import content_hash
             got = content_hash(Path(backbone) if backbone is not None else d / "backbone")
             check_handoff(str(p), "backbone", meta.get("backbone_hash"), got)

@@ -17,7 +17,14 @@ import polars as pl
 import torch
 
 from netflowgen.detect.anchored import WindowPlan, aggregate_curve, plan_windows, run_plan
-from netflowgen.detect.cores import LstmCore, OperatorCore, ScoringData, TransformerCore, nearest_training_nodes
+from netflowgen.detect.cores import (
+    LstmCore,
+    OperatorCore,
+    ScoringData,
+    SurprisalCore,
+    TransformerCore,
+    nearest_training_nodes,
+)
 from netflowgen.detect.cube import NodeMinuteCube, cube_to_table
 from netflowgen.detect.detector import Detector, check_handoff
 from netflowgen.detect.earlydetect import split_bounds
@@ -31,6 +38,7 @@ from netflowgen.schema import DEFAULT_SPLIT
 
 LEARNED = ("NetFlowGen", "NetFlowGen-unfrozen", "TF", "MS-LSTM")
 OPERATOR = ("Static-EWMA", "Static-percentile", "Seasonal-band", "CUSUM")
+ZERO_LABEL = ("Surprisal",)  # no label trains them; theta from labels or a false-alarm budget
 METHODS = LEARNED + OPERATOR
 
 
@@ -140,6 +148,10 @@ class DetectionContext:
         core: Any
         if method in OPERATOR:  # a long context: CUSUM and the EWMAs learn their level inside it
             core = OperatorCore(method, 2 * L, max(1, L // 2))
+        elif method in ZERO_LABEL:
+            if self.pretrained is None:
+                raise ValueError(f"{method} needs a pre-trained model (its next-minute predictions)")
+            core = SurprisalCore(self.pretrained.model, self.pretrained.binner, cfg)
         elif method == "MS-LSTM":
             core = LstmCore(MultiScaleLSTMNet(len(self.cube.features), head_hidden=ft.head_hidden,
                                               dropout=ft.head_dropout), L, max(1, L // 2))
@@ -224,7 +236,7 @@ def fit_curves(ctx: DetectionContext, method: str, labels: str | int = "val", se
                              f"(regime {sets.regime}); the splits are too short for the alerts")
     torch.manual_seed(seed)
     history = None
-    if method in OPERATOR:
+    if method in OPERATOR or method in ZERO_LABEL:
         key = f"op:{method}"
         if key not in ctx._cache:  # no labels involved: one fit and one set of curves per method
             det = ctx.new_detector(method, ft)

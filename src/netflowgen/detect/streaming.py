@@ -163,7 +163,7 @@ class StreamingScorer:
         length = tau_epoch - anchor + 1
         rows = np.arange(len(self.nodes))
         drivers = getattr(self.detector.core, "drivers", None)
-        if isinstance(self.detector.core, OperatorCore):
+        if drivers:
             fn = self.detector.core.window_fn(data, self.calib, per_driver=True)
         else:
             fn = self.detector.core.window_fn(data, self.calib)
