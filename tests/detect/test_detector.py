@@ -399,3 +399,20 @@ def test_surprisal_scores_round_trip_and_name_their_group(trained, tmp_path) -> 
 def nfg_alerts(det, scores):
     from netflowgen.detect.alerts import AlertConfig, alerts_from_scores
     return alerts_from_scores(scores, det.method, AlertConfig(clear_after=5))
+
+
+def test_detect_and_evaluate_with_a_false_alarm_budget(trained, tmp_path) -> None:
+    d = trained
+    cmd = [sys.executable, "-m", "netflowgen.cli.main"]
+    r = subprocess.run(cmd + ["detect", "--detector", str(d / "Surprisal"), str(d / "features.parquet"), "--out",
+                              str(tmp_path / "a.csv"), "--fa-budget", "1", "--calibrate-out", str(tmp_path / "det")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "false-alarm budget 1 per node-day" in r.stdout
+    det = Detector.load(tmp_path / "det")
+    assert det.info["fa_budget"]["budget_per_node_day"] == 1.0
+    r = subprocess.run(cmd + ["evaluate-detect", "-d", str(d / "Static-EWMA"), str(d / "features.parquet"), "--truth",
+                              str(d / "alerts.csv"), "--fa-budget", "2", "--per-node-budget", "--out", str(tmp_path / "m.json")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads((tmp_path / "m.json").read_text())["fa_budget"] == 2.0

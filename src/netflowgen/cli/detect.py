@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
 import typer
 
 
@@ -30,6 +31,10 @@ def detect_cmd(
     theta: Optional[float] = typer.Option(None, "--theta", help="Threshold override (default: the detector's, "
                                           "chosen on validation data)."),
     clear_after: int = typer.Option(15, "--clear-after", min=1, help="Quiet minutes that close an alert."),
+    fa_budget: Optional[float] = typer.Option(None, "--fa-budget", min=0.0, help="Choose theta so the reference range "
+                                              "(first --reference share of INPUT, attack-free by assumption) opens at "
+                                              "most this many alerts per node-day (no labels needed)."),
+    per_node_budget: bool = typer.Option(False, "--per-node-budget", help="With --fa-budget: one threshold per node."),
     customers: Optional[Path] = typer.Option(None, "--customers", "-c", help="customers.csv, when INPUT is flows."),
     calibrate_out: Optional[Path] = typer.Option(None, "--calibrate-out", help="Save the detector with the nodes it "
                                                  "had never seen calibrated on this table's reference range."),
@@ -69,6 +74,15 @@ def detect_cmd(
         return
     if table is None or out is None:
         raise InputError("give INPUT (a node-minute or flow table) and --out, or --examples with --features")
+    if fa_budget is not None:
+        import tempfile
+
+        import polars as pl
+        with tempfile.TemporaryDirectory() as tmp:
+            th = det.set_fa_budget(pl.read_parquet(features_file(table, customers, Path(tmp))), fa_budget,
+                                   per_node_budget, clear_after)
+        what = f"per-node thresholds (median {float(np.median(th)):.4g})" if per_node_budget else f"theta = {float(th):.4g}"
+        typer.echo(f"false-alarm budget {fa_budget:g} per node-day on the first {det.reference:.0%} of the minutes: {what}")
     run_detect(det, table, out, curves, start, end, clear_after, customers, calibrate_out, detector)
 
 

@@ -22,6 +22,9 @@ def evaluate_detect_cmd(
                                "kind = attack) or an alert list (target_ip, start, end)."),
     clear_after: int = typer.Option(15, "--clear-after", min=1, help="Quiet minutes that close an alert."),
     margin: int = typer.Option(30, "--margin", min=0, help="Minutes around each attack left out of attack-free time."),
+    fa_budget: Optional[float] = typer.Option(None, "--fa-budget", min=0.0, help="First choose theta so the "
+                                              "reference range opens at most this many alerts per node-day."),
+    per_node_budget: bool = typer.Option(False, "--per-node-budget", help="With --fa-budget: one threshold per node."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the metrics as JSON."),
 ) -> None:
     """Score the table minute by minute with the detector and report what an operator would see.
@@ -36,10 +39,13 @@ def evaluate_detect_cmd(
     from netflowgen.detect.operator_metrics import operator_metrics
 
     det = Detector.load(detector)
+    if fa_budget is not None:
+        from netflowgen.detect.io import read_parquet
+        det.set_fa_budget(read_parquet(table), fa_budget, per_node_budget, clear_after)
     scores = pl.concat(list(det.score_file(table)))
     alerts = alerts_from_scores(scores, det.method, AlertConfig(clear_after))
     m = operator_metrics(scores, alerts, read_table(truth), margin=margin)
-    summary = {"method": det.method, "theta": det.theta, **m.summary()}
+    summary = {"method": det.method, "theta": det.theta, "fa_budget": fa_budget, **m.summary()}
     print_table([summary], f"operator metrics ({det.method}, clear_after={clear_after} min, margin={margin} min)")
     if out is not None:
         out.write_text(json.dumps(summary, indent=1))

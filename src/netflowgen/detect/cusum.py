@@ -28,10 +28,13 @@ visible), then S restarts from 0 at the next minute and the baseline re-learns f
 level: mu = x_t, var = 0, and for the next `warmup` minutes (the relearn period) mu/var are the
 running mean/variance of the calm minutes since the alarm (weight max(alpha, 1/(m+1)) for the m-th
 update), so a sustained new level is the new normal after one alarm, as an operator's CUSUM with
-restart does. During the relearn period the pre-alarm baseline is kept aside: a minute below the
-midpoint of the pre-alarm and relearnt means (traffic back to where it was: a burst has ended)
-restores it, so a short burst does not leave the baseline at the burst's level. A further alarm
-inside the relearn period keeps the original pre-alarm baseline aside and restarts the period.
+restart does. During the relearn period the pre-alarm baseline is kept aside: once the relearnt
+mean falls below the midpoint of the pre-alarm mean and the alarm minute's level (traffic is back to
+where it was: a burst has ended), the pre-alarm baseline is restored, so a short burst does not
+leave the baseline at the burst's level (without this a 3x burst 20 minutes after a 10x one went
+unseen). The test is on the running mean, not on single minutes, so the noisy minutes of a modest
+sustained shift do not restore the old baseline and re-alarm over and over. A further alarm inside
+the relearn period keeps the original pre-alarm baseline aside and restarts the period.
 Everything is a forward recursion over time, vectorized over the leading axes: causal.
 """
 
@@ -109,11 +112,12 @@ def cusum_statistic(series: np.ndarray, k: float = 0.5, alpha: float = 0.02,
     since = np.full(n, relearn)  # minutes since the last alarm (>= relearn: not relearning)
     ups = np.zeros(n)  # calm updates since the last alarm
     mu_old, var_old = mu.copy(), var.copy()  # the pre-alarm baseline, kept aside while relearning
+    level = mu.copy()  # log1p level of the last alarm minute
     for t in range(w, T):
         xt = x[:, t]
         if restart:
             learning = since < relearn
-            back = learning & (xt < 0.5 * (mu + mu_old))  # traffic back at the pre-alarm level
+            back = learning & (mu < 0.5 * (level + mu_old))  # traffic back at the pre-alarm level
             mu = np.where(back, mu_old, mu)
             var = np.where(back, var_old, var)
             since = np.where(back, relearn, since)
@@ -138,6 +142,7 @@ def cusum_statistic(series: np.ndarray, k: float = 0.5, alpha: float = 0.02,
             mu_old = np.where(fire & ~keep, mu_prev, mu_old)
             var_old = np.where(fire & ~keep, var_prev, var_old)
             # restart from the current level
+            level = np.where(fire, xt, level)
             mu = np.where(fire, xt, mu)
             var = np.where(fire, 0.0, var)
             s = np.where(fire, 0.0, s)

@@ -86,6 +86,8 @@ class Detector:
         new = self.core.fit_nodes(data, rows, lo, hi)
         for k, v in new.items():
             self.core.calib[k] = v if k not in self.core.calib else np.concatenate([self.core.calib[k], v])
+        if "theta" in self.core.calib:  # per-node thresholds: new nodes start at the global one
+            self.core.calib["theta"] = np.concatenate([self.core.calib["theta"], np.full(len(rows), self.theta)])
         self.nodes += [data.cube.nodes[r] for r in rows]
         self.node_source += [source] * len(rows)
 
@@ -175,12 +177,48 @@ class Detector:
             scores[rows] = sliding_score(x, self.length, self.kind)
             if progress is not None:
                 progress(len(rows))
-        alarm = scores < self.theta
+        alarm = scores < self.thresholds(calib)[:, None]
         alarm[:, :min(self.warmup, T)] = False
         out = pl.DataFrame({**key_columns(cube), "score": scores.reshape(-1), "alarm": alarm.reshape(-1)})
         if driver is not None:
             out = out.with_columns(pl.Series("driver", np.asarray(drivers, dtype=object)[driver.reshape(-1)].tolist()))
         return out
+
+    def thresholds(self, calib_rows: np.ndarray) -> np.ndarray:
+        """(N,) the threshold of each calibration row: its own (a per-node false-alarm budget) or theta."""
+        own = self.core.calib.get("theta")
+        if own is None:
+            return np.full(len(calib_rows), float(self.theta))
+        return np.asarray(own, dtype=np.float64)[np.asarray(calib_rows, dtype=np.int64)]
+
+    def set_fa_budget(self, table: pl.DataFrame | NodeMinuteCube, budget: float = 1.0, per_node: bool = False,
+                      clear_after: int = 15, reference: float | None = None) -> np.ndarray:
+        """Choose the threshold(s) so that scoring the first `reference` share of the table's minutes
+        (default the detector's reference share; attack-free by assumption) opens at most `budget`
+        alerts per node-day (`detect.budget`). Global: sets `theta`; per node: each node of the table
+        gets its own (others keep `theta`). Returns the chosen threshold(s)."""
+        from netflowgen.detect.budget import budget_thresholds
+        cube = table if isinstance(table, NodeMinuteCube) else NodeMinuteCube.from_table(_as_polars(table))
+        share = self.reference if reference is None else float(reference)
+        hi = max(2, int(round(share * len(cube.minutes))))
+        ref = NodeMinuteCube(cube.nodes, cube.customers, cube.minutes[:hi], cube.values[:, :hi], cube.missing[:, :hi],
+                             cube.features)
+        sc = self.score(ref)
+        n, T = len(ref.nodes), len(ref.minutes)
+        score = sc.get_column("score").to_numpy().reshape(n, T)
+        miss = sc.get_column("missing").to_numpy().reshape(n, T)
+        th = budget_thresholds(score, miss, self.warmup, clear_after, budget, per_node)
+        if per_node:
+            rows = self.calib_rows(ScoringData(ref, None, self.time_zone))
+            own = np.asarray(self.core.calib.get("theta", np.full(len(self.nodes), float(self.theta))), dtype=np.float64)
+            own[rows] = th
+            self.core.calib["theta"] = own
+        else:
+            self.theta = float(th)
+            self.core.calib.pop("theta", None)
+        self.info["fa_budget"] = {"budget_per_node_day": budget, "per_node": per_node, "clear_after": clear_after,
+                                  "reference_minutes": hi}
+        return th
 
     def score_file(self, path: str | Path, node_batch: int = 512,
                    progress: Callable[[int], None] | None = None) -> Iterator[pl.DataFrame]:

@@ -179,7 +179,7 @@ class StreamingScorer:
             score = np.exp(-self.x_ring.sum(axis=1))
         else:
             score = np.exp(-np.maximum(self.x_ring, 0.0).max(axis=1))
-        alarm = (score < self.detector.theta) & (self.steps >= self.detector.warmup)
+        alarm = (score < self.detector.thresholds(self.calib)) & (self.steps >= self.detector.warmup)
         self.steps += 1
         return MinuteScores(minute_ms, score, alarm, x, driver)
 
