@@ -343,7 +343,7 @@ def test_streaming_scorer_equals_batch_scores(trained, method) -> None:
     batch = det.score(part).sort(["node", "minute"])
     nodes = sorted(part.get_column("node").unique().to_list())
     customers = [part.filter(pl.col("node") == n).get_column("customer")[0] for n in nodes]
-    scorer = StreamingScorer(det, nodes, customers)
+    scorer = StreamingScorer(det, nodes, customers, node_batch=3)  # two node batches per minute
     got = []
     minutes = part.get_column("minute").unique().sort()
     for i, minute in enumerate(minutes):

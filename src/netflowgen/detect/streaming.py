@@ -64,8 +64,9 @@ class StreamingScorer:
     missing flags are the given ones, as a dense table would hold them.
     """
 
-    def __init__(self, detector: Detector, nodes: list[str], customers: list[str]) -> None:
+    def __init__(self, detector: Detector, nodes: list[str], customers: list[str], node_batch: int = 4096) -> None:
         self.detector = detector
+        self.node_batch = int(node_batch)  # nodes per window call: bounds the memory of a minute's windows
         self.features = core_features(detector)
         self.context, self.stride = int(detector.core.context), int(detector.core.stride)
         self.horizon = self.context + 1
@@ -167,7 +168,8 @@ class StreamingScorer:
             fn = self.detector.core.window_fn(data, self.calib, per_driver=True)
         else:
             fn = self.detector.core.window_fn(data, self.calib)
-        out = np.asarray(fn(rows, np.full(len(rows), start), length))[:, -1]  # (n,) or (n, 3)
+        out = np.concatenate([np.asarray(fn(rows[lo:lo + self.node_batch], np.full(len(rows[lo:lo + self.node_batch]), start),
+                                            length))[:, -1] for lo in range(0, len(rows), self.node_batch)])  # (n,) or (n, G)
         driver = None
         if drivers and out.ndim == 2:
             driver = [drivers[i] for i in out.argmax(axis=1)]

@@ -253,11 +253,11 @@ class Server:
         if self.collector is not None:
             with self._receiver_lock:
                 self.collector.stop()
-            self.collector = None
         self.metrics.receiver_up.set(0)
         self._consume_rotations()
         self._record_losses()
-        self._count_guard()
+        self._count_guard()  # the guard's last counts (it stopped with the collector)
+        self.collector = None
         self._close(self.assembler.flush_count())
         self.event("stopped", minutes_closed=int(self.metrics.minutes_closed._value.get()))
         self.snapshot()
