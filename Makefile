@@ -51,6 +51,8 @@ bench: setup
 	$(PY) benchmarks/features.py
 	$(PY) benchmarks/pretrain.py
 	$(PY) benchmarks/score.py
+	$(PY) benchmarks/guard.py
+	$(PY) benchmarks/live.py
 
 # Seeded mutation fuzzing of every text reader, the settings loader and the model loader, deeper
 # than the bounded run in `make test` (outcome table in docs/sources.md).
