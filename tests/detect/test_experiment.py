@@ -41,8 +41,13 @@ def test_paper_run_and_report(tmp_path) -> None:
     # Fig. 5 re-scores the same curves at other bounds without retraining
     assert {"CUSUM|0.5", "CUSUM|0.9"} <= set(res["fig5"])
     assert res["truth"]["cusum_onset_minus_true"]["n"] > 0
+    # operator metrics of each headline detector, minute by minute on the test range, against truth
+    op = {r["method"]: r for r in res["operator"]}
+    assert set(op) == {"Static-EWMA", "CUSUM"} and op["Static-EWMA"]["attacks"] > 0
+    assert op["Static-EWMA"]["detected_within_10min_pct"] >= 90
     report = write_report(res, tmp_path / "rep", run)
     text = report.read_text()
+    assert "## Operator metrics" in text
     assert "Table 5" in text and "overhead bound p = 80%" in text and "fig5_violins.png" in text
     assert (tmp_path / "rep" / "report.html").read_text().count("<table>") >= 3
     back = json.loads((tmp_path / "rep" / "results.json").read_text())

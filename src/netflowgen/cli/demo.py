@@ -37,7 +37,7 @@ class DemoConfig:
     seeds: list[int] = field(default_factory=lambda: [0, 1])
     methods: list[str] = field(default_factory=lambda: ["NetFlowGen", "MS-LSTM", "Static-EWMA",
                                                         "Static-percentile", "Seasonal-band", "CUSUM"])
-    parts: list[str] = field(default_factory=lambda: ["table5", "fig5", "truth"])
+    parts: list[str] = field(default_factory=lambda: ["table5", "fig5", "truth", "operator"])
 
 
 def demo_cmd(

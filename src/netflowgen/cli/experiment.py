@@ -27,7 +27,7 @@ def paper_cmd(
     seeds: Optional[str] = typer.Option(None, help="Comma-separated seeds (default 0,1,2)."),
     methods: Optional[str] = typer.Option(None, help="Comma-separated methods (default NetFlowGen,TF,MS-LSTM,"
                                           "Static-EWMA,Seasonal-band,CUSUM)."),
-    parts: str = typer.Option("table5,fig5,table6,labels,truth", help="Which parts to run."),
+    parts: str = typer.Option("table5,fig5,table6,labels,truth,operator", help="Which parts to run."),
     length: Optional[int] = typer.Option(None, help="Minutes of each example the detectors see (default 128)."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML settings (see --dump for every key)."),
     dump: bool = typer.Option(False, "--dump", help="Print the resolved settings as TOML and exit."),
