@@ -34,6 +34,7 @@ from netflowgen.detect.baselines import VOLUME_FEATURES
 from netflowgen.detect.cores import OperatorCore, ScoringData
 from netflowgen.detect.cube import NodeMinuteCube
 from netflowgen.detect.detector import Detector
+from netflowgen.detect.incremental import stream_for
 from netflowgen.schema import FEATURE_NAMES, MS_PER_MINUTE
 
 
@@ -85,6 +86,7 @@ class StreamingScorer:
         self.steps = 0  # minutes scored since the first (the warm-up counts these)
         self.x_ring = np.zeros((0, detector.length), dtype=np.float64)
         self.calib = np.zeros(0, dtype=np.int64)
+        self.windows: dict[int, dict[str, np.ndarray]] = {}  # anchor epoch minute -> incremental state
         self.add_nodes(nodes, customers)
 
     # --- nodes -----------------------------------------------------------------------------------
@@ -116,6 +118,7 @@ class StreamingScorer:
             self.node_embed = np.concatenate([self.node_embed, np.zeros(k, np.int64)])
         self.x_ring = np.concatenate([self.x_ring, np.zeros((k, self.x_ring.shape[1]))])
         self.calib = np.concatenate([self.calib, np.array([index[n] for n in nodes], dtype=np.int64)])
+        self._replay_new_rows(np.arange(len(self.nodes) - k, len(self.nodes)))
 
     # --- scoring ---------------------------------------------------------------------------------
     def step(self, minute_ms: int, values: np.ndarray, missing: np.ndarray, tokens: Any = None) -> MinuteScores:
@@ -164,12 +167,16 @@ class StreamingScorer:
         length = tau_epoch - anchor + 1
         rows = np.arange(len(self.nodes))
         drivers = getattr(self.detector.core, "drivers", None)
-        if drivers:
-            fn = self.detector.core.window_fn(data, self.calib, per_driver=True)
+        stream = stream_for(self.detector.core, self.calib)
+        if stream is not None:  # one position per live window and node (detect.incremental)
+            out = self._advance(stream, tau_epoch, anchor, data)
         else:
-            fn = self.detector.core.window_fn(data, self.calib)
-        out = np.concatenate([np.asarray(fn(rows[lo:lo + self.node_batch], np.full(len(rows[lo:lo + self.node_batch]), start),
-                                            length))[:, -1] for lo in range(0, len(rows), self.node_batch)])  # (n,) or (n, G)
+            if drivers:
+                fn = self.detector.core.window_fn(data, self.calib, per_driver=True)
+            else:
+                fn = self.detector.core.window_fn(data, self.calib)
+            out = np.concatenate([np.asarray(fn(rows[lo:lo + self.node_batch], np.full(len(rows[lo:lo + self.node_batch]), start),
+                                                length))[:, -1] for lo in range(0, len(rows), self.node_batch)])  # (n,) or (n, G)
         driver = None
         if drivers and out.ndim == 2:
             driver = [drivers[i] for i in out.argmax(axis=1)]
@@ -184,6 +191,43 @@ class StreamingScorer:
         alarm = (score < self.detector.thresholds(self.calib)) & (self.steps >= self.detector.warmup)
         self.steps += 1
         return MinuteScores(minute_ms, score, alarm, x, driver)
+
+    def _advance(self, stream: Any, tau_epoch: int, anchor: int, data: ScoringData) -> np.ndarray:
+        """Open the window anchored at this minute, drop those no later minute uses, advance every
+        live window by this minute; the output of window `anchor` (the batch scorer's window)."""
+        first = int(self.first_minute_ms) // MS_PER_MINUTE  # type: ignore[arg-type]
+        if (tau_epoch % self.stride == 0 or tau_epoch == first) and tau_epoch not in self.windows:
+            self.windows[tau_epoch] = stream.new(len(self.nodes))
+        for w in [w for w in self.windows if w < anchor]:
+            del self.windows[w]
+        rows = np.arange(len(self.nodes))
+        p = self.filled - 1
+        hour = int(data.hours()[-1])
+        out = None
+        for w, st in sorted(self.windows.items()):
+            y = stream.step(st, rows, tau_epoch - w, lambda k: self.values[:, p - k + 1:p + 1], hour)
+            if w == anchor:
+                out = y
+        if out is None:
+            raise RuntimeError(f"no live window anchored at minute {anchor} (state restored from another run?)")
+        return out
+
+    def _replay_new_rows(self, rows: np.ndarray) -> None:
+        """Nodes added after windows opened: run their buffered (zero) minutes through every live
+        window, so their state is what it would be had they been there from the start."""
+        stream = stream_for(self.detector.core, self.calib)
+        if stream is None or not self.windows:
+            return
+        ms = self.minutes[:self.filled] // MS_PER_MINUTE
+        hours = ScoringData(NodeMinuteCube(self.nodes, self.customers, self.minutes[:self.filled],
+                                           self.values[:, :self.filled], self.missing[:, :self.filled], self.features),
+                            None, self.detector.time_zone).hours()
+        for w, st in self.windows.items():
+            fresh = stream.new(len(rows))
+            for key, v in fresh.items():
+                st[key] = np.concatenate([st[key], v])
+            for idx in np.flatnonzero(ms >= w):
+                stream.step(st, rows, int(ms[idx] - w), lambda k, i=idx: self.values[rows, i - k + 1:i + 1], int(hours[idx]))
 
     def step_rows(self, rows: pl.DataFrame) -> MinuteScores:
         """Score one closed minute from its dense node-minute rows (node, customer, minute, missing,
@@ -218,6 +262,8 @@ class StreamingScorer:
                   "minutes": self.minutes[:self.filled], "x_ring": self.x_ring}
         if self.tokens is not None:
             arrays["tokens"] = self.tokens[:, :self.filled]
+        for w, st in self.windows.items():
+            arrays.update({f"win{w}.{k}": v for k, v in st.items()})
         return arrays
 
     def meta(self) -> dict[str, Any]:
@@ -241,5 +287,9 @@ class StreamingScorer:
             s.tokens = np.zeros((len(s.nodes), s.values.shape[1], arrays["tokens"].shape[2]), np.uint8)
             s.tokens[:, :f] = arrays["tokens"]
         s.filled, s.steps = f, int(meta["steps"])
+        for key, v in arrays.items():
+            if key.startswith("win"):
+                w, name = key[3:].split(".", 1)
+                s.windows.setdefault(int(w), {})[name] = np.array(v)
         s.first_minute_ms = meta["first_minute_ms"]
         return s

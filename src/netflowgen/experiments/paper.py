@@ -189,6 +189,7 @@ class PaperRun:
         from netflowgen.detect.operator_metrics import operator_metrics
 
         cube = self.ctx.cube
+        assert self.truth is not None
         lo, _ = split_bounds(len(cube.minutes), self.ctx.split)["test"]
         start = max(0, lo - self.ctx.length)
         sub = NodeMinuteCube(cube.nodes, cube.customers, cube.minutes[start:], cube.values[:, start:],
