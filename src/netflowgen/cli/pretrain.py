@@ -29,6 +29,9 @@ def pretrain_command(
     seed: Optional[int] = typer.Option(None, help="Random seed."),
     threads: Optional[int] = typer.Option(None, help="Torch threads per process (0 = default)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoint.pt if present."),
+    init: Optional[Path] = typer.Option(None, "--init", help="Continued pre-training: start from this model "
+                                        "folder (its architecture, binner and weights; new nodes get their own "
+                                        "cut-offs and their nearest old node's embedding)."),
     dump: bool = typer.Option(False, "--dump", help="Print the resolved settings as TOML and exit."),
 ) -> None:
     """Pre-train the GPT traffic model: fit the binner on the training range, tokenize, train with
@@ -42,7 +45,12 @@ def pretrain_command(
     flags = dict(model=model, predicted=predicted, context=context, batch_size=batch_size, lr=lr,
                  max_epochs=max_epochs, max_steps=max_steps, max_minutes=max_minutes, patience=patience,
                  eval_every=eval_every, device=device, precision=precision, seed=seed, threads=threads)
-    cfg = C.load(PretrainConfig, config, flags, C.section_if_present(config, "pretrain"), PRESETS[preset])
+    section = C.section_if_present(config, "pretrain")
+    cfg = C.load(PretrainConfig, config, flags, section, PRESETS[preset])
+    given = {k for k, v in flags.items() if v is not None} | _file_keys(config, section)
+    if init is not None:  # the architecture comes from the model (a contradicting setting is refused)
+        from netflowgen.train.init_from import init_config, load_init
+        cfg = init_config(cfg, load_init(init).model.cfg, given, where=f"--init {init}")
     if dump:
         typer.echo(C.to_toml(cfg), nl=False)
         raise typer.Exit()
@@ -50,12 +58,23 @@ def pretrain_command(
         raise FileNotFoundError(f"features file not found: {features}")
     from netflowgen.train.pretrain import pretrain
 
-    result = pretrain(features, out, cfg, resume=resume, log=lambda s: typer.echo(s, err=True))
+    result = pretrain(features, out, cfg, resume=resume, log=lambda s: typer.echo(s, err=True), init=init,
+                      given=given)
     import json
     import os
 
     if int(os.environ.get("RANK", "0")) == 0:
         typer.echo(json.dumps(result, indent=1))
+
+
+def _file_keys(config: Optional[Path], section: Optional[str]) -> set[str]:
+    """Top-level keys the --config file sets (of its [pretrain] table when it has one)."""
+    if config is None:
+        return set()
+    import tomllib
+
+    data = tomllib.loads(config.read_text(encoding="utf-8"))  # C.load has read it already
+    return set(data.get(section, {}) if section else data)
 
 
 def register(app: typer.Typer) -> None:

@@ -3,6 +3,7 @@ exactly-resumable checkpoints, JSON-lines metrics, CPU or CUDA, and DDP under `t
 
     netflowgen pretrain --features feats.parquet --out runs/pt [--preset demo] [--config C.toml]
     torchrun --nproc_per_node 2 -m netflowgen.cli.pretrain --features feats.parquet --out runs/pt
+    netflowgen pretrain --features new.parquet --init runs/pt --out runs/new   # continued (init_from.py)
 
 Output folder: model.safetensors + config.json + binner.json (best validation loss, loadable with
 `NetFlowGen.from_pretrained`), tokens/ (token data), checkpoint.pt (last state, for --resume),
@@ -25,7 +26,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import polars as pl
@@ -239,13 +240,20 @@ def read_features_for_training(path: Path, cfg: PretrainConfig) -> tuple[pl.Data
 
 
 def prepare_data(features: Path, out: Path, cfg: PretrainConfig, d: Dist,
-                 reuse: bool) -> tuple[Binner, TokenData]:
+                 reuse: bool, init_binner: Binner | None = None) -> tuple[Binner, TokenData]:
     """Fit the binner on the training range and tokenize (rank 0; other ranks wait, then load).
-    With `reuse` (resuming), existing OUT/tokens and OUT/binner.json are kept as they are."""
+    With `reuse` (resuming), existing OUT/tokens and OUT/binner.json are kept as they are. With
+    `init_binner` (--init), that binner extended with the nodes it does not know (`extend_binner`)."""
     tok_dir, binner_path = out / "tokens", out / "binner.json"
     if d.main and not (reuse and (tok_dir / "index.json").exists() and binner_path.exists()):
         df, train_end_ms = read_features_for_training(features, cfg)
-        binner = Binner.fit(df.filter(pl.col("minute").dt.epoch("ms") < train_end_ms), n_bins=cfg.n_bins)
+        train_df = df.filter(pl.col("minute").dt.epoch("ms") < train_end_ms)
+        if init_binner is not None:
+            from netflowgen.train.init_from import extend_binner
+            binner = extend_binner(init_binner, train_df)
+        else:
+            binner = Binner.fit(train_df, n_bins=cfg.n_bins)
+        del train_df
         binner.save(binner_path)
         TokenData.build(df, binner, tok_dir, cfg.time_zone)
         del df
@@ -256,8 +264,14 @@ def prepare_data(features: Path, out: Path, cfg: PretrainConfig, d: Dist,
 
 # --- the loop -------------------------------------------------------------------------------------
 def pretrain(features: str | Path, out: str | Path, cfg: PretrainConfig, resume: bool = False,
-             log: Callable[[str], None] = print) -> dict[str, Any]:
+             log: Callable[[str], None] = print, init: str | Path | None = None,
+             given: Iterable[str] = ()) -> dict[str, Any]:
     """Pre-train a TrafficGPT on a node-minute table; see the module docstring for outputs.
+
+    With `init` (a model folder), continued pre-training (`netflowgen.train.init_from`): the
+    architecture, binner and weights start from that model, grown for the table's new nodes and
+    customers; `given` names the settings the caller set on purpose (one that contradicts the
+    model's architecture is an InputError; the others are taken from the model).
 
     Returns
     -------
@@ -265,6 +279,14 @@ def pretrain(features: str | Path, out: str | Path, cfg: PretrainConfig, resume:
         Final state: steps, epochs, best validation metrics, stop reason, throughput.
     """
     out = Path(out)
+    init_model = None
+    if init is not None:
+        from netflowgen.rejects import InputError
+        from netflowgen.train.init_from import init_config, load_init
+        if out.resolve() == Path(init).resolve():
+            raise InputError(f"--out {out} is the --init model folder: write the new model elsewhere")
+        init_model = load_init(init)
+        cfg = init_config(cfg, init_model.model.cfg, given, where=f"--init {init}")
     probe = resolve_device(cfg.device)
     d = init_distributed(probe)
     device = resolve_device(cfg.device, d.local_rank if d.world > 1 else None)
@@ -280,7 +302,8 @@ def pretrain(features: str | Path, out: str | Path, cfg: PretrainConfig, resume:
         save_beside(out, cfg)
     if d.world > 1:
         dist.barrier()
-    binner, data = prepare_data(Path(features), out, cfg, d, reuse=resume)
+    binner, data = prepare_data(Path(features), out, cfg, d, reuse=resume,
+                                init_binner=None if init_model is None else init_model.binner)
     splits = time_splits(data.n_minutes, cfg.train_fraction, cfg.val_fraction)
     (tr_lo, tr_hi), (va_lo, va_hi) = splits["train"], splits["val"]
     T = cfg.context
@@ -290,8 +313,12 @@ def pretrain(features: str | Path, out: str | Path, cfg: PretrainConfig, resume:
     eval_every = cfg.eval_every or steps_per_epoch
 
     torch.manual_seed(cfg.seed)
-    raw = build_model(cfg, binner)
-    raw.init_output_bias(bin_frequency(data, tr_lo, tr_hi, raw.cfg.predicted_features))
+    if init_model is None:
+        raw = build_model(cfg, binner)
+        raw.init_output_bias(bin_frequency(data, tr_lo, tr_hi, raw.cfg.predicted_features))
+    else:  # the old weights (its output bias included), embeddings grown for the new nodes
+        from netflowgen.train.init_from import init_from_model
+        raw = init_from_model(init_model.model, init_model.binner, binner, dropout=cfg.dropout)
     raw = raw.to(device)
     opt = torch.optim.AdamW(raw.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     state: dict[str, Any] = {"step": 0, "best_val": float("inf"), "bad_evals": 0, "best_step": 0,
@@ -312,6 +339,8 @@ def pretrain(features: str | Path, out: str | Path, cfg: PretrainConfig, resume:
     amp = lambda: autocast(device, cfg.precision)  # noqa: E731
     model_settings = {"time_zone": cfg.time_zone, "train_fraction": cfg.train_fraction,
                       "val_fraction": cfg.val_fraction}
+    if init_model is not None:
+        model_settings["init_from"] = init_model.config["content_hash"]  # the old model's identity
     metrics = open(out / "metrics.jsonl", "a" if resume else "w") if d.main else None
     tb = _tensorboard(out) if d.main else None
 
