@@ -196,6 +196,8 @@ class StreamingScorer:
         """Open the window anchored at this minute, drop those no later minute uses, advance every
         live window by this minute; the output of window `anchor` (the batch scorer's window)."""
         first = int(self.first_minute_ms) // MS_PER_MINUTE  # type: ignore[arg-type]
+        if anchor not in self.windows and anchor < tau_epoch:  # e.g. a state saved without its windows
+            self._rebuild_windows(stream, anchor, tau_epoch)
         if (tau_epoch % self.stride == 0 or tau_epoch == first) and tau_epoch not in self.windows:
             self.windows[tau_epoch] = stream.new(len(self.nodes))
         for w in [w for w in self.windows if w < anchor]:
@@ -211,6 +213,21 @@ class StreamingScorer:
         if out is None:
             raise RuntimeError(f"no live window anchored at minute {anchor} (state restored from another run?)")
         return out
+
+    def _rebuild_windows(self, stream: Any, anchor: int, tau_epoch: int) -> None:
+        """Open the windows anchored in [anchor, tau) and run the buffered minutes before tau through them."""
+        ms = self.minutes[:self.filled - 1] // MS_PER_MINUTE  # the minutes before tau
+        hours = ScoringData(NodeMinuteCube(self.nodes, self.customers, self.minutes[:self.filled],
+                                           self.values[:, :self.filled], self.missing[:, :self.filled], self.features),
+                            None, self.detector.time_zone).hours()
+        rows = np.arange(len(self.nodes))
+        starts = [anchor] + [w for w in range(anchor + 1, tau_epoch) if w % self.stride == 0]
+        self.windows = {}
+        for w in starts:
+            st = stream.new(len(self.nodes))
+            for idx in np.flatnonzero(ms >= w):
+                stream.step(st, rows, int(ms[idx] - w), lambda k, i=idx: self.values[:, i - k + 1:i + 1], int(hours[idx]))
+            self.windows[w] = st
 
     def _replay_new_rows(self, rows: np.ndarray) -> None:
         """Nodes added after windows opened: run their buffered (zero) minutes through every live
