@@ -47,6 +47,9 @@ def features(
         "exporter: a node-minute is missing when the node's exporter (the one reporting most of its "
         "records) sent nothing that minute; global: when no record at all arrived; none: never (one "
         "source watching its own hosts, where a quiet minute is zero traffic). [exporter]")),
+    node_range: Optional[str] = typer.Option(None, "--node-range", help=(
+        "union: every node spans the whole time range; own: a node's minutes before its first or "
+        "after its last flow are missing (several captures, one per host). [union]")),
     config_file: Optional[Path] = typer.Option(None, "--config", help="TOML file with these "
                                                "settings (a [features] table or top-level keys)."),
     dump: bool = typer.Option(False, "--dump", help="Print the resolved settings as TOML and exit."),
@@ -64,7 +67,7 @@ def features(
     overrides: dict[str, Any] = {"customers": str(customers) if customers else None, "engine": engine,
                  "spark_master": spark_master, "min_flows": min_flows, "start": start, "end": end,
                  "spread_over_minutes": spread, "default_sampling": default_sampling,
-                 "missing_by": missing_by}
+                 "missing_by": missing_by, "node_range": node_range}
     if exporter_sampling:
         overrides["exporter_sampling"] = parse_exporter_sampling(exporter_sampling)
     cfg = config.load(FeatureConfig, config_file, overrides, section=config.section_if_present(config_file, "features"))

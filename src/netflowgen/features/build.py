@@ -22,7 +22,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from netflowgen import nodes as nodes_mod
-from netflowgen.features.dense import write_dense
+from netflowgen.features.dense import OwnRange, write_dense
 from netflowgen.features.settings import FeatureConfig
 from netflowgen.features.timeline import Survey, attribute_exporters, resolve_range
 from netflowgen.progress import progress_bar
@@ -52,13 +52,17 @@ class FeatureSummary:
     missing_by: str = "global"  # the rule applied ("exporter" needs an exporter column)
     missing_node_minutes: int = 0  # rows with missing = true
     phases: dict[str, tuple[float, float]] = field(default_factory=dict)  # name -> (wall s, CPU s)
+    node_range: str = "union"  # "own": minutes outside a node's own observed range are missing
+    outside_node_range: int = 0  # node-minutes "own" marked missing (not missing by missing_by already)
 
     def lines(self) -> list[str]:
         return [f"engine {self.engine}: {self.flows:,} flows read in {self.seconds:.1f} s "
                 f"({self.flows / max(self.seconds, 1e-9):,.0f} flows/s)",
                 f"nodes {self.nodes:,} ({self.customers:,} customers), minutes {self.minutes:,} "
                 f"from {self.first_minute} UTC, missing minutes {self.missing_minutes:,}",
-                f"missing node-minutes {self.missing_node_minutes:,} (missing_by {self.missing_by})",
+                f"missing node-minutes {self.missing_node_minutes:,} (missing_by {self.missing_by}"
+                + (f"; node_range own: {self.outside_node_range:,} outside the nodes' own ranges)"
+                   if self.node_range == "own" else ")"),
                 *([f"flows starting outside --start/--end (not counted): {self.outside_range:,}"]
                   if self.outside_range else []),
                 f"rows {self.rows:,} -> {self.out}"]
@@ -162,8 +166,9 @@ def build_features(paths: Sequence[str | Path], out: str | Path, cfg: FeatureCon
         node_tab = attribute_exporters(node_tab, counts)
         phase("aggregate")
         node_missing = rng.node_missing(node_tab["exporter"])
+        own = OwnRange(rng.n) if cfg.node_range == "own" else None
         rows = write_dense(out, node_tab, rng, chunks, cfg.chunk_rows, cfg.compression,
-                           node_missing)
+                           node_missing, own)
         phase("write")
     first = pl.Series([rng.first * 60_000]).cast(pl.Datetime("ms", "UTC"))[0]
     return FeatureSummary(out, cfg.engine, surv.n_flows, node_tab.height,
@@ -171,7 +176,9 @@ def build_features(paths: Sequence[str | Path], out: str | Path, cfg: FeatureCon
                           rng.n_missing, rows, f"{first:%Y-%m-%d %H:%M}",
                           time.perf_counter() - t0, surv.starting_outside(rng), rejects.as_dict(),
                           "exporter" if by_exporter else "global",
-                          int(node_missing[0].sum(axis=1)[node_missing[1]].sum()), phase.done)
+                          int(node_missing[0].sum(axis=1)[node_missing[1]].sum())
+                          + (own.added if own else 0), phase.done, cfg.node_range,
+                          own.added if own else 0)
 
 
 def _warm_scatter() -> None:

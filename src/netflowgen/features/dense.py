@@ -24,6 +24,33 @@ from netflowgen.schema import FEATURE_NAMES, MS_PER_MINUTE, NODE_MINUTE_SCHEMA
 # (lo, hi, n_minutes) -> the feature values of nodes lo..hi-1 x all minutes: float64 array of shape
 # (86, (hi - lo) * n_minutes), one row per feature in contract order, node-major then minute.
 ChunkSource = Callable[[int, int, int], np.ndarray]
+# (lo, hi, the block's feature values, the block's missing flags (rows,) bool) -> the block's
+# missing flags under a further rule (e.g. `OwnRange`); applied to every block before it is written.
+MissingRule = Callable[[int, int, np.ndarray, np.ndarray], np.ndarray]
+_FLOW_ROWS = [FEATURE_NAMES.index("in_all_flow"), FEATURE_NAMES.index("out_all_flow")]
+
+
+class OwnRange:
+    """`node_range = "own"`: a node-minute outside the node's own observed range - before the first
+    or after the last minute of the table in which the node has a flow (in or out: `in_all_flow` or
+    `out_all_flow` non-zero), both edges inside the range - is missing too; a node without any flow
+    in the table is missing in every minute. Decided from the block's values, so it is the same for
+    every engine and attribution (with spreading, a minute a flow covers counts). `added`: the
+    node-minutes it marked that were not missing already."""
+
+    def __init__(self, n_minutes: int) -> None:
+        self.n_minutes = n_minutes
+        self.added = 0
+
+    def __call__(self, lo: int, hi: int, values: np.ndarray, missing: np.ndarray) -> np.ndarray:
+        n_min = self.n_minutes
+        seen = (values[_FLOW_ROWS] != 0).any(axis=0).reshape(hi - lo, n_min)
+        first = np.where(seen.any(axis=1), seen.argmax(axis=1), n_min)  # none seen: all outside
+        last = n_min - 1 - seen[:, ::-1].argmax(axis=1)
+        minute = np.arange(n_min)
+        outside = ((minute[None, :] < first[:, None]) | (minute[None, :] > last[:, None])).ravel()
+        self.added += int((outside & ~missing).sum())
+        return missing | outside
 
 
 def scatter_sparse(sparse: pl.DataFrame, lo: int, hi: int, n_minutes: int) -> np.ndarray:
@@ -57,11 +84,13 @@ _POLARS_CODEC = {"none": "uncompressed"}
 
 def write_dense(out: Path, nodes: pl.DataFrame, rng: TimeRange, chunks: ChunkSource,
                 chunk_rows: int = 262_144, compression: str = "zstd",
-                node_missing: tuple[np.ndarray, np.ndarray] | None = None) -> int:
+                node_missing: tuple[np.ndarray, np.ndarray] | None = None,
+                missing_rule: MissingRule | None = None) -> int:
     """Write the dense table for `nodes` (node table: node, customer, node_idx = row number) over
     `rng` to `out` (atomically: a temporary file renamed at the end). Returns the row count
     (= nodes x minutes). `node_missing`: (matrix of missing minutes, row of it per node), see
-    `TimeRange.node_missing`; None: `rng.missing` for every node.
+    `TimeRange.node_missing`; None: `rng.missing` for every node. `missing_rule`: a further rule
+    applied to each block's missing flags (`OwnRange`).
 
     The blocks are built here and handed to Polars' streaming Parquet sink, which encodes and
     compresses the columns of a row group on all cores (pyarrow's writer uses one: 1.8 s against
@@ -86,8 +115,10 @@ def write_dense(out: Path, nodes: pl.DataFrame, rng: TimeRange, chunks: ChunkSou
                     for lo in range(0, n_nodes, per_chunk):
                         hi = min(n_nodes, lo + per_chunk)
                         missing = node_missing[0][node_missing[1][lo:hi]].ravel()
-                        df = _block(lo, hi, chunks(lo, hi, n_min), names, customers, minute_ms,
-                                    missing)
+                        values = chunks(lo, hi, n_min)
+                        if missing_rule is not None:
+                            missing = missing_rule(lo, hi, values, missing)
+                        df = _block(lo, hi, values, names, customers, minute_ms, missing)
                         advance(hi - lo)
                         if predicate is not None:
                             df = df.filter(predicate)

@@ -9,6 +9,7 @@ from netflowgen.config import ConfigError
 
 ENGINES: tuple[str, ...] = ("polars", "spark")
 MISSING_BY: tuple[str, ...] = ("exporter", "global", "none")  # none: no outage inference (quiet = zero traffic)
+NODE_RANGES: tuple[str, ...] = ("union", "own")  # own: outside a node's own flows = missing
 
 
 @dataclass
@@ -40,6 +41,11 @@ class FeatureConfig:
     # the node's flow records sent nothing in that minute (nodes whose records carry no exporter, and
     # inputs without one, fall back to "global"); "global" = missing when no record at all arrived.
     missing_by: str = "exporter"
+    # Time range of each node: "union" = every node spans the whole range (zero-filled); "own" = a
+    # node-minute before the node's first or after its last minute with a flow of its own (either
+    # end, as counted in the table) is also missing (several captures, one per host: not captured,
+    # not quiet). A node without any flow in the range is missing in every minute.
+    node_range: str = "union"
     # Sampling rate of records that carry none (formats like nfcapd, nfdump-csv; SPEC 1 order:
     # record -> exporter_sampling -> default_sampling -> reject). Unused for canonical Parquet.
     default_sampling: int | None = None
@@ -60,6 +66,8 @@ class FeatureConfig:
             raise ConfigError(f"features.dense_max_gb must be >= 0, got {self.dense_max_gb}")
         if self.missing_by not in MISSING_BY:
             raise ConfigError(f"features.missing_by: {self.missing_by!r} is not one of {list(MISSING_BY)}")
+        if self.node_range not in NODE_RANGES:
+            raise ConfigError(f"features.node_range: {self.node_range!r} is not one of {list(NODE_RANGES)}")
         if self.default_sampling is not None and self.default_sampling < 1:
             raise ConfigError(f"features.default_sampling must be >= 1, got {self.default_sampling}")
         bad = {k: v for k, v in self.exporter_sampling.items() if not isinstance(v, int) or v < 1}
