@@ -175,7 +175,7 @@ def build_features(paths: Sequence[str | Path], out: str | Path, cfg: FeatureCon
                           node_tab["customer"].n_unique() if node_tab.height else 0, rng.n,
                           rng.n_missing, rows, f"{first:%Y-%m-%d %H:%M}",
                           time.perf_counter() - t0, surv.starting_outside(rng), rejects.as_dict(),
-                          "exporter" if by_exporter else "global",
+                          "exporter" if by_exporter else ("none" if cfg.missing_by == "none" else "global"),
                           int(node_missing[0].sum(axis=1)[node_missing[1]].sum())
                           + (own.added if own else 0), phase.done, cfg.node_range,
                           own.added if own else 0)
