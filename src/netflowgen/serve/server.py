@@ -71,6 +71,7 @@ class ServeConfig:
     max_spool_mb: float = 2048.0  # consumed flow files beyond this (oldest first) are deleted
     socket_buffer: int = 8 << 20  # receive buffer bytes (capped by net.core.rmem_max)
     poll: float = 0.5  # seconds between loop iterations
+    snapshot_every: int = 5  # closed minutes between state snapshots (a restart re-closes at most these from the flow files)
 
     def validate(self) -> None:
         if not self.detector:
@@ -82,8 +83,8 @@ class ServeConfig:
                 raise InputError(f"serve.{name} must be > 0, got {getattr(self, name)}")
         if self.rotate < 2:
             raise InputError(f"serve.rotate must be >= 2 s (nfcapd's smallest interval), got {self.rotate}")
-        if self.clear_after < 1 or self.onboard_minutes < 1:
-            raise InputError("serve.clear_after and serve.onboard_minutes must be >= 1")
+        if self.clear_after < 1 or self.onboard_minutes < 1 or self.snapshot_every < 1:
+            raise InputError("serve.clear_after, serve.onboard_minutes and serve.snapshot_every must be >= 1")
 
 
 def folder_hash(folder: Path) -> str:
@@ -119,6 +120,7 @@ class Server:
         self.collector: Collector | None = None
         self.status: StatusServer | None = None
         self._receiver_lock = threading.Lock()
+        self._unsaved = 0  # minutes closed since the last snapshot
         self._watch_stop = threading.Event()
         self._watchdog: threading.Thread | None = None
         self._losses: "queue.Queue[tuple[str, float, str | None]]" = queue.Queue()
@@ -163,6 +165,7 @@ class Server:
 
     def snapshot(self) -> None:
         """Write everything a restart needs into STATE/snapshot (a new folder renamed into place)."""
+        self._unsaved = 0
         self._flush_rows()
         tmp = self.state_dir / "snapshot.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
@@ -240,7 +243,8 @@ class Server:
         self._count_guard()
         n = self.assembler.ready(wall)
         closed = self._close(n) if n else 0
-        if closed:
+        self._unsaved += closed
+        if self._unsaved >= self.cfg.snapshot_every:
             self.snapshot()
         return closed
 
