@@ -39,8 +39,11 @@ def test_resume_after_interruption_continues_identically(features, tmp_path):
     cfg = dataclasses.replace(TINY, dropout=0.2, max_steps=6, eval_every=3)  # dropout: the RNG must resume too
     full = pretrain(features, tmp_path / "full", cfg, log=lambda s: None)
     assert full["steps"] == 6
-    first = pretrain(features, tmp_path / "cut", dataclasses.replace(cfg, max_steps=3), log=lambda s: None)
-    assert first["steps"] == 3
+    def ctrl_c_at_step_6(s: str) -> None:  # interrupted in the last validation: resumes from step 3
+        if s.startswith("step 6:"):
+            raise KeyboardInterrupt
+    first = pretrain(features, tmp_path / "cut", cfg, log=ctrl_c_at_step_6)  # same settings: same lr schedule
+    assert first["stop"] == "interrupted"
     resumed = pretrain(features, tmp_path / "cut", cfg, resume=True, log=lambda s: None)
     assert resumed["steps"] == 6
     a, b = _weights(tmp_path / "full"), _weights(tmp_path / "cut")

@@ -7,7 +7,13 @@ exactly-resumable checkpoints, JSON-lines metrics, CPU or CUDA, and DDP under `t
 
 Output folder: model.safetensors + config.json + binner.json (best validation loss, loadable with
 `NetFlowGen.from_pretrained`), tokens/ (token data), checkpoint.pt (last state, for --resume),
-metrics.jsonl, config.toml (resolved settings), tb/ (TensorBoard, when installed).
+metrics.jsonl, history.json + loss_curve.png (every validation: step, wall seconds, train and
+validation loss, lr), config.toml (resolved settings), tb/ (TensorBoard, when installed).
+
+Recipe (`schedule = "cosine"`): linear warm-up over `warmup_steps`, then cosine decay to
+`min_lr_ratio` x lr at the run's last step; the default `schedule = "constant"` is the flat lr
+(it beat the cosine in the short run measured in docs/model.md); AdamW decays only the 2-D
+weights (linear layers and embeddings), never biases or LayerNorm parameters (as nanoGPT).
 
 Determinism: the windows of step s come from a generator seeded with (seed, s), and the checkpoint
 holds model, optimizer, torch RNG and loop counters, so an interrupted run resumed from its last
@@ -44,6 +50,7 @@ from netflowgen.tokens import DEFAULT_SPLIT, Binner, ModelInputs, TokenData, ran
 from netflowgen.train.checkpoint import check_resume_settings
 
 CHECKPOINT = "checkpoint.pt"
+HISTORY = "history.json"
 
 
 @dataclass
@@ -65,7 +72,10 @@ class PretrainConfig:
     batch_size: int = 32  # windows per step, over all DDP ranks together
     lr: float = 5e-4  # paper
     betas: tuple[float, float] = (0.9, 0.999)
-    weight_decay: float = 0.0  # 0 = the paper's plain Adam; AdamW decoupled decay when > 0
+    weight_decay: float = 0.0  # 0 = the paper's plain Adam; AdamW decoupled decay when > 0 (2-D weights only)
+    schedule: str = "constant"  # constant (lr at every step) or cosine (warm-up + cosine decay; docs/model.md)
+    warmup_steps: int = 0  # linear warm-up steps; 0 = 5 % of the run's steps (at least 1)
+    min_lr_ratio: float = 0.1  # cosine: lr at the last step = min_lr_ratio x lr
     grad_clip: float = 1.0
     max_epochs: int = 100  # paper: 100 epochs at most, early stopping on validation loss
     max_steps: int = 0  # 0 = no limit
@@ -83,12 +93,15 @@ class PretrainConfig:
         from netflowgen.model.gpt import MODEL_CONFIGS
 
         checks = {"model": (self.model, tuple(MODEL_CONFIGS)), "device": (self.device, ("auto", "cpu", "cuda")),
-                  "precision": (self.precision, ("auto", "fp32", "bf16"))}
+                  "precision": (self.precision, ("auto", "fp32", "bf16")),
+                  "schedule": (self.schedule, ("cosine", "constant"))}
         for key, (value, allowed) in checks.items():
             if value not in allowed:
                 raise ConfigError(f"{key} = {value!r}: expected one of {list(allowed)}")
         if self.context < 2 or self.batch_size < 1 or self.lr < 0 or not 2 <= self.n_bins <= 255:
             raise ConfigError("context >= 2, batch_size >= 1, lr >= 0 and 2 <= n_bins <= 255 are required")
+        if self.warmup_steps < 0 or not 0 <= self.min_lr_ratio <= 1:
+            raise ConfigError("warmup_steps >= 0 and 0 <= min_lr_ratio <= 1 are required")
         predicted_features(self.predicted)  # raises on unknown names
 
 
@@ -126,6 +139,37 @@ def build_model(cfg: PretrainConfig, binner: Binner) -> TrafficGPT:
     mcfg = model_config(cfg.model, context=cfg.context, n_bins=cfg.n_bins, token_features=binner.feature_names,
                         predicted_features=predicted, **over)
     return TrafficGPT(mcfg, len(binner.nodes), len(binner.customers))
+
+
+def warmup_length(cfg: PretrainConfig, total_steps: int) -> int:
+    """Warm-up steps of a run of `total_steps`: the setting, or 5 % of the run (at least 1)."""
+    w = cfg.warmup_steps or max(1, round(0.05 * total_steps))
+    return max(1, min(w, total_steps))
+
+
+def learning_rate(cfg: PretrainConfig, step: int, total_steps: int) -> float:
+    """Learning rate of optimizer step `step` (0-based) of a run of `total_steps` steps.
+
+    cosine: lr x (step + 1) / W over the W warm-up steps (the peak lr at step W - 1), then a cosine
+    from lr down to min_lr_ratio x lr at step total_steps - 1, and that floor beyond it (a resumed
+    run that was given more steps). constant: lr at every step.
+    """
+    if cfg.schedule == "constant":
+        return cfg.lr
+    w = warmup_length(cfg, total_steps)
+    if step < w:
+        return cfg.lr * (step + 1) / w
+    floor = cfg.min_lr_ratio * cfg.lr
+    progress = min(1.0, (step - w + 1) / max(total_steps - w, 1))  # 1 at the last step and beyond
+    return floor + 0.5 * (cfg.lr - floor) * (1.0 + math.cos(math.pi * progress))
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: decay for the parameters with 2 or more dimensions (linear weights,
+    embeddings), none for biases and LayerNorm gains (nanoGPT's split)."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 def bin_frequency(data: TokenData, lo: int, hi: int, features: tuple[str, ...]) -> torch.Tensor:
@@ -320,9 +364,9 @@ def pretrain(features: str | Path, out: str | Path, cfg: PretrainConfig, resume:
         from netflowgen.train.init_from import init_from_model
         raw = init_from_model(init_model.model, init_model.binner, binner, dropout=cfg.dropout)
     raw = raw.to(device)
-    opt = torch.optim.AdamW(raw.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(param_groups(raw, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
     state: dict[str, Any] = {"step": 0, "best_val": float("inf"), "bad_evals": 0, "best_step": 0,
-                             "train_time_s": 0.0}
+                             "train_time_s": 0.0, "history": []}
     if resume and ckpt.exists():
         blob = torch.load(ckpt, map_location=device, weights_only=True)
         raw.load_state_dict(blob["model"])
@@ -370,6 +414,14 @@ def pretrain(features: str | Path, out: str | Path, cfg: PretrainConfig, resume:
         max_steps = min(max_steps, cfg.max_steps)
     B_local = cfg.batch_size // d.world
     reason = "max_epochs" if max_steps == steps_per_epoch * cfg.max_epochs else "max_steps"
+    # The schedule belongs to the run: fixed at its first start (kept in the checkpoint), so a
+    # resumed run continues it at the right step; steps a resume adds past it run at the floor.
+    schedule_steps = int(state.setdefault("schedule_steps", max_steps))
+    state.setdefault("history", [])
+    if schedule_steps != max_steps and cfg.schedule != "constant":
+        log(f"keeping the run's {cfg.schedule} schedule over {schedule_steps} steps (now {max_steps} steps; "
+            "steps past it use min_lr_ratio x lr)")
+    train_sum, train_n = 0.0, 0  # training loss since the last validation
     t_start = time.perf_counter()
     time0 = state["train_time_s"]
     raw.train()
@@ -387,8 +439,12 @@ def pretrain(features: str | Path, out: str | Path, cfg: PretrainConfig, resume:
                 x = data.inputs(nodes[sl], starts[sl], T).to(device)
                 opt.zero_grad(set_to_none=True)
                 loss = loss_and_backward(model, raw, x, d, amp)
+                train_sum, train_n = train_sum + loss, train_n + 1
                 if cfg.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.grad_clip)
+                lr = learning_rate(cfg, step, schedule_steps)
+                for group in opt.param_groups:
+                    group["lr"] = lr
                 opt.step()
                 state["step"] = step = step + 1
                 elapsed = time0 + time.perf_counter() - t_start
@@ -396,7 +452,7 @@ def pretrain(features: str | Path, out: str | Path, cfg: PretrainConfig, resume:
                 advance(1, description=f"pre-training loss {loss:.4f}")
                 if step % cfg.log_every == 0 or step == 1:
                     emit({"step": step, "epoch": step / steps_per_epoch, "train_loss": loss,
-                          "lr": cfg.lr, "elapsed_s": round(elapsed, 2),
+                          "lr": lr, "elapsed_s": round(elapsed, 2),
                           "node_minutes_per_s": round(step * cfg.batch_size * T / max(elapsed, 1e-9), 1)})
                 out_of_time = cfg.max_minutes and elapsed >= cfg.max_minutes * 60
                 if step % eval_every == 0 or step == max_steps or out_of_time:
@@ -411,6 +467,11 @@ def pretrain(features: str | Path, out: str | Path, cfg: PretrainConfig, resume:
                     emit({"step": step, "epoch": step / steps_per_epoch, "val_loss": val["loss"],
                           "val_perplexity": val["perplexity"], "val_accuracy": val["accuracy"],
                           "best": improved})
+                    state["history"].append({"step": step, "wall_s": round(elapsed, 2), "lr": lr,
+                                             "train_loss": train_sum / max(train_n, 1), "val_loss": val["loss"]})
+                    train_sum, train_n = 0.0, 0
+                    if d.main:
+                        (out / HISTORY).write_text(json.dumps(state["history"], indent=1))
                     log(f"step {step}: train {loss:.4f}  val loss {val['loss']:.4f} ppl "
                         f"{val['perplexity']:.4f} acc {val['accuracy']:.4f}{'  (best)' if improved else ''}")
                     save_checkpoint()
@@ -429,6 +490,9 @@ def pretrain(features: str | Path, out: str | Path, cfg: PretrainConfig, resume:
         metrics.close()
     if tb is not None:
         tb.close()
+    if d.main and state["history"]:
+        from netflowgen.train.curves import plot_loss_curves
+        plot_loss_curves({out.name or "run": state["history"]}, out / "loss_curve.png")
     result = {"steps": state["step"], "epochs": state["step"] / steps_per_epoch, "best_val_loss": state["best_val"],
               "best_step": state["best_step"], "stop": reason, "train_time_s": round(state["train_time_s"], 1),
               "node_minutes_per_s": round(state["step"] * cfg.batch_size * T / max(state["train_time_s"], 1e-9), 1),
