@@ -28,6 +28,7 @@ app = typer.Typer(
 COMMAND_MODULES: tuple[str, ...] = (
     "simulate",
     "ingest",
+    "splice",
     "collect",
     "replay",
     "features",
