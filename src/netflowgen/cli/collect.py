@@ -7,8 +7,6 @@ own files, readable with nfdump), OUT/nfcapd.log, OUT/collector-summary.json and
 
 from __future__ import annotations
 
-import signal
-import threading
 from pathlib import Path
 from typing import Optional
 
@@ -65,14 +63,9 @@ def collect(
         collector = Collector(cfg, on_rotation=lambda s: typer.echo(s.summary()))
     except ValueError as e:
         raise typer.BadParameter(str(e)) from e
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):  # flush and convert the open file, then exit 0
-        signal.signal(sig, lambda *_: stop.set())
-    try:
-        collector.start()
-    except CollectorError as e:
-        typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from e
+    from netflowgen.cli.options import start_receiver, stop_on_signals
+    stop = stop_on_signals()  # flush and convert the open file, then exit 0
+    start_receiver(collector.start)
     config.save_beside(Path(cfg.out), cfg)
     typer.echo(f"listening on {cfg.listen} (UDP; NetFlow v5/v9/IPFIX), writing {cfg.out}/, "
                f"a file every {cfg.rotate} s; Ctrl-C to stop", err=False)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from typing import Callable
+
 import typer
 
 
@@ -29,3 +32,25 @@ def parse_exporter_sampling(items: list[str] | None) -> dict[str, int]:
             raise typer.BadParameter(f"--exporter-sampling expects {form}, got {key}={value!r}")
         out[key] = rate
     return out
+
+
+def stop_on_signals() -> threading.Event:
+    """An event that SIGINT (Ctrl-C) and SIGTERM set: long-running commands (collect, serve) stop
+    cleanly on either, closing and converting what they hold."""
+    import signal
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+def start_receiver(start: Callable[[], None]) -> None:
+    """Run a receiver's `start`; a CollectorError (nfcapd missing, port in use) is one red line, exit 2."""
+    from netflowgen.live.collector import CollectorError
+
+    try:
+        start()
+    except CollectorError as e:
+        typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from e

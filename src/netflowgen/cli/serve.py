@@ -8,8 +8,6 @@ snapshot/ (what a restart resumes from), detector/ (the detector with the nodes 
 
 from __future__ import annotations
 
-import signal
-import threading
 import time
 from pathlib import Path
 from typing import Optional
@@ -73,16 +71,10 @@ def serve(
     if dump:
         typer.echo("[serve]\n" + config.to_toml(cfg) + "\n[actions]\n" + config.to_toml(acfg), nl=False)
         raise typer.Exit()
-    from netflowgen.live.collector import CollectorError
+    from netflowgen.cli.options import start_receiver, stop_on_signals
     server = Server(cfg, acfg)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    try:
-        server.start()
-    except CollectorError as e:
-        typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from e
+    stop = stop_on_signals()
+    start_receiver(server.start)
     status = server.status.url if server.status is not None else "off"
     typer.echo(f"serving {server.detector.method} ({len(server.detector.nodes)} nodes) on UDP {cfg.listen}; "
                f"state {cfg.state}/; metrics and status {status}; Ctrl-C to stop", err=False)
