@@ -152,7 +152,7 @@ def test_a_template_flood_is_counted_and_collection_goes_on(isp) -> None:
 def test_a_webhook_target_that_is_down_costs_retries_not_scoring(isp) -> None:
     down = f"http://127.0.0.1:{_free_tcp()}/hook"
     srv = make_server(isp, "hookdown", ActionConfig(webhook_url=down, webhook_retries=2, webhook_backoff=0.05),
-                      clear_after=3)
+                      clear_after=3, max_spool_mb=0.05)
     try:
         det = srv.detector
         det.theta = 0.999  # alarm on almost every minute: many events for the dead webhook
@@ -165,6 +165,10 @@ def test_a_webhook_target_that_is_down_costs_retries_not_scoring(isp) -> None:
     assert srv.metrics.alerts_opened._value.get() > 0
     assert srv.metrics.actions_retried.labels(action="webhook")._value.get() > 0
     assert srv.actions.counts.get("failed.webhook", 0) + len(srv.actions.pending()) > 0
+    # the spool stays within max_spool_mb: consumed flow files beyond it were deleted, oldest first
+    spool = sorted((Path(srv.cfg.state) / "collector").glob("flows-*.parquet"))
+    assert sum(p.stat().st_size for p in spool) <= 0.05e6 and len(srv.consumed) > len(spool)
+    assert not list((Path(srv.cfg.state) / "collector" / "nfcapd").glob("nfcapd.[0-9]*"))  # converted, deleted
 
 
 def _free_tcp() -> int:
