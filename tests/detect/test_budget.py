@@ -59,3 +59,20 @@ def test_a_detector_with_a_budget_keeps_it_and_carries_it(tmp_path) -> None:
     assert again.score(ref)["alarm"].to_list() == det.score(ref)["alarm"].to_list()
     per_node = alerts_from_scores(again.score(ref), det.method).group_by("node").len()
     assert (per_node.get_column("len") / (1200 / 1440) <= 1.0).all()
+
+
+def test_a_budget_on_nodes_never_seen_calibrates_them_on_the_whole_tables_reference() -> None:
+    """New nodes are calibrated on the first `reference` share of the whole table, not of the
+    reference slice the budget is chosen on (which would be 36 % of it)."""
+    feats, _, _ = make_dataset(n_nodes=4, n_minutes=2400, attacks_per_node=0)
+    cube = NodeMinuteCube.from_table(feats)
+
+    def two_known() -> Detector:
+        d = Detector("Static-percentile", OperatorCore("Static-percentile", 16, 4), 8, 2, theta=0.9)
+        d.calibrate(ScoringData(cube), 0, 600, "training", rows=np.array([0, 1]))
+        return d
+    det, want = two_known(), two_known()
+    det.set_fa_budget(feats, budget=1.0)
+    want.calib_rows(ScoringData(cube))
+    np.testing.assert_array_equal(det.core.calib["ref"], want.core.calib["ref"])
+    assert det.node_source == ["training", "training", "reference", "reference"]

@@ -199,6 +199,7 @@ class Detector:
         gets its own (others keep `theta`). Returns the chosen threshold(s)."""
         from netflowgen.detect.budget import budget_thresholds
         cube = table if isinstance(table, NodeMinuteCube) else NodeMinuteCube.from_table(_as_polars(table))
+        self.calib_rows(ScoringData(cube, None, self.time_zone))  # new nodes: calibrated on the whole table's reference range
         share = self.reference if reference is None else float(reference)
         hi = max(2, int(round(share * len(cube.minutes))))
         ref = NodeMinuteCube(cube.nodes, cube.customers, cube.minutes[:hi], cube.values[:, :hi], cube.missing[:, :hi],
