@@ -82,3 +82,29 @@ def run_paper(cfg, out: Path, parts: tuple[str, ...]) -> Path:
     if "table5" in results:
         typer.echo(markdown_table(metric_rows(results["table5"], "labels")))
     return report
+
+
+@experiment_app.command("transfer", no_args_is_help=True)
+def transfer_cmd(
+    detectors: list[Path] = typer.Option(..., "--detectors", "-d", help="Detector folders (`netflowgen finetune "
+                                         "--out`, `Detector.save`); repeat or give several after one flag."),
+    out: Path = typer.Option(..., "--out", "-o", help="Report folder: transfer.md, results.json, work/ (data)."),
+    benchmarks: str = typer.Option("isp,splice", "--benchmarks", help="isp (a second simulated ISP), splice (real "
+                                   "hosts with real attacks; skipped when ../shared/data/real is absent)."),
+    fa_budget: float = typer.Option(1.0, "--fa-budget", help="False alarms per node-day on the reference range."),
+    real: Optional[Path] = typer.Option(None, "--real", help="Folder of the real traces (default ../shared/data/real)."),
+    more: Optional[list[Path]] = typer.Argument(None, help="More detector folders (`--detectors A B C`)."),
+) -> None:
+    """Score detectors on traffic they never saw: every node onboarded on its reference range (first
+    60 %), one global theta by the false-alarm budget there, operator metrics over the rest.
+
+    Example: netflowgen experiment transfer --detectors det/Static-EWMA det/CUSUM --out report/transfer
+    """
+    from netflowgen.experiments.transfer import TransferConfig, run_transfer, tables
+
+    cfg = TransferConfig(benchmarks=[b.strip() for b in benchmarks.split(",") if b.strip()], fa_budget=fa_budget)
+    if real is not None:
+        cfg.splice.real = str(real)
+    results = run_transfer([*detectors, *(more or [])], out, cfg, log=lambda s: typer.echo(s, err=True))
+    typer.echo(tables(results))
+    typer.echo(f"report: {out / 'transfer.md'}")

@@ -1,0 +1,340 @@
+"""`netflowgen experiment transfer`: detection on traffic the detectors never saw.
+
+Two benchmarks, each scoring every given detector folder the way an operator onboarding a new
+network would run it (no labels; docs/detection.md, "Zero-label detection"):
+
+- ``isp``: a second simulated ISP (another seed, size and mix than the one the detectors were
+  trained on), its features built as the demo builds them;
+- ``splice``: real hosts (the Zeek CTU-Normal conn logs, one host each) with real attack captures
+  (StopDDoS, CIC-DDoS2019; nfdump CSV) spliced onto them at seeded times in the last 40 % of each
+  host's traffic (ramp 2 min, 5-10 min long), features with ``missing_by="none"`` and
+  ``node_range="own"``.
+
+Per detector and benchmark: every node the detector never saw is calibrated on its reference range
+(the first `reference` share of its own observed minutes: the table's for the ISP, which is what
+`Detector.calib_rows` does), one global threshold is chosen by the false-alarm budget on those
+reference ranges (`detect.budget.budget_thresholds`, as `Detector.set_fa_budget`), the whole table
+is scored minute by minute (causal: a minute's score sees only its history) and the operator metrics
+(`detect.operator_metrics`) are computed against the truth over the rest (each node's last 40 %).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import polars as pl
+
+from netflowgen.detect.cube import NodeMinuteCube
+
+REAL = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "real"
+HOSTS = ("008", "010", "011")  # zeek-ctu-normal/<host>/conn.log.labeled
+CAPTURES = ("stopddos/nfcapd/amp.UDP.isakmp.flows.csv", "stopddos/nfcapd/amp.TCP.reflection.SYNACK.flows.csv",
+            "stopddos/nfcapd/amp.UDP.bacnet.IOT.37810.flows.csv", "stopddos/nfcapd/pkt.TCP.DOMINATE.syn.ecn.cwr.flows.csv",
+            "stopddos/nfcapd/amp.TCP.syn.optionallyACK.optionallysamePort.flows.csv",
+            "cicddos2019-excerpts/nfcapd/CIC-DDoS-2019-SynFlood.flows.csv",
+            "cicddos2019-excerpts/nfcapd/CIC-DDoS-2019-WebDDoS.flows.csv")
+TABLE_KEYS = ("attacks", "detected_within_1min_pct", "detected_within_2min_pct", "detected_within_5min_pct",
+              "detected_within_10min_pct", "false_alarms_per_node_day", "alarmed_attack_free_pct")
+
+
+@dataclass
+class IspBenchmark:
+    seed: int = 7
+    nodes: int = 40
+    customers: int = 10
+    days: float = 2.0
+    difficulty: float = 0.6
+    attacks_per_day: float | None = None  # None = the simulator's default
+
+
+@dataclass
+class SpliceBenchmark:
+    real: str = str(REAL)  # folder holding zeek-ctu-normal/, stopddos/, cicddos2019-excerpts/
+    hosts: list[str] = field(default_factory=lambda: list(HOSTS))
+    captures: list[str] = field(default_factory=lambda: list(CAPTURES))
+    attacks_per_host: int = 4
+    ramp_min: float = 2.0
+    duration_min: tuple[float, float] = (5.0, 10.0)
+    gap_min: int = 75  # least minutes between two insertions on a host (> 2 x the metrics' margin)
+    seed: int = 0
+
+
+@dataclass
+class TransferConfig:
+    benchmarks: list[str] = field(default_factory=lambda: ["isp", "splice"])
+    fa_budget: float = 1.0  # alerts per node-day on the reference range (global theta)
+    reference: float = 0.6  # share of each node's own minutes that calibrates it and sets theta
+    clear_after: int = 15
+    isp: IspBenchmark = field(default_factory=IspBenchmark)
+    splice: SpliceBenchmark = field(default_factory=SpliceBenchmark)
+
+
+# --- the benchmarks' data ------------------------------------------------------------------------------
+def build_isp(bench: IspBenchmark, work: Path, log: Callable[[str], None] = print) -> tuple[Path, Path]:
+    """Simulate the ISP and build its features (as the demo does); returns (features, truth)."""
+    from netflowgen import config as cfgmod
+    from netflowgen.features.build import build_features
+    from netflowgen.features.settings import FeatureConfig
+    from netflowgen.simulate import SimConfig, simulate
+
+    sim = work / "sim"
+    events: dict[str, Any] = {"difficulty": bench.difficulty}
+    if bench.attacks_per_day is not None:
+        events["attacks_per_day"] = bench.attacks_per_day
+    cfg = cfgmod.load(SimConfig, None, {"seed": bench.seed, "topology": {"nodes": bench.nodes,
+                                                                         "customers": bench.customers},
+                                        "time": {"days": bench.days}, "events": events})
+    t0 = time.time()
+    if not (sim / "truth.csv").exists():
+        simulate(cfg, sim)
+    feats = work / "features.parquet"
+    if not feats.exists():
+        build_features([sim / "flows.parquet"], feats, FeatureConfig(customers=str(sim / "customers.csv")))
+    log(f"isp: seed {bench.seed}, {bench.nodes} nodes, {bench.customers} customers, {bench.days:g} days, "
+        f"difficulty {bench.difficulty:g} ({time.time() - t0:.0f} s)")
+    return feats, sim / "truth.csv"
+
+
+def host_ip(flows: Any) -> str:
+    """The most frequent address of a host's flows (either side): the monitored host."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    ips = pa.concat_arrays([flows["src_ip"].combine_chunks(), flows["dst_ip"].combine_chunks()])
+    vc = pc.value_counts(ips).to_pylist()
+    return str(max(vc, key=lambda d: (d["counts"], str(d["values"])))["values"])
+
+
+def placements(lo_ms: int, hi_ms: int, n: int, bench: SpliceBenchmark, rng: np.random.Generator,
+               reference: float) -> list[tuple[int, float]]:
+    """(start minute in ms, duration) of `n` insertions in the last (1 - reference) of [lo, hi],
+    at least `gap_min` apart, seeded: chosen from the host's time range only."""
+    span = (hi_ms - lo_ms) / 60_000
+    first = lo_ms // 60_000 + int(np.ceil(reference * span)) + 30  # clear of the reference range
+    last = hi_ms // 60_000 - int(bench.duration_min[1]) - 2
+    out: list[tuple[int, float]] = []
+    for _ in range(200 * n):
+        if len(out) == n or last <= first:
+            break
+        m = int(rng.integers(first, last))
+        if all(abs(m - o // 60_000) >= bench.gap_min for o, _ in out):
+            out.append((m * 60_000, float(rng.uniform(*bench.duration_min))))
+    return sorted(out)
+
+
+def build_splice(bench: SpliceBenchmark, work: Path, reference: float,
+                 log: Callable[[str], None] = print) -> tuple[Path, Path, list[dict[str, Any]]]:
+    """Splice the attack captures onto the real hosts and build their features; returns (features,
+    truth, per-host facts)."""
+    import pyarrow as pa
+
+    from netflowgen.features.build import build_features
+    from netflowgen.features.settings import FeatureConfig
+    from netflowgen.rejects import RejectCounter
+    from netflowgen.sources import SourceOptions, write_flows
+    from netflowgen.sources.splice import _ms, read_table, splice, write_truth
+
+    real = Path(bench.real)
+    rng = np.random.default_rng(bench.seed)
+    caps = [real / c for c in bench.captures if (real / c).exists()]
+    if not caps:
+        raise FileNotFoundError(f"no attack capture found under {real}")
+    attacks = {c.name.removesuffix(".flows.csv"): read_table([c], "nfdump-csv", SourceOptions(default_sampling_rate=1),
+                                                             RejectCounter()) for c in caps}
+    names = list(attacks)
+    parts, truth, hosts, k = [], [], [], 0
+    for h in bench.hosts:
+        path = real / "zeek-ctu-normal" / h / "conn.log.labeled"
+        if not path.exists():
+            log(f"splice: {path} not found, host skipped")
+            continue
+        flows = read_table([path], "zeek", SourceOptions(default_sampling_rate=1), RejectCounter())
+        ip = host_ip(flows)
+        lo, hi = int(_ms(flows["ts_start"]).min()), int(_ms(flows["ts_end"]).max())
+        for at, dur in placements(lo, hi, bench.attacks_per_host, bench, rng, reference):
+            name = names[int(rng.integers(len(names)))]
+            when = dt.datetime.fromtimestamp(at / 1000, dt.timezone.utc)
+            res = splice(flows, attacks[name], ip, [when], duration_min=dur, ramp_min=bench.ramp_min,
+                         seed=bench.seed + k, source_name=name)
+            flows = res.flows
+            truth.append({**res.truth[0], "event_id": k})
+            k += 1
+        parts.append(flows)
+        hosts.append({"host": h, "ip": ip, "flows": flows.num_rows, "attacks": sum(t["target_ip"] == ip for t in truth)})
+    if not parts:
+        raise FileNotFoundError(f"no Zeek CTU-Normal host found under {real / 'zeek-ctu-normal'}")
+    work.mkdir(parents=True, exist_ok=True)
+    all_flows = pa.concat_tables(parts)
+    write_flows(all_flows.to_batches(max_chunksize=65_536), work / "flows.parquet")
+    write_truth(truth, work / "truth.csv")
+    (work / "customers.csv").write_text("customer_id,prefix\n" + "".join(
+        f"ctu-{d['host']},{d['ip']}/{128 if ':' in d['ip'] else 32}\n" for d in hosts))
+    feats = work / "features.parquet"
+    build_features([work / "flows.parquet"], feats, FeatureConfig(customers=str(work / "customers.csv"),
+                                                                  missing_by="none", node_range="own"))
+    log(f"splice: {len(hosts)} hosts, {len(truth)} attacks from {len(names)} captures")
+    return feats, work / "truth.csv", hosts
+
+
+# --- evaluating one detector ---------------------------------------------------------------------------
+def own_ranges(cube: NodeMinuteCube, reference: float, own: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(lo, hi) per node of its reference range: the first `reference` share of the table's minutes,
+    or (own) of the node's own observed minutes (first to last reported minute)."""
+    n, T = len(cube.nodes), len(cube.minutes)
+    if not own:
+        return np.zeros(n, dtype=np.int64), np.full(n, max(2, int(round(reference * T))), dtype=np.int64)
+    rep = ~np.asarray(cube.missing, dtype=bool)
+    if rep.ndim == 1:
+        rep = np.broadcast_to(rep, (n, T))
+    first = np.where(rep.any(axis=1), rep.argmax(axis=1), 0)
+    last = np.where(rep.any(axis=1), T - 1 - rep[:, ::-1].argmax(axis=1), T - 1)
+    hi = first + np.maximum(2, np.round(reference * (last - first + 1)).astype(np.int64))
+    return first.astype(np.int64), np.minimum(hi, T).astype(np.int64)
+
+
+def evaluate(det: Any, cube: NodeMinuteCube, truth: pl.DataFrame, budget: float, reference: float,
+             own: bool, clear_after: int = 15) -> dict[str, Any]:
+    """Onboard, threshold by the budget, score, alert and measure one detector (module docstring)."""
+    from netflowgen.detect.alerts import AlertConfig, alerts_from_scores
+    from netflowgen.detect.budget import budget_thresholds
+    from netflowgen.detect.cores import ScoringData
+    from netflowgen.detect.operator_metrics import operator_metrics
+
+    t0 = time.time()
+    lo, hi = own_ranges(cube, reference, own)
+    known = set(det.nodes)
+    data = ScoringData(cube, None, det.time_zone)
+    for a, b in sorted({(int(x), int(y)) for x, y in zip(lo, hi)}):
+        rows = np.array([r for r, nd in enumerate(cube.nodes) if nd not in known and lo[r] == a and hi[r] == b],
+                        dtype=np.int64)
+        det.calibrate(data, a, b, "reference", rows)
+    onboarded = sum(nd not in known for nd in cube.nodes)
+    det.theta = 0.0  # alarms are recomputed below with the budget's theta
+    det.core.calib.pop("theta", None)
+    sc = det.score(cube)
+    n, T = len(cube.nodes), len(cube.minutes)
+    score = sc.get_column("score").to_numpy().reshape(n, T)
+    miss = sc.get_column("missing").to_numpy().reshape(n, T)
+    t = np.arange(T)[None, :]
+    in_ref = (t >= lo[:, None]) & (t < hi[:, None])
+    # the budget sees each node's reference minutes only, from the node's first (warm-up) minute
+    ref_w = max(hi - lo) if n else 0
+    rs = np.ones((n, ref_w))
+    rm = np.ones((n, ref_w), dtype=bool)
+    for r in range(n):
+        w = hi[r] - lo[r]
+        rs[r, :w], rm[r, :w] = score[r, lo[r]:hi[r]], miss[r, lo[r]:hi[r]]
+    theta = float(budget_thresholds(rs, rm, det.warmup, clear_after, budget, per_node=False))
+    det.theta = theta
+    det.info["fa_budget"] = {"budget_per_node_day": budget, "per_node": False, "clear_after": clear_after,
+                             "reference_share": reference}
+    alarm = (score < theta) & (t >= np.minimum(lo[:, None] + det.warmup, T)) & ~in_ref & (t >= lo[:, None])
+    ev_missing = miss | in_ref | (t < lo[:, None])
+    scores = sc.with_columns(pl.Series("alarm", alarm.reshape(-1)), pl.Series("missing", ev_missing.reshape(-1)),
+                             pl.Series("score", np.where(in_ref, 1.0, score).reshape(-1)))
+    alerts = alerts_from_scores(scores, det.method, AlertConfig(clear_after))
+    m = operator_metrics(scores, alerts, truth)
+    return {"method": det.method, **m.summary(), "theta": theta, "onboarded_nodes": onboarded,
+            "nodes": n, "minutes": T, "scoring_s": round(time.time() - t0, 1), "delays": m.delays}
+
+
+# --- the experiment ------------------------------------------------------------------------------------
+def run_transfer(detectors: Sequence[str | Path], out: str | Path, cfg: TransferConfig | None = None,
+                 log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Every benchmark of `cfg` x every detector folder; writes out/transfer.md and results.json."""
+    from netflowgen.detect.detector import Detector
+    from netflowgen.detect.io import read_table
+
+    cfg = cfg or TransferConfig()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {"config": asdict(cfg), "detectors": [str(d) for d in detectors], "benchmarks": {}}
+    t_all = time.time()
+    for name in cfg.benchmarks:
+        bench: dict[str, Any] = {"rows": []}
+        results["benchmarks"][name] = bench
+        try:
+            if name == "isp":
+                feats, truth_p = build_isp(cfg.isp, out / "work" / "isp", log)
+                own = False
+            elif name == "splice":
+                if not (Path(cfg.splice.real) / "zeek-ctu-normal").is_dir():
+                    raise FileNotFoundError(f"{Path(cfg.splice.real)}: the real traces are absent "
+                                            "(../shared/data/real; see its README.md)")
+                feats, truth_p, hosts = build_splice(cfg.splice, out / "work" / "splice", cfg.reference, log)
+                bench["hosts"] = hosts
+                own = True
+            else:
+                raise ValueError(f"unknown benchmark {name!r} (isp, splice)")
+        except FileNotFoundError as e:
+            bench["skipped"] = str(e)
+            log(f"{name}: skipped: {e}")
+            continue
+        cube = NodeMinuteCube.read(feats)
+        truth = read_table(truth_p)
+        for d in detectors:
+            det = Detector.load(d)
+            row = evaluate(det, cube, truth, cfg.fa_budget, cfg.reference, own, cfg.clear_after)
+            row["detector"] = str(d)
+            bench["rows"].append(row)
+            log(f"  {name}: {det.method:18s} theta {row['theta']:.3g}, {row['attacks']} attacks, "
+                f"{row['scoring_s']:.0f} s")
+    results["seconds"] = round(time.time() - t_all, 1)
+    (out / "results.json").write_text(json.dumps(results, indent=1, default=_json))
+    (out / "transfer.md").write_text(report_md(results))
+    return results
+
+
+def table_rows(bench: dict[str, Any]) -> list[dict[str, Any]]:
+    heads = {"attacks": "attacks", "detected_within_1min_pct": "≤1 min %", "detected_within_2min_pct": "≤2 min %",
+             "detected_within_5min_pct": "≤5 min %", "detected_within_10min_pct": "≤10 min %",
+             "false_alarms_per_node_day": "FA / node-day", "alarmed_attack_free_pct": "alarmed %"}
+    return [{"method": r["method"], **{heads[k]: r[k] for k in TABLE_KEYS}, "theta": f"{r['theta']:.4g}"}
+            for r in bench["rows"]]
+
+
+def tables(results: dict[str, Any]) -> str:
+    from netflowgen.detect.io import markdown_table
+    cfg = results["config"]
+    parts = []
+    for name, bench in results["benchmarks"].items():
+        title = {"isp": "Second simulated ISP", "splice": "Real hosts with real attacks"}.get(name, name)
+        parts.append(f"## {title} ({name})\n")
+        if "skipped" in bench:
+            parts.append(f"Skipped: {bench['skipped']}\n")
+            continue
+        if name == "isp":
+            b = cfg["isp"]
+            parts.append(f"seed {b['seed']}, {b['nodes']} nodes, {b['customers']} customers, {b['days']:g} days, "
+                         f"difficulty {b['difficulty']:g}.\n")
+        else:
+            parts.append("hosts: " + ", ".join(f"{h['host']} ({h['ip']}, {h['attacks']} attacks)"
+                                               for h in bench.get("hosts", [])) + ".\n")
+        parts.append(markdown_table(table_rows(bench)))
+    return "\n".join(parts)
+
+
+def report_md(results: dict[str, Any]) -> str:
+    cfg = results["config"]
+    head = ["# Transfer: detection on traffic the detectors never saw", "",
+            f"Every node is new to every detector: calibrated on its reference range (first {cfg['reference']:.0%} "
+            f"of its own minutes), one global theta chosen so the reference ranges open at most {cfg['fa_budget']:g} "
+            f"alert(s) per node-day (the theta column), scored minute by minute and measured against the truth over "
+            f"the rest (alerts close after {cfg['clear_after']} quiet minutes; detected = first alarm from 5 minutes "
+            "before the onset to the end; false alarms = alerts opened in attack-free time, more than 30 minutes from "
+            "any attack of the node).", "",
+            "Detectors: " + ", ".join(f"`{d}`" for d in results["detectors"]), ""]
+    return "\n".join(head) + "\n" + tables(results) + f"\n({results['seconds']:.0f} s)\n"
+
+
+def _json(v: Any) -> Any:
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (np.floating,)):
+        return float(v)
+    return str(v)
