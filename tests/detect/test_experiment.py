@@ -45,9 +45,15 @@ def test_paper_run_and_report(tmp_path) -> None:
     op = {r["method"]: r for r in res["operator"]}
     assert set(op) == {"Static-EWMA", "CUSUM"} and op["Static-EWMA"]["attacks"] > 0
     assert op["Static-EWMA"]["detected_within_10min_pct"] >= 90
+    # every test false positive classified against the truth; FPR against the alerts = the table's FPR
+    for r in res["fpr_audit"]:
+        assert r["false_positives"] == sum(r[k] for k in ("unalerted attack", "benign surge", "outage", "other"))
+        run0 = res["table5"][f"{r['method']}|16"]["runs"][0]
+        assert r["fpr_vs_alerts_pct"] == pytest.approx(run0["test"]["fpr_pct"])
+        assert 0 <= r["fpr_vs_truth_pct"] <= 100
     report = write_report(res, tmp_path / "rep", run)
     text = report.read_text()
-    assert "## Operator metrics" in text
+    assert "## Operator metrics" in text and "## False positives against the ground truth" in text
     assert "Table 5" in text and "overhead bound p = 80%" in text and "fig5_violins.png" in text
     assert (tmp_path / "rep" / "report.html").read_text().count("<table>") >= 3
     back = json.loads((tmp_path / "rep" / "results.json").read_text())

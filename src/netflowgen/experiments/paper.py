@@ -177,7 +177,63 @@ class PaperRun:
         if "operator" in parts and self.truth is not None:
             self.log("Operator metrics: every method scored minute by minute on the test range")
             R["operator"] = self.operator_table(seeds[0])
+        if "truth" in parts and self.truth is not None:
+            R["fpr_audit"] = self.fpr_audit(seeds[0])
         return R
+
+    def fpr_audit(self, seed: int) -> list[dict[str, Any]]:
+        """Every test false positive (a non-attack example detected: the alert list saw no attack)
+        of each headline detector, classified by the simulator's truth at the detection minute on the
+        example's node: an attack the alerts missed ("unalerted attack"), a benign surge, an outage,
+        or nothing ("other"); FPR against the alerts beside FPR against the truth (negatives whose
+        window holds no true attack, and false positives that are not true attacks)."""
+        assert self.truth is not None
+        ex = self.ctx.examples
+        minutes = self.ctx.cube.minutes
+        t = self.truth
+        if "target_ip" not in t.columns and "target" in t.columns:
+            t = t.rename({"target": "target_ip"})
+
+        def ms(c: str) -> pl.Expr:
+            return pl.col(c).str.to_datetime(time_zone="UTC").dt.epoch("ms") if t.schema[c] == pl.String else \
+                pl.col(c).dt.epoch("ms")
+        events = t.select(pl.col("target_ip").cast(pl.String), pl.col("kind").cast(pl.String), ms("onset").alias("on"),
+                          ms("end").alias("off"))
+        by_node: dict[str, list[tuple[str, int, int]]] = {}
+        for node, kind, on, off in events.iter_rows():
+            by_node.setdefault(node, []).append((kind, int(on), int(off)))
+        margin = 5 * 60_000
+        rows = []
+        for method in self.cfg.methods:
+            rs = self.scored(method, self.cfg.headline_labels, "all", [seed])
+            if not rs:
+                continue
+            r = rs[0]
+            counts = {"unalerted attack": 0, "benign surge": 0, "outage": 0, "other": 0}
+            negatives = clean_negatives = fp_clean = 0
+            for i, det in zip(r.test_ids, r.test_detection):
+                row = ex.row(int(i), named=True)
+                if row["label"] == 1:
+                    continue
+                negatives += 1
+                lo = int(minutes[row["start"]])
+                hi = int(minutes[min(len(minutes) - 1, row["start"] + self.ctx.length - 1)])
+                evs = by_node.get(row["node"], [])
+                has_attack = any(k == "attack" and on <= hi and off >= lo for k, on, off in evs)
+                clean_negatives += not has_attack
+                if det < 0:
+                    continue
+                at = int(minutes[min(len(minutes) - 1, row["start"] + det)])
+                near = [k for k, on, off in evs if on - margin <= at <= off + margin]
+                kind = ("unalerted attack" if "attack" in near else "benign surge" if "surge" in near
+                        else "outage" if "outage" in near else "other")
+                counts[kind] += 1
+                fp_clean += kind != "unalerted attack" and not has_attack
+            fp = sum(counts.values())
+            rows.append({"method": method, "false_positives": fp, **counts,
+                         "fpr_vs_alerts_pct": 100 * fp / negatives if negatives else float("nan"),
+                         "fpr_vs_truth_pct": 100 * fp_clean / clean_negatives if clean_negatives else float("nan")})
+        return rows
 
     def operator_table(self, seed: int, clear_after: int = 15) -> list[dict[str, Any]]:
         """SPEC 14 operator metrics of each method's headline detector (seed `seed`, its tuned theta),
