@@ -103,12 +103,16 @@ class OperatorCore:
 
     drivers = VOLUME_FEATURES  # what `window_fn(per_driver=True)` returns one statistic for
 
-    def window_fn(self, data: ScoringData, calib_rows: np.ndarray, per_driver: bool = False) -> Callable:
-        """fn(rows, starts, length) -> (B, length) statistic, or (B, length, 3) per volume measure."""
+    def bind_calibration(self) -> None:
+        """Point the statistic at the per-node levels of `calib` (it grows as nodes are calibrated)."""
         if self.method in ("Static-EWMA", "Static-percentile"):
             self.stat.ref_ = self.calib["ref"]
         elif self.method == "Seasonal-band":
             self.stat.mean_, self.stat.std_ = self.calib["mean"], self.calib["std"]
+
+    def window_fn(self, data: ScoringData, calib_rows: np.ndarray, per_driver: bool = False) -> Callable:
+        """fn(rows, starts, length) -> (B, length) statistic, or (B, length, 3) per volume measure."""
+        self.bind_calibration()
 
         def fn(rows: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
             win = data.cube.windows(rows, starts, length, list(VOLUME_FEATURES))
@@ -200,8 +204,7 @@ class TransformerCore:
         if self.own_bins and new:
             from netflowgen.tokens import Binner
             c = data.cube
-            sub = NodeMinuteCube([c.nodes[rows[j]] for j in new], [c.customers[rows[j]] for j in new],
-                                 c.minutes[lo:hi], c.values[rows[new], lo:hi], c.missing[rows[new], lo:hi], c.features)
+            sub = c.part(rows[new], lo, hi)
             fitted = Binner.fit(cube_to_table(sub), self.binner.n_bins, self.binner.feature_names)
             offset = len(self.binner.nodes) + (len(self.extra_binner.nodes) if self.extra_binner is not None else 0)
             self.extra_binner = fitted if self.extra_binner is None else self.extra_binner.extended(fitted)
@@ -290,11 +293,10 @@ class SurprisalCore:
             member[idx, j] = 1.0
         self._member = torch.from_numpy(member)  # (P, G)
         self.calib: dict[str, np.ndarray] = {}
-        self.own_bins = False
-        self.extra_binner: Any = None
 
     def token_binner(self) -> Any:
-        return self.binner if self.extra_binner is None else self.binner.extended(self.extra_binner)
+        """New nodes are binned with their mapped training node's cut-offs (no own bins here)."""
+        return self.binner
 
     @torch.no_grad()
     def group_surprisal(self, tokens: Any, rows: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
@@ -320,9 +322,7 @@ class SurprisalCore:
         from netflowgen.tokens import TokenData
         rows = np.asarray(rows, dtype=np.int64)
         embed, dist = nearest_training_nodes(self.binner, data.cube, rows, lo, hi)
-        c = data.cube
-        sub = NodeMinuteCube([c.nodes[r] for r in rows], [c.customers[r] for r in rows], c.minutes[lo:hi],
-                             c.values[rows, lo:hi], c.missing[rows, lo:hi], c.features)
+        sub = data.cube.part(rows, lo, hi)
         tok = TokenData.build(cube_to_table(sub), self.token_binner(), None, data.time_zone,
                               {n: (int(e), int(e)) for n, e in zip(sub.nodes, embed)})
         order = np.array([tok.nodes.index(n) for n in sub.nodes])

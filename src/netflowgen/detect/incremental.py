@@ -10,7 +10,11 @@ dropped once no later minute can use it. The output of window a(tau) at tau is w
 computes (tests: the streaming scorer equals `Detector.score` for every method).
 
 Cores covered: Static-EWMA, Static-percentile, Seasonal-band (OperatorCore) and MS-LSTM (LstmCore).
-CUSUM and the transformer methods recompute their window (`StreamingScorer`).
+CUSUM, Surprisal and the transformer methods recompute their window (`StreamingScorer`).
+
+A stepper has `new(n)`, a window's fresh state for n nodes, and `step(state, rows, position, recent,
+hour)`, which advances the rows' state by one minute (`recent(k)` = their last k minutes) and returns
+the window's output there.
 """
 
 from __future__ import annotations
@@ -21,9 +25,6 @@ import numpy as np
 import torch
 
 from netflowgen.detect.cores import LstmCore, OperatorCore
-
-# (state of one window, node rows, position in the window, recent(k) -> (len(rows), k, F) last k minutes) -> output
-Stepper = Callable[[dict[str, Any], np.ndarray, int, Callable[[int], np.ndarray], int], np.ndarray]
 
 
 class OperatorStream:
@@ -92,10 +93,7 @@ class LstmStream:
 def stream_for(core: Any, calib: np.ndarray) -> Any:
     """The incremental stepper of a core, or None when the core recomputes its window."""
     if isinstance(core, OperatorCore) and core.method in ("Static-EWMA", "Static-percentile", "Seasonal-band"):
-        if core.method in ("Static-EWMA", "Static-percentile"):
-            core.stat.ref_ = core.calib["ref"]
-        else:
-            core.stat.mean_, core.stat.std_ = core.calib["mean"], core.calib["std"]
+        core.bind_calibration()
         return OperatorStream(core, calib)
     if isinstance(core, LstmCore):
         return LstmStream(core, calib)

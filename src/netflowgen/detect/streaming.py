@@ -15,9 +15,10 @@ the table's first minute, so both see the same minutes. The buffers are a flat a
 written left to right; when it fills, the last H minutes move to the front (amortized one copy per
 H minutes).
 
-Cost per closed minute: one window of at most C positions per node. Cheap for the operator
-baselines and MS-LSTM; for transformer methods it is C/2 positions per node on average (keeping the
-backbone's key/value cache per node would make it one position, at C x d x layers floats of memory
+Cost per closed minute: for Static-EWMA, Static-percentile, Seasonal-band and MS-LSTM one position
+per live anchored window and node (`detect.incremental` carries each window's running state); for
+CUSUM, Surprisal and the transformer methods one window of at most C positions per node, C/2 on
+average (a key/value cache per node would make it one position, at C x d x layers floats of memory
 per node: see docs/live.md).
 """
 
@@ -90,11 +91,10 @@ class StreamingScorer:
         self.add_nodes(nodes, customers)
 
     # --- nodes -----------------------------------------------------------------------------------
-    def add_nodes(self, nodes: list[str], customers: list[str], history_missing: np.ndarray | None = None,
-                  history_tokens: np.ndarray | None = None) -> None:
+    def add_nodes(self, nodes: list[str], customers: list[str], history_missing: np.ndarray | None = None) -> None:
         """Append nodes (calibrated in the detector) with a zero history; `history_missing` (filled,)
-        the missing flag of each buffered minute (default: not missing); transformer methods:
-        `history_tokens` (k, filled, F) the tokens of those zero rows (default: the missing token)."""
+        the missing flag of each buffered minute (default: not missing). Transformer methods give the
+        history the missing token (a dense table would hold the tokens of zero rows there)."""
         if not nodes:
             return
         index = {n: i for i, n in enumerate(self.detector.nodes)}
@@ -111,8 +111,6 @@ class StreamingScorer:
         self.missing = np.concatenate([self.missing, miss])
         if self.tokens is not None:
             new = np.full((k, *self.tokens.shape[1:]), self.detector.core.binner.missing_token, np.uint8)
-            if history_tokens is not None:
-                new[:, :self.filled] = history_tokens
             self.tokens = np.concatenate([self.tokens, new])
             self.node_customer = np.concatenate([self.node_customer, np.zeros(k, np.int64)])
             self.node_embed = np.concatenate([self.node_embed, np.zeros(k, np.int64)])
@@ -169,14 +167,14 @@ class StreamingScorer:
         drivers = getattr(self.detector.core, "drivers", None)
         stream = stream_for(self.detector.core, self.calib)
         if stream is not None:  # one position per live window and node (detect.incremental)
-            out = self._advance(stream, tau_epoch, anchor, data)
+            out = self._advance(stream, tau_epoch, anchor)
         else:
             if drivers:
                 fn = self.detector.core.window_fn(data, self.calib, per_driver=True)
             else:
                 fn = self.detector.core.window_fn(data, self.calib)
-            out = np.concatenate([np.asarray(fn(rows[lo:lo + self.node_batch], np.full(len(rows[lo:lo + self.node_batch]), start),
-                                                length))[:, -1] for lo in range(0, len(rows), self.node_batch)])  # (n,) or (n, G)
+            batches = [rows[b:b + self.node_batch] for b in range(0, len(rows), self.node_batch)]
+            out = np.concatenate([np.asarray(fn(r, np.full(len(r), start), length))[:, -1] for r in batches])  # (n,) or (n, G)
         driver = None
         if drivers and out.ndim == 2:
             driver = [drivers[i] for i in out.argmax(axis=1)]
@@ -192,19 +190,22 @@ class StreamingScorer:
         self.steps += 1
         return MinuteScores(minute_ms, score, alarm, x, driver)
 
-    def _advance(self, stream: Any, tau_epoch: int, anchor: int, data: ScoringData) -> np.ndarray:
+    def _advance(self, stream: Any, tau_epoch: int, anchor: int) -> np.ndarray:
         """Open the window anchored at this minute, drop those no later minute uses, advance every
         live window by this minute; the output of window `anchor` (the batch scorer's window)."""
         first = int(self.first_minute_ms) // MS_PER_MINUTE  # type: ignore[arg-type]
         if anchor not in self.windows and anchor < tau_epoch:  # e.g. a state saved without its windows
-            self._rebuild_windows(stream, anchor, tau_epoch)
+            self.windows = {}
+            for w in [anchor] + [w for w in range(anchor + 1, tau_epoch) if w % self.stride == 0]:
+                self.windows[w] = stream.new(len(self.nodes))
+                self._replay(stream, self.windows[w], w, np.arange(len(self.nodes)), self.filled - 1)
         if (tau_epoch % self.stride == 0 or tau_epoch == first) and tau_epoch not in self.windows:
             self.windows[tau_epoch] = stream.new(len(self.nodes))
         for w in [w for w in self.windows if w < anchor]:
             del self.windows[w]
         rows = np.arange(len(self.nodes))
         p = self.filled - 1
-        hour = int(data.hours()[-1])
+        hour = int(self._hours(self.minutes[p:p + 1])[0])
         out = None
         for w, st in sorted(self.windows.items()):
             y = stream.step(st, rows, tau_epoch - w, lambda k: self.values[:, p - k + 1:p + 1], hour)
@@ -214,37 +215,28 @@ class StreamingScorer:
             raise RuntimeError(f"no live window anchored at minute {anchor} (state restored from another run?)")
         return out
 
-    def _rebuild_windows(self, stream: Any, anchor: int, tau_epoch: int) -> None:
-        """Open the windows anchored in [anchor, tau) and run the buffered minutes before tau through them."""
-        ms = self.minutes[:self.filled - 1] // MS_PER_MINUTE  # the minutes before tau
-        hours = ScoringData(NodeMinuteCube(self.nodes, self.customers, self.minutes[:self.filled],
-                                           self.values[:, :self.filled], self.missing[:, :self.filled], self.features),
-                            None, self.detector.time_zone).hours()
-        rows = np.arange(len(self.nodes))
-        starts = [anchor] + [w for w in range(anchor + 1, tau_epoch) if w % self.stride == 0]
-        self.windows = {}
-        for w in starts:
-            st = stream.new(len(self.nodes))
-            for idx in np.flatnonzero(ms >= w):
-                stream.step(st, rows, int(ms[idx] - w), lambda k, i=idx: self.values[:, i - k + 1:i + 1], int(hours[idx]))
-            self.windows[w] = st
+    def _replay(self, stream: Any, st: dict[str, np.ndarray], w: int, rows: np.ndarray, upto: int) -> None:
+        """Run the buffered minutes [w, buffer index `upto`) of `rows` through window `w`'s state."""
+        ms = self.minutes[:upto] // MS_PER_MINUTE
+        hours = self._hours(self.minutes[:upto])
+        for idx in np.flatnonzero(ms >= w):
+            stream.step(st, rows, int(ms[idx] - w), lambda k, i=idx: self.values[rows, i - k + 1:i + 1], int(hours[idx]))
+
+    def _hours(self, minutes_ms: np.ndarray) -> np.ndarray:
+        """Hour of day of UTC-ms minutes in the detector's time zone (what Seasonal-band reads)."""
+        from netflowgen.tokens.data import time_index
+        return time_index(np.asarray(minutes_ms).astype("datetime64[ms]"), self.detector.time_zone)[:, 1]
 
     def _replay_new_rows(self, rows: np.ndarray) -> None:
         """Nodes added after windows opened: run their buffered (zero) minutes through every live
         window, so their state is what it would be had they been there from the start."""
         stream = stream_for(self.detector.core, self.calib)
-        if stream is None or not self.windows:
+        if stream is None:
             return
-        ms = self.minutes[:self.filled] // MS_PER_MINUTE
-        hours = ScoringData(NodeMinuteCube(self.nodes, self.customers, self.minutes[:self.filled],
-                                           self.values[:, :self.filled], self.missing[:, :self.filled], self.features),
-                            None, self.detector.time_zone).hours()
         for w, st in self.windows.items():
-            fresh = stream.new(len(rows))
-            for key, v in fresh.items():
+            for key, v in stream.new(len(rows)).items():
                 st[key] = np.concatenate([st[key], v])
-            for idx in np.flatnonzero(ms >= w):
-                stream.step(st, rows, int(ms[idx] - w), lambda k, i=idx: self.values[rows, i - k + 1:i + 1], int(hours[idx]))
+            self._replay(stream, st, w, rows, self.filled)
 
     def step_rows(self, rows: pl.DataFrame) -> MinuteScores:
         """Score one closed minute from its dense node-minute rows (node, customer, minute, missing,
