@@ -53,6 +53,15 @@ class NodeMinuteCube:
     def read(cls, path: Path | str, features: Sequence[str] = FEATURE_NAMES) -> "NodeMinuteCube":
         return cls.from_table(pl.read_parquet(path), features)
 
+    def part(self, rows: Sequence[int] | np.ndarray | None = None, lo: int = 0, hi: int | None = None) -> "NodeMinuteCube":
+        """The cube of node rows `rows` (default all) and minutes [lo, hi) (views where numpy allows)."""
+        if rows is None:
+            return NodeMinuteCube(self.nodes, self.customers, self.minutes[lo:hi], self.values[:, lo:hi],
+                                  self.missing[:, lo:hi], self.features)
+        r = np.asarray(rows, dtype=np.int64)
+        return NodeMinuteCube([self.nodes[i] for i in r], [self.customers[i] for i in r], self.minutes[lo:hi],
+                              self.values[r, lo:hi], self.missing[r, lo:hi], self.features)
+
     def column(self, name: str) -> np.ndarray:
         """(n_nodes, T) values of one feature."""
         return self.values[:, :, self.features.index(name)]

@@ -202,8 +202,7 @@ class Detector:
         self.calib_rows(ScoringData(cube, None, self.time_zone))  # new nodes: calibrated on the whole table's reference range
         share = self.reference if reference is None else float(reference)
         hi = max(2, int(round(share * len(cube.minutes))))
-        ref = NodeMinuteCube(cube.nodes, cube.customers, cube.minutes[:hi], cube.values[:, :hi], cube.missing[:, :hi],
-                             cube.features)
+        ref = cube.part(None, 0, hi)
         sc = self.score(ref)
         n, T = len(ref.nodes), len(ref.minutes)
         score = sc.get_column("score").to_numpy().reshape(n, T)

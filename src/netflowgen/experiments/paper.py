@@ -240,7 +240,6 @@ class PaperRun:
         scored minute by minute over the test range (the `length` minutes before it as history)
         against the simulator's truth: what an operator running it would have seen."""
         from netflowgen.detect.alerts import AlertConfig, alerts_from_scores
-        from netflowgen.detect.cube import NodeMinuteCube
         from netflowgen.detect.earlydetect import split_bounds
         from netflowgen.detect.operator_metrics import operator_metrics
 
@@ -248,8 +247,7 @@ class PaperRun:
         assert self.truth is not None
         lo, _ = split_bounds(len(cube.minutes), self.ctx.split)["test"]
         start = max(0, lo - self.ctx.length)
-        sub = NodeMinuteCube(cube.nodes, cube.customers, cube.minutes[start:], cube.values[:, start:],
-                             cube.missing[:, start:], cube.features)
+        sub = cube.part(None, start)
         first = pl.lit(int(cube.minutes[lo])).cast(pl.Datetime("ms")).dt.replace_time_zone("UTC")
         rows = []
         for method in self.cfg.methods:
