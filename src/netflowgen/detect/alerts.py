@@ -22,6 +22,10 @@ import polars as pl
 
 ALERT_COLUMNS = ("node", "customer", "method", "opened_at", "closed_at", "last_alarm_at", "peak_at",
                  "peak_score", "alarmed_minutes", "reopened", "driver")
+# the columns' types before the times become UTC datetimes (they are int64 ms while alerts are built)
+ALERT_SCHEMA = {"node": pl.String, "customer": pl.String, "method": pl.String, "opened_at": pl.Int64,
+                "closed_at": pl.Int64, "last_alarm_at": pl.Int64, "peak_at": pl.Int64, "peak_score": pl.Float64,
+                "alarmed_minutes": pl.Int64, "reopened": pl.Int64, "driver": pl.String}
 
 
 @dataclass
@@ -113,16 +117,21 @@ def alerts_from_scores(scores: pl.DataFrame, method: str, cfg: AlertConfig = Ale
         for a in node_alerts(ms, g.get_column("score").to_numpy(), g.get_column("alarm").to_numpy(),
                              g.get_column("missing").to_numpy(), cfg.clear_after):
             rows.append({"node": node, "customer": customer, "method": method, **a})
-    utc = pl.Datetime("ms", "UTC")
-    schema = {"node": pl.String, "customer": pl.String, "method": pl.String, "opened_at": pl.Int64,
-              "closed_at": pl.Int64, "last_alarm_at": pl.Int64, "peak_at": pl.Int64, "peak_score": pl.Float64,
-              "alarmed_minutes": pl.Int64, "reopened": pl.Int64}
-    df = pl.DataFrame(rows, schema=schema)
+    df = pl.DataFrame(rows, schema={k: v for k, v in ALERT_SCHEMA.items() if k != "driver"})
     if "driver" in scores.columns:  # what drove the alert: the driver of its peak minute
         df = df.join(scores.select("node", pl.col("minute").dt.epoch("ms").alias("peak_at"), "driver"),
                      on=["node", "peak_at"], how="left")
     else:
         df = df.with_columns(pl.lit(None, dtype=pl.String).alias("driver"))
+    return alert_table(df)
+
+
+def alert_table(alerts: pl.DataFrame | list[dict]) -> pl.DataFrame:
+    """Alerts with times as int64 UTC ms (rows or a frame of ALERT_SCHEMA's columns) -> the alert
+    table every writer uses: ALERT_COLUMNS, UTC datetimes, sorted by opened_at then node."""
+    df = alerts if isinstance(alerts, pl.DataFrame) else \
+        pl.DataFrame([{k: r.get(k) for k in ALERT_SCHEMA} for r in alerts], schema=ALERT_SCHEMA)
+    utc = pl.Datetime("ms", "UTC")
     df = df.with_columns([pl.col(c).cast(pl.Datetime("ms")).cast(utc)
                           for c in ("opened_at", "closed_at", "last_alarm_at", "peak_at")])
     return df.select(ALERT_COLUMNS).sort(["opened_at", "node"])

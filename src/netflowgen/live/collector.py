@@ -83,11 +83,12 @@ class RotationStats:
         return ", ".join(parts)
 
 
-def parse_listen(text: str) -> tuple[str, int]:
-    """'HOST:PORT' or '[V6]:PORT' -> (host, port); ValueError naming the bad text."""
+def parse_listen(text: str, allow_any_port: bool = False, flag: str = "--listen") -> tuple[str, int]:
+    """'HOST:PORT' or '[V6]:PORT' -> (host, port); ValueError naming `flag` and the bad text.
+    `allow_any_port`: port 0 is accepted (the system picks a free one)."""
     host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"--listen expects HOST:PORT (e.g. 127.0.0.1:2055), got {text!r}")
+    if not sep or not host or not port.isdigit() or not (0 if allow_any_port else 1) <= int(port) < 65536:
+        raise ValueError(f"{flag} expects HOST:PORT (e.g. 127.0.0.1:2055), got {text!r}")
     return host.strip("[]"), int(port)
 
 

@@ -35,6 +35,11 @@ from netflowgen.schema import FEATURE_NAMES, MS_PER_MINUTE, NODE_MINUTE_SCHEMA
 LIVE_MISSING_RULES = ("global", "none")
 
 
+def _start_minutes(flows: pa.Table) -> pa.Array:
+    """Epoch minute of each flow's start (the minute the features attribute it to)."""
+    return pc.divide(pc.cast(flows.column("ts_start"), pa.int64()), MS_PER_MINUTE)
+
+
 def _iso(epoch_minute: int) -> str:
     return dt.datetime.fromtimestamp(epoch_minute * 60, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M")
 
@@ -69,7 +74,7 @@ class MinuteAssembler:
         """Buffer canonical flows received at wall time `wall` (s); returns how many were late."""
         if flows.num_rows == 0:
             return 0
-        start_min = pc.divide(pc.cast(flows.column("ts_start"), pa.int64()), MS_PER_MINUTE)
+        start_min = _start_minutes(flows)
         if self.next_minute is None:
             self.next_minute = int(pc.min(start_min).as_py())
         on_time = pc.greater_equal(start_min, self.next_minute)
@@ -120,49 +125,37 @@ class MinuteAssembler:
         if built is not None:
             for node, customer in built.select("node", "customer").unique().iter_rows():
                 self.nodes.setdefault(node, customer)
-        covered = self._covered(flows, first, n)
+        start_min = _start_minutes(flows) if flows is not None else None
+        covered = self._covered(start_min, first, n)
         frames = [self._dense(built, first + i, bool(~covered[i])) for i in range(n)]
         self.next_minute = stop
         self.closed_flows = None
-        if flows is not None:
-            start_all = pc.divide(pc.cast(flows.column("ts_start"), pa.int64()), MS_PER_MINUTE)
-            self.closed_flows = flows.filter(pc.less(start_all, stop))
-        if flows is not None:  # keep the flows that start in an open minute
-            start_min = pc.divide(pc.cast(flows.column("ts_start"), pa.int64()), MS_PER_MINUTE)
+        if flows is not None and start_min is not None:  # keep the flows that start in an open minute
+            self.closed_flows = flows.filter(pc.less(start_min, stop))
             kept = flows.filter(pc.greater_equal(start_min, stop))
             self.pending = [kept] if kept.num_rows else []
         self.forced_missing = {m for m in self.forced_missing if m >= stop}
         return frames
 
-    def _build(self, flows: pa.Table, first: int, stop: int) -> pl.DataFrame | None:
+    def _build(self, flows: pa.Table, first: int, stop: int) -> pl.DataFrame:
         cfg = FeatureConfig(customers=self.customers, missing_by="none" if self.missing_by == "none" else "global",
                             start=_iso(first), end=_iso(stop))
         with tempfile.TemporaryDirectory(prefix="netflowgen-serve-") as tmp:
             src = Path(tmp) / "flows.parquet"
             pq.write_table(flows, src)
-            try:
-                build_features([src], Path(tmp) / "rows.parquet", cfg)
-            except Exception as e:  # noqa: BLE001 - no node in these flows is a customer's: no rows
-                if "no node" in str(e).lower() or "no flow" in str(e).lower():
-                    return None
-                raise
+            build_features([src], Path(tmp) / "rows.parquet", cfg)  # no customer's node in them: no rows
             return pl.read_parquet(Path(tmp) / "rows.parquet")
 
-    def _covered(self, flows: pa.Table | None, first: int, n: int) -> np.ndarray:
-        """(n,) bool: minutes some buffered flow covers (the "global" missing rule's complement)."""
+    def _covered(self, start_min: pa.Array | None, first: int, n: int) -> np.ndarray:
+        """(n,) bool: minutes some buffered flow covers (the "global" missing rule's complement); with
+        the features' default attribution a flow counts in, and covers, its start minute only."""
         if self.missing_by == "none":
             covered = np.ones(n, dtype=bool)
-        elif flows is None or flows.num_rows == 0:
-            covered = np.zeros(n, dtype=bool)
         else:
-            # the features' default attribution: a flow counts in (and covers) its start minute only
-            s = pc.divide(pc.cast(flows.column("ts_start"), pa.int64()), MS_PER_MINUTE).to_numpy() - first
-            e = s
-            diff = np.zeros(n + 1, dtype=np.int64)
-            ok = (e >= 0) & (s < n)
-            np.add.at(diff, np.clip(s[ok], 0, n), 1)
-            np.add.at(diff, np.clip(e[ok] + 1, 0, n), -1)
-            covered = np.cumsum(diff[:n]) > 0
+            covered = np.zeros(n, dtype=bool)
+            if start_min is not None:
+                s = start_min.to_numpy() - first
+                covered[s[(s >= 0) & (s < n)]] = True
         forced = np.array([first + i in self.forced_missing for i in range(n)], dtype=bool)
         return covered & ~forced
 

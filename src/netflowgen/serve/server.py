@@ -37,11 +37,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from netflowgen.detect.alerts import ALERT_COLUMNS, NodeAlertState
+from netflowgen.detect.alerts import NodeAlertState, alert_table
 from netflowgen.detect.detector import Detector
 from netflowgen.detect.streaming import StreamingScorer
 from netflowgen.live.actions import ActionConfig, Actions
-from netflowgen.live.collector import Collector, CollectorConfig, RotationStats
+from netflowgen.live.collector import Collector, CollectorConfig, RotationStats, parse_listen
 from netflowgen.live.metrics import ServeMetrics
 from netflowgen.live.status import StatusServer
 from netflowgen.rejects import InputError
@@ -78,9 +78,17 @@ class ServeConfig:
             raise InputError("serve needs --detector DIR")
         if not self.customers:
             raise InputError("serve needs --customers customers.csv (which IPs are nodes)")
-        for name in ("lateness", "stuck_after", "max_current_mb", "max_spool_mb", "poll"):
-            if getattr(self, name) <= 0 and name != "lateness" or getattr(self, name) < 0:
+        if self.lateness < 0:
+            raise InputError(f"serve.lateness must be >= 0 s, got {self.lateness}")
+        for name in ("stuck_after", "max_current_mb", "max_spool_mb", "poll"):
+            if getattr(self, name) <= 0:
                 raise InputError(f"serve.{name} must be > 0, got {getattr(self, name)}")
+        try:
+            parse_listen(self.listen)
+            if self.metrics_listen:
+                parse_listen(self.metrics_listen, allow_any_port=True, flag="--metrics")
+        except ValueError as e:
+            raise InputError(str(e)) from None
         if self.rotate < 2:
             raise InputError(f"serve.rotate must be >= 2 s (nfcapd's smallest interval), got {self.rotate}")
         if self.clear_after < 1 or self.onboard_minutes < 1 or self.snapshot_every < 1:
@@ -133,6 +141,8 @@ class Server:
             raise InputError(f"{base}: not a detector folder (no detector.json; `netflowgen finetune --out DIR` writes one)")
         if not Path(self.cfg.customers).is_file():
             raise InputError(f"{self.cfg.customers}: customers file not found")
+        from netflowgen.nodes import CustomerTable
+        CustomerTable.from_csv(self.cfg.customers)  # a bad file is refused now, not at the first closed minute
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.base_hash = folder_hash(base)
         onboarded = self.state_dir / "detector"  # the detector with the nodes serve calibrated since
@@ -223,9 +233,7 @@ class Server:
         self._watchdog.start()
         self.event("started", listen=self.cfg.listen, detector=str(self.cfg.detector), method=self.detector.method)
         if self.cfg.metrics_listen:
-            from netflowgen.live.collector import parse_listen
-            host, port = parse_listen(self.cfg.metrics_listen) if not self.cfg.metrics_listen.endswith(":0") \
-                else (self.cfg.metrics_listen.rsplit(":", 1)[0].strip("[]"), 0)
+            host, port = parse_listen(self.cfg.metrics_listen, allow_any_port=True, flag="--metrics")
             self.status = StatusServer(host, port, self.metrics, self.status_snapshot)
             self.status.start()
 
@@ -517,14 +525,7 @@ class Server:
 
     def alerts_table(self) -> pl.DataFrame:
         """Every alert so far in `netflowgen detect`'s columns (ALERT_COLUMNS, UTC times)."""
-        schema = {"node": pl.String, "customer": pl.String, "method": pl.String, "opened_at": pl.Int64,
-                  "closed_at": pl.Int64, "last_alarm_at": pl.Int64, "peak_at": pl.Int64, "peak_score": pl.Float64,
-                  "alarmed_minutes": pl.Int64, "reopened": pl.Int64, "driver": pl.String}
-        df = pl.DataFrame([{k: r.get(k) for k in schema} for r in self.alerts.values()], schema=schema)
-        utc = pl.Datetime("ms", "UTC")
-        df = df.with_columns([pl.col(c).cast(pl.Datetime("ms")).cast(utc)
-                              for c in ("opened_at", "closed_at", "last_alarm_at", "peak_at")])
-        return df.select(ALERT_COLUMNS).sort(["opened_at", "node"])
+        return alert_table(list(self.alerts.values()))
 
     def _write_alerts(self) -> None:
         path = self.state_dir / "alerts.csv"
