@@ -145,7 +145,7 @@ def write_report(results: dict[str, Any], out: Path, run: Any = None, title: str
                  extra_md: str = "") -> Path:
     """Write results.json, the PNGs, report.md and report.html into `out`; returns report.md."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(results, indent=1, default=_json_default))
+    (out / "results.json").write_text(json.dumps(results, indent=1, default=json_default))
     files = plots(results, run, out)
     cfg = results["config"]
     md = [f"# {title}\n", extra_md, constants_block(cfg),
@@ -183,20 +183,18 @@ def write_report(results: dict[str, Any], out: Path, run: Any = None, title: str
                "Detection minute minus true onset, test attacks (negative = before the attack began):\n\n",
                markdown_table(rows)]
     if results.get("fpr_audit"):
-        rows = [{k: (round(v, 2) if isinstance(v, float) else v) for k, v in r.items()} for r in results["fpr_audit"]]
         md += ["\n## False positives against the ground truth (not in the paper)\n",
                "Each test false positive of the headline detector (first seed; a non-attack example by the alert "
                "list that the detector flagged) classified by the simulator's truth at the detection minute on "
                "its node (5 minutes' slack): an attack the alerts missed, a benign surge, an outage, or other. "
                "FPR against the truth counts the negatives whose window holds no true attack.\n\n",
-               markdown_table(rows)]
+               markdown_table(_rounded(results["fpr_audit"]))]
     if results.get("operator"):
-        rows = [{k: (round(v, 2) if isinstance(v, float) else v) for k, v in r.items()} for r in results["operator"]]
         md += ["\n## Operator metrics: minute by minute on the test range (not in the paper)\n",
                "Each method's headline detector (first seed, its tuned theta) scores every node at every minute of "
                "the test range; alerts open and close with clear_after = 15 min; against the simulator's truth: "
                "share of attacks detected within 1/2/5/10 minutes of onset, false alarms per attack-free node-day, "
-               "alarmed share of attack-free minutes (SPEC 14).\n\n", markdown_table(rows)]
+               "alarmed share of attack-free minutes (SPEC 14).\n\n", markdown_table(_rounded(results["operator"]))]
     for name in ("table4", "not_done"):
         if name in results:
             md.append(f"\n## {name}\n{results[name]}\n")
@@ -206,7 +204,12 @@ def write_report(results: dict[str, Any], out: Path, run: Any = None, title: str
     return out / "report.md"
 
 
-def _json_default(o: Any) -> Any:
+def _rounded(rows: list[dict[str, Any]], digits: int = 2) -> list[dict[str, Any]]:
+    """Table rows with their floats rounded for the report."""
+    return [{k: (round(v, digits) if isinstance(v, float) else v) for k, v in r.items()} for r in rows]
+
+
+def json_default(o: Any) -> Any:
     if isinstance(o, (np.integer,)):
         return int(o)
     if isinstance(o, (np.floating,)):

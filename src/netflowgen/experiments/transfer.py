@@ -31,6 +31,7 @@ import numpy as np
 import polars as pl
 
 from netflowgen.detect.cube import NodeMinuteCube
+from netflowgen.experiments.report import json_default
 
 REAL = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "real"
 HOSTS = ("008", "010", "011")  # zeek-ctu-normal/<host>/conn.log.labeled
@@ -249,8 +250,12 @@ def run_transfer(detectors: Sequence[str | Path], out: str | Path, cfg: Transfer
     """Every benchmark of `cfg` x every detector folder; writes out/transfer.md and results.json."""
     from netflowgen.detect.detector import Detector
     from netflowgen.detect.io import read_table
+    from netflowgen.rejects import InputError
 
     cfg = cfg or TransferConfig()
+    unknown = [b for b in cfg.benchmarks if b not in ("isp", "splice")]
+    if unknown:
+        raise InputError(f"unknown benchmark(s) {unknown}; known: isp, splice")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"config": asdict(cfg), "detectors": [str(d) for d in detectors], "benchmarks": {}}
@@ -262,15 +267,13 @@ def run_transfer(detectors: Sequence[str | Path], out: str | Path, cfg: Transfer
             if name == "isp":
                 feats, truth_p = build_isp(cfg.isp, out / "work" / "isp", log)
                 own = False
-            elif name == "splice":
+            else:  # "splice" (the names were checked above)
                 if not (Path(cfg.splice.real) / "zeek-ctu-normal").is_dir():
                     raise FileNotFoundError(f"{Path(cfg.splice.real)}: the real traces are absent "
                                             "(../shared/data/real; see its README.md)")
                 feats, truth_p, hosts = build_splice(cfg.splice, out / "work" / "splice", cfg.reference, log)
                 bench["hosts"] = hosts
                 own = True
-            else:
-                raise ValueError(f"unknown benchmark {name!r} (isp, splice)")
         except FileNotFoundError as e:
             bench["skipped"] = str(e)
             log(f"{name}: skipped: {e}")
@@ -285,7 +288,7 @@ def run_transfer(detectors: Sequence[str | Path], out: str | Path, cfg: Transfer
             log(f"  {name}: {det.method:18s} theta {row['theta']:.3g}, {row['attacks']} attacks, "
                 f"{row['scoring_s']:.0f} s")
     results["seconds"] = round(time.time() - t_all, 1)
-    (out / "results.json").write_text(json.dumps(results, indent=1, default=_json))
+    (out / "results.json").write_text(json.dumps(results, indent=1, default=json_default))
     (out / "transfer.md").write_text(report_md(results))
     return results
 
@@ -330,11 +333,3 @@ def report_md(results: dict[str, Any]) -> str:
             "any attack of the node).", "",
             "Detectors: " + ", ".join(f"`{d}`" for d in results["detectors"]), ""]
     return "\n".join(head) + "\n" + tables(results) + f"\n({results['seconds']:.0f} s)\n"
-
-
-def _json(v: Any) -> Any:
-    if isinstance(v, (np.integer,)):
-        return int(v)
-    if isinstance(v, (np.floating,)):
-        return float(v)
-    return str(v)
