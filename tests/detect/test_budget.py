@@ -76,3 +76,49 @@ def test_a_budget_on_nodes_never_seen_calibrates_them_on_the_whole_tables_refere
     want.calib_rows(ScoringData(cube))
     np.testing.assert_array_equal(det.core.calib["ref"], want.core.calib["ref"])
     assert det.node_source == ["training", "training", "reference", "reference"]
+
+
+def test_known_attacks_are_masked_from_calibration_and_budget() -> None:
+    """A reference range holding attacks (SPEC 14: "or with known attacks masked"): with the alert
+    list given, the per-node levels are those of the attack-free minutes and the attacks spend no
+    budget, so the threshold lets a 30x attack alarm; without it the attacks set both."""
+    feats, alerts, _ = make_dataset(n_nodes=4, n_minutes=2400, attacks_per_node=6, factor=30.0)
+    cube = NodeMinuteCube.from_table(feats)
+
+    def fresh() -> Detector:
+        return Detector("Static-percentile", OperatorCore("Static-percentile", 16, 4), 8, 2, theta=0.9)
+    blind, masked = fresh(), fresh()
+    blind.set_fa_budget(feats, budget=1.0, reference=0.6)
+    masked.set_fa_budget(feats, budget=1.0, reference=0.6, known=alerts)
+    # levels: the masked ones are those of the nodes' quiet minutes (the attacks are 30x them)
+    assert (masked.core.calib["ref"] < blind.core.calib["ref"] / 5).all()
+    vol = cube.values[:, :1440][..., [cube.features.index(c) for c in ("in_all_pkt", "in_all_byt", "in_all_flow")]]
+    near = np.zeros((4, 1440), dtype=bool)  # within 30 minutes of an alert (start .. end)
+    t0 = feats.get_column("minute").min()
+    for ip, a, b in alerts.select("target_ip", "start", "end").iter_rows():
+        lo, hi = int((a - t0).total_seconds() // 60), int((b - t0).total_seconds() // 60)
+        near[int(ip.rsplit(".", 1)[1]), max(0, lo - 30):max(0, min(1440, hi + 31))] = True
+    want = np.array([np.quantile(vol[r][~near[r]], 0.999, axis=0) for r in range(4)])
+    np.testing.assert_allclose(masked.core.calib["ref"], np.maximum(want, 1.0), rtol=1e-5)
+    assert masked.info["fa_budget"]["known_attacks_masked"] > 0 == blind.info["fa_budget"]["known_attacks_masked"]
+    # the attacks of the test range (the last 40 %) alarm with the masked calibration only
+    sc_m, sc_b = masked.score(cube), blind.score(cube)
+    onsets = alerts.filter(pl.col("start") >= feats.get_column("minute").min() + pl.duration(minutes=1500))
+    hit_m = hit_b = 0
+    for ip, start in onsets.select("target_ip", "start").iter_rows():
+        at = (pl.col("node") == ip) & (pl.col("minute") >= start) & (pl.col("minute") < start + pl.duration(minutes=10))
+        hit_m += bool(sc_m.filter(at)["alarm"].any())
+        hit_b += bool(sc_b.filter(at)["alarm"].any())
+    assert hit_m == onsets.height and hit_b < onsets.height
+
+
+def test_masked_minutes_spend_no_budget() -> None:
+    rng = np.random.default_rng(1)
+    scores = 0.5 + 0.5 * rng.random((3, 2880))
+    scores[:, 100:130] = 1e-9  # a burst on every node: one alert each if it counted
+    missing = np.zeros_like(scores, dtype=bool)
+    mask = np.zeros_like(missing)
+    mask[:, 90:140] = True
+    strict = float(budget_thresholds(scores, missing, 0, 15, 0.25))
+    assert strict <= 1e-9  # two days, 0.25 per day: the burst's alert would overspend
+    assert float(budget_thresholds(scores, missing, 0, 15, 0.25, masked=mask)) > 0.5

@@ -29,10 +29,9 @@ FT_TOML = ("window = 64\nlength = 48\nsplit = [0.6, 0.2]\n[finetune]\nepochs = 2
 def trained(tmp_path_factory):
     """A tiny ISP, a tiny backbone, EarlyDetect examples and one finetuned detector per method."""
     from netflowgen.api import NetFlowGen
-    from netflowgen.detect.stages import run_earlydetect
-    from netflowgen.detect.stages import FinetuneRun, run_finetune
     from netflowgen.config import load
     from netflowgen.detect.earlydetect import EarlyDetectConfig
+    from netflowgen.detect.stages import FinetuneRun, run_earlydetect, run_finetune
     from netflowgen.model import TrafficGPT, model_config
     from netflowgen.tokens import Binner
 
@@ -161,8 +160,8 @@ def test_handoffs_are_refused_with_both_values(trained, tmp_path) -> None:
 
 
 def test_finetune_refuses_a_split_other_than_the_models(trained, tmp_path) -> None:
-    from netflowgen.detect.stages import FinetuneRun, run_finetune
     from netflowgen.config import load
+    from netflowgen.detect.stages import FinetuneRun, run_finetune
     (tmp_path / "ft.toml").write_text(FT_TOML.replace("split = [0.6, 0.2]", "split = [0.7, 0.1]"))
     run = load(FinetuneRun, tmp_path / "ft.toml", {"method": "NetFlowGen", "labels": "all"})
     with pytest.raises(InputError, match="split fractions mismatch"):
@@ -397,6 +396,42 @@ def test_surprisal_scores_round_trip_and_name_their_group(trained, tmp_path) -> 
                     want[t, j] += -float(_torch.log(p[t - 1, f, k]))
     np.testing.assert_allclose(S[0], want, rtol=1e-4, atol=1e-5)
     assert S[0, 0].sum() == 0  # no prediction for a window's first minute
+
+
+def test_surprisal_inputs_reach_the_netflowgen_head(trained) -> None:
+    """NetFlowGen+surprisal: the head reads d + G inputs, the last G the compressed per-node z of the
+    group surprisal from the same backbone pass, calibrated as the Surprisal detector calibrates it;
+    moving one node's surprisal calibration moves that node's hazards and no other's."""
+    from netflowgen.detect.surprisal_input import SurprisalInputCore, compress
+
+    det = Detector.load(trained / "NetFlowGen+surprisal")
+    core = det.core
+    assert isinstance(core, SurprisalInputCore)
+    G, d = len(core.groups), core.backbone.cfg.d_model
+    assert G >= 2 and core.head.net[0].in_features == d + G
+    zero = Detector.load(trained / "Surprisal")  # the same per-node statistics on the same range
+    assert det.nodes == zero.nodes
+    np.testing.assert_allclose(core.calib["surprisal_median"], zero.core.calib["median"], rtol=1e-6)
+    np.testing.assert_allclose(core.calib["surprisal_scale"], zero.core.calib["scale"], rtol=1e-6)
+    feats = pl.read_parquet(trained / "features.parquet")
+    part = feats.filter(pl.col("minute") >= feats.get_column("minute").max() - pl.duration(minutes=299))
+    data, calib = det.prepare(part)
+    rows, starts, L = np.arange(4), np.full(4, 10), 40
+    base = core.window_fn(data, calib)(rows, starts, L)  # (4, L)
+    S = core.group_surprisal(data.tokens, rows, starts, L)  # (4, L, G)
+    c = calib[rows]
+    z = compress(torch.from_numpy((S - core.calib["surprisal_median"][c][:, None])
+                                  / core.calib["surprisal_scale"][c][:, None]).float())
+    with torch.no_grad():
+        h = core.backbone.hidden_states(data.tokens.inputs(rows, starts, L))
+        by_hand = torch.nn.functional.softplus(core.head.net(torch.cat([(h - core.mean) / core.std, z], -1))).squeeze(-1)
+    np.testing.assert_allclose(base, by_hand.double().numpy(), rtol=1e-4, atol=1e-7)
+    assert np.ptp(S[:, 1:]) > 0  # the surprisal moves inside the windows
+    core.calib["surprisal_median"] = core.calib["surprisal_median"].copy()
+    core.calib["surprisal_median"][c[0]] -= 3.0
+    moved = core.window_fn(data, calib)(rows, starts, L)
+    assert np.abs(moved[0] - base[0]).max() > 1e-6
+    np.testing.assert_array_equal(moved[1:], base[1:])
 
 
 def nfg_alerts(det, scores):

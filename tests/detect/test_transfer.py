@@ -68,3 +68,24 @@ def test_cli_skips_absent_real_data(detector: Path, tmp_path: Path) -> None:
                                  "--benchmarks", "splice", "--real", str(tmp_path / "nowhere")])
     assert r.exit_code == 0, r.output
     assert "Skipped:" in r.output and "absent" in r.output
+
+
+def test_only_test_range_attacks_are_counted(detector: Path, tmp_path: Path) -> None:
+    """Attacks whose onset lies in a node's reference range carry no alarm there; counting them
+    counted them as missed (the second ISP: 269 counted, 104 scoreable)."""
+    import polars as pl
+
+    from netflowgen.detect.io import read_table
+    from netflowgen.detect.operator_metrics import attacks_table
+    feats, truth = build_isp(TINY, tmp_path / "isp", log=lambda s: None)
+    cube = NodeMinuteCube.read(feats)
+    att = attacks_table(read_table(truth)).filter(pl.col("target_ip").is_in(list(cube.nodes)))
+    split = int(cube.minutes[int(round(0.6 * len(cube.minutes)))])
+    in_test = att.filter(pl.col("onset").dt.epoch("ms") >= split).height
+    assert 0 < in_test < att.height
+    row = evaluate(Detector.load(detector), cube, read_table(truth), 1.0, 0.6, own=False)
+    assert row["attacks"] == in_test
+    masked = evaluate(Detector.load(detector), cube, read_table(truth), 1.0, 0.6, own=False,
+                      known=read_table(truth.parent / "alerts.csv"))
+    assert masked["attacks"] == in_test and masked["masked_reference_minutes"] > 0 == row["masked_reference_minutes"]
+

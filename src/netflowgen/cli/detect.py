@@ -35,6 +35,9 @@ def detect_cmd(
                                               "(first --reference share of INPUT, attack-free by assumption) opens at "
                                               "most this many alerts per node-day (no labels needed)."),
     per_node_budget: bool = typer.Option(False, "--per-node-budget", help="With --fa-budget: one threshold per node."),
+    known_attacks: Optional[Path] = typer.Option(None, "--known-attacks", help="With --fa-budget: the network's own "
+                                                 "alert list (target_ip, start, end) or truth; its attacks (30 min "
+                                                 "either side) are left out of the reference range."),
     customers: Optional[Path] = typer.Option(None, "--customers", "-c", help="customers.csv, when INPUT is flows."),
     calibrate_out: Optional[Path] = typer.Option(None, "--calibrate-out", help="Save the detector with the nodes it "
                                                  "had never seen calibrated on this table's reference range."),
@@ -72,15 +75,20 @@ def detect_cmd(
         if same != n:
             raise typer.Exit(1)
         return
+    if known_attacks is not None and fa_budget is None:
+        raise InputError("--known-attacks masks the reference range of --fa-budget; give --fa-budget too")
     if table is None or out is None:
         raise InputError("give INPUT (a node-minute or flow table) and --out, or --examples with --features")
     if fa_budget is not None:
         import tempfile
 
         import polars as pl
+
+        from netflowgen.detect.io import read_table
+        known = read_table(known_attacks) if known_attacks is not None else None
         with tempfile.TemporaryDirectory() as tmp:
             th = det.set_fa_budget(pl.read_parquet(features_file(table, customers, Path(tmp))), fa_budget,
-                                   per_node_budget, clear_after)
+                                   per_node_budget, clear_after, known=known)
         what = f"per-node thresholds (median {float(np.median(th)):.4g})" if per_node_budget else f"theta = {float(th):.4g}"
         typer.echo(f"false-alarm budget {fa_budget:g} per node-day on the first {det.reference:.0%} of the minutes: {what}")
     run_detect(det, table, out, curves, start, end, clear_after, customers, calibrate_out, detector)

@@ -25,6 +25,9 @@ def evaluate_detect_cmd(
     fa_budget: Optional[float] = typer.Option(None, "--fa-budget", min=0.0, help="First choose theta so the "
                                               "reference range opens at most this many alerts per node-day."),
     per_node_budget: bool = typer.Option(False, "--per-node-budget", help="With --fa-budget: one threshold per node."),
+    known_attacks: Optional[Path] = typer.Option(None, "--known-attacks", help="With --fa-budget: the network's own "
+                                                 "alert list (or a truth); its attacks (--margin minutes either side) "
+                                                 "are left out of the reference range."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the metrics as JSON."),
 ) -> None:
     """Score the table minute by minute with the detector and report what an operator would see.
@@ -37,11 +40,14 @@ def evaluate_detect_cmd(
     from netflowgen.detect.detector import Detector
     from netflowgen.detect.io import print_table, read_table
     from netflowgen.detect.operator_metrics import operator_metrics
-
+    from netflowgen.rejects import InputError
+    if known_attacks is not None and fa_budget is None:
+        raise InputError("--known-attacks masks the reference range of --fa-budget; give --fa-budget too")
     det = Detector.load(detector)
     if fa_budget is not None:
         from netflowgen.detect.io import read_parquet
-        det.set_fa_budget(read_parquet(table), fa_budget, per_node_budget, clear_after)
+        known = read_table(known_attacks) if known_attacks is not None else None
+        det.set_fa_budget(read_parquet(table), fa_budget, per_node_budget, clear_after, known=known, margin=margin)
     scores = pl.concat(list(det.score_file(table)))
     alerts = alerts_from_scores(scores, det.method, AlertConfig(clear_after))
     m = operator_metrics(scores, alerts, read_table(truth), margin=margin)

@@ -24,7 +24,7 @@ def finetune_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="Output folder: the detector (load with netflowgen.Detector.load; "
                              "score with `netflowgen detect`), result.json, config.toml."),
     model: Optional[Path] = typer.Option(None, "--model", "-m", help="Pre-trained NetFlowGen folder (needed by NetFlowGen and TF)."),
-    method: Optional[str] = typer.Option(None, help=f"{_D.method} (default), NetFlowGen-unfrozen, TF, MS-LSTM, "
+    method: Optional[str] = typer.Option(None, help=f"{_D.method} (default), NetFlowGen+surprisal, NetFlowGen-unfrozen, TF, MS-LSTM, "
                                          "Static-EWMA, Static-percentile, Seasonal-band or CUSUM."),
     labels: Optional[str] = typer.Option(None, help=f"{_D.labels} (default; a count = examples drawn from the train split), "
                                          "val (the validation split) or all (the train split)."),

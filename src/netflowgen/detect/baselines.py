@@ -38,6 +38,16 @@ def ewma(x: np.ndarray, alpha: float) -> np.ndarray:
     return out
 
 
+def kept_quantile(x: np.ndarray, keep: np.ndarray | None, q: float) -> np.ndarray:
+    """(n, T, c) values, (n, T) minutes to use (None = all) -> (n, c) q-quantile over kept minutes;
+    a node with no kept minute falls back to all of its minutes."""
+    if keep is None:
+        return np.quantile(x, q, axis=1)
+    keep = np.asarray(keep, dtype=bool)
+    keep = keep | ~keep.any(axis=1, keepdims=True)
+    return np.nanquantile(np.where(keep[:, :, None], x, np.nan), q, axis=1)
+
+
 def stat_to_curve(stat: np.ndarray) -> np.ndarray:
     """(N, T) statistic -> (N, T) non-increasing curve exp(-running max of the statistic)."""
     return np.exp(-np.maximum.accumulate(np.maximum(stat, 0.0), axis=1))
@@ -49,9 +59,11 @@ class StaticEwma:
     quantile: float = 0.99  # per-node reference level on the training range
     name: str = "Static-EWMA"
 
-    def fit(self, train: np.ndarray) -> "StaticEwma":
-        """train : (n_nodes, T_train, 3) packets, bytes, flows per minute of the training range."""
-        self.ref_ = np.maximum(np.quantile(ewma(train, self.alpha), self.quantile, axis=1), 1.0)  # (n_nodes, 3)
+    def fit(self, train: np.ndarray, keep: np.ndarray | None = None) -> "StaticEwma":
+        """train : (n_nodes, T_train, 3) packets, bytes, flows per minute of the training range; keep
+        (n_nodes, T_train): the minutes the level is taken over (default all; e.g. known attacks out).
+        The EWMA runs over every minute, its values are kept where `keep`."""
+        self.ref_ = np.maximum(kept_quantile(ewma(train, self.alpha), keep, self.quantile), 1.0)  # (n_nodes, 3)
         return self
 
     def measures(self, windows: np.ndarray, node: np.ndarray, hour: np.ndarray | None = None) -> np.ndarray:
@@ -73,9 +85,10 @@ class StaticPercentile:
     quantile: float = 0.999
     name: str = "Static-percentile"
 
-    def fit(self, train: np.ndarray) -> "StaticPercentile":
-        """train : (n_nodes, T_train, 3) packets, bytes, flows per minute of the reference range."""
-        self.ref_ = np.maximum(np.quantile(train, self.quantile, axis=1), 1.0)  # (n_nodes, 3)
+    def fit(self, train: np.ndarray, keep: np.ndarray | None = None) -> "StaticPercentile":
+        """train : (n_nodes, T_train, 3) packets, bytes, flows per minute of the reference range; keep
+        (n_nodes, T_train): the minutes the percentile is taken over (default all)."""
+        self.ref_ = np.maximum(kept_quantile(train, keep, self.quantile), 1.0)  # (n_nodes, 3)
         return self
 
     def measures(self, windows: np.ndarray, node: np.ndarray, hour: np.ndarray | None = None) -> np.ndarray:
@@ -105,10 +118,11 @@ class SeasonalBand:
     min_minutes: int = 10  # an hour needs this many reference minutes for its own band
     name: str = "Seasonal-band"
 
-    def fit(self, train: np.ndarray, train_hour: np.ndarray) -> "SeasonalBand":
-        """train (n_nodes, T_train, 3); train_hour (T_train,) hour of day 0..23 of each minute."""
+    def fit(self, train: np.ndarray, train_hour: np.ndarray, keep: np.ndarray | None = None) -> "SeasonalBand":
+        """train (n_nodes, T_train, 3); train_hour (T_train,) hour of day 0..23 of each minute; keep
+        (n_nodes, T_train): the minutes the bands are taken over (default all)."""
         x = np.log1p(np.clip(np.asarray(train, dtype=np.float64), 0, None))
-        ok = np.isfinite(x)
+        ok = np.isfinite(x) if keep is None else np.isfinite(x) & np.asarray(keep, dtype=bool)[:, :, None]
         x0 = np.where(ok, x, 0.0)
         n, _, c = x.shape
         cnt_all = ok.sum(axis=1)  # (n, c)

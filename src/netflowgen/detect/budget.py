@@ -3,9 +3,11 @@ that is attack-free by assumption, opens at most `budget` alerts per node-day th
 
 An operator onboarding a network has no labels but can say "at most one false alarm per host per
 day"; the threshold then follows from the detector's own scores on the host's reference minutes.
-The count is the alert lifecycle's (`detect.alerts`): an alarm opens an alert unless it continues
-one (fewer than `clear_after` reported quiet minutes since the last alarm) or reopens it (within
-`clear_after` minutes of the close); missing minutes are not quiet.
+A reference range that holds known attacks (an operator's past alert list) can have them masked
+(SPEC 14): their minutes count neither as alarms nor as reference time. The count is the alert
+lifecycle's (`detect.alerts`): an alarm opens an alert unless it continues one (fewer than
+`clear_after` reported quiet minutes since the last alarm) or reopens it (within `clear_after`
+minutes of the close); missing minutes are not quiet.
 
 - global: one theta for every node (total openings / total reported node-days <= budget);
 - per node: each node's own theta (its openings / its reported days <= budget), for networks whose
@@ -41,14 +43,20 @@ def alert_openings(alarm: np.ndarray, missing: np.ndarray, clear_after: int) -> 
 
 
 def budget_thresholds(scores: np.ndarray, missing: np.ndarray, warmup: int, clear_after: int,
-                      budget: float, per_node: bool = False) -> np.ndarray:
+                      budget: float, per_node: bool = False, masked: np.ndarray | None = None) -> np.ndarray:
     """The largest theta (alarm = score < theta) whose openings stay within `budget` per reported
-    node-day: shape () for a global theta, (n,) per node. scores, missing: (n, T) of the reference range."""
+    node-day: shape () for a global theta, (n,) per node. scores, missing: (n, T) of the reference range;
+    masked (n, T): its known attacks (with their margin), counted neither as alarms nor as days and
+    treated as missing (an alert running into one is not closed by it)."""
     if budget < 0:
         raise ValueError(f"the false-alarm budget must be >= 0 alerts per node-day, got {budget}")
     scores = np.asarray(scores, dtype=np.float64)
     valid = np.ones_like(scores, dtype=bool)
     valid[:, :min(warmup, scores.shape[1])] = False
+    if masked is not None:
+        masked = np.asarray(masked, dtype=bool)
+        valid &= ~masked
+        missing = np.asarray(missing, dtype=bool) | masked
     cand = np.unique(np.quantile(scores[valid], QUANTILES)) if valid.any() else np.array([0.0])
     days = np.maximum((~missing).sum(axis=1) / 1440.0, 1e-9)  # (n,)
 

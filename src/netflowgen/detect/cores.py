@@ -3,7 +3,8 @@ intensities (`detect.anchored`) and knows what it needs per node (its calibratio
 
 - `OperatorCore`: Static-EWMA, Static-percentile, Seasonal-band, CUSUM on packets, bytes and flows per minute;
 - `LstmCore`: the multi-timescale LSTM on per-node standardized features;
-- `TransformerCore`: a TrafficGPT backbone and a SAFE head on its standardized hidden states;
+- `TransformerCore`: a TrafficGPT backbone and a SAFE head on its standardized hidden states
+  (`detect.surprisal_input.SurprisalInputCore`: the head also reads the model's surprisal);
 - `SurprisalCore`: the pre-trained model's upward surprisal per feature group, per node calibrated.
 """
 
@@ -22,7 +23,8 @@ from netflowgen.detect.models import MultiScaleLSTMNet
 from netflowgen.detect.safe import SurvivalHead
 from netflowgen.rejects import InputError
 
-TRANSFORMER_METHODS = ("NetFlowGen", "NetFlowGen-unfrozen", "TF")
+SURPRISAL_INPUT_METHODS = ("NetFlowGen+surprisal",)  # frozen NetFlowGen, head on hidden states + surprisal
+TRANSFORMER_METHODS = ("NetFlowGen", *SURPRISAL_INPUT_METHODS, "NetFlowGen-unfrozen", "TF")
 OPERATOR_METHODS = ("Static-EWMA", "Static-percentile", "Seasonal-band", "CUSUM")
 ZERO_LABEL_METHODS = ("Surprisal",)  # from what the pre-trained model knows; no label trains it
 ALL_METHODS = (*TRANSFORMER_METHODS, "MS-LSTM", *OPERATOR_METHODS, *ZERO_LABEL_METHODS)
@@ -37,7 +39,15 @@ class ScoringData:
     cube: NodeMinuteCube
     tokens: Any = None  # netflowgen.tokens.TokenData over the cube's nodes and minutes
     time_zone: str = "UTC"
+    # (n_nodes, T) minutes per-node calibration leaves out (known attacks of a reference range)
+    excluded: np.ndarray | None = None
     _hours: np.ndarray | None = field(default=None, repr=False)  # `hours()`, derived once
+
+    def kept(self, rows: np.ndarray, lo: int, hi: int) -> np.ndarray | None:
+        """(len(rows), hi - lo) the minutes [lo, hi) of `rows` calibration may use (None = all)."""
+        if self.excluded is None:
+            return None
+        return ~np.asarray(self.excluded, dtype=bool)[np.asarray(rows)][:, lo:hi]
 
     @property
     def minute0_ms(self) -> int:
@@ -58,10 +68,11 @@ def local_hours(data: ScoringData, starts: np.ndarray, length: int) -> np.ndarra
     return data.hours()[idx]
 
 
-def nearest_training_nodes(binner: Any, cube: NodeMinuteCube, rows: np.ndarray, lo: int, hi: int
-                           ) -> tuple[np.ndarray, np.ndarray]:
+def nearest_training_nodes(binner: Any, cube: NodeMinuteCube, rows: np.ndarray, lo: int, hi: int,
+                           data_excluded: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(embed_row, distance), each (len(rows),): nodes the binner knows are themselves (distance 0);
-    others map to the training node nearest by signature (SPEC 6) on their minutes [lo, hi)."""
+    others map to the training node nearest by signature (SPEC 6) on their minutes [lo, hi)
+    (reported ones, less `data_excluded` (n_cube_nodes, T) where given)."""
     from netflowgen.tokens.binner import node_signature
     embed = np.zeros(len(rows), dtype=np.int64)
     dist = np.zeros(len(rows))
@@ -72,6 +83,8 @@ def nearest_training_nodes(binner: Any, cube: NodeMinuteCube, rows: np.ndarray, 
             embed[j] = binner.node_index[node]
             continue
         keep = ~cube.missing[r, lo:hi]
+        if data_excluded is not None:
+            keep = keep & ~data_excluded[r, lo:hi]
         vals = cube.values[r, lo:hi][keep][:, cols].astype(np.float64)
         d = np.abs(binner.signatures - node_signature(vals)).sum(axis=1)
         embed[j], dist[j] = int(d.argmin()), float(d.min())
@@ -94,10 +107,11 @@ class OperatorCore:
     def fit_nodes(self, data: ScoringData, rows: np.ndarray, lo: int, hi: int) -> dict[str, np.ndarray]:
         """Per-node statistics of cube rows `rows` from their minutes [lo, hi)."""
         train = data.cube.values[np.asarray(rows)][:, lo:hi][..., [data.cube.features.index(c) for c in VOLUME_FEATURES]]
+        keep = data.kept(rows, lo, hi)
         if self.method in ("Static-EWMA", "Static-percentile"):  # one level per node and measure
-            return {"ref": type(self.stat)(**_stat_args(self.stat)).fit(train).ref_}
+            return {"ref": type(self.stat)(**_stat_args(self.stat)).fit(train, keep).ref_}
         if self.method == "Seasonal-band":
-            sb = SeasonalBand(**_stat_args(self.stat)).fit(train, local_hours(data, np.array([lo]), hi - lo)[0])
+            sb = SeasonalBand(**_stat_args(self.stat)).fit(train, local_hours(data, np.array([lo]), hi - lo)[0], keep)
             return {"mean": sb.mean_, "std": sb.std_}
         return {"none": np.zeros((len(rows), 1))}
 
@@ -148,7 +162,11 @@ class LstmCore:
 
     def fit_nodes(self, data: ScoringData, rows: np.ndarray, lo: int, hi: int) -> dict[str, np.ndarray]:
         x = np.log1p(np.clip(data.cube.values[np.asarray(rows), lo:hi], 0, None))
-        return {"mean": x.mean(axis=1), "std": np.maximum(x.std(axis=1), 0.1)}  # (n, F)
+        keep = data.kept(rows, lo, hi)
+        if keep is not None:  # known attacks out (a node with none left keeps all its minutes)
+            keep = keep | ~keep.any(axis=1, keepdims=True)
+            x = np.where(keep[:, :, None], x, np.nan)
+        return {"mean": np.nanmean(x, axis=1), "std": np.maximum(np.nanstd(x, axis=1), 0.1)}  # (n, F)
 
     def inputs(self, data: ScoringData, calib_rows: np.ndarray, rows: np.ndarray, starts: np.ndarray,
                length: int) -> torch.Tensor:
@@ -198,7 +216,7 @@ class TransformerCore:
         """embed_row: the training node whose embedding each node uses; bin_row: the binner row whose
         cut-offs bin it (the same node, or with `own_bins` a row fitted on its own minutes [lo, hi))."""
         rows = np.asarray(rows, dtype=np.int64)
-        embed, dist = nearest_training_nodes(self.binner, data.cube, rows, lo, hi)
+        embed, dist = nearest_training_nodes(self.binner, data.cube, rows, lo, hi, data.excluded)
         bin_row = embed.copy()
         new = [j for j, r in enumerate(rows) if data.cube.nodes[r] not in self.binner.node_index]
         if self.own_bins and new:
@@ -266,6 +284,54 @@ def surprisal_groups(predicted: tuple[str, ...] | list[str]) -> dict[str, list[i
     return {g: idx for g, idx in groups.items() if idx}
 
 
+def group_membership(groups: dict[str, list[int]], n_predicted: int) -> torch.Tensor:
+    """(P, G) float32 0/1 matrix: predicted feature p belongs to group g (`surprisal_groups`)."""
+    member = np.zeros((n_predicted, len(groups)), dtype=np.float32)
+    for j, idx in enumerate(groups.values()):
+        member[idx, j] = 1.0
+    return torch.from_numpy(member)
+
+
+def upward_surprisal(backbone: Any, x: Any, logits: torch.Tensor, member: torch.Tensor) -> torch.Tensor:
+    """(B, T, G) float32 upward surprisal per group (nats) of windows `x` (ModelInputs, T minutes)
+    from the backbone's logits (B, T, P, N) on them: at minute t, the sum over the group's features
+    of -log p(observed bin | minutes < t), counted where the observed bin is above the predicted
+    mean bin and minute t is reported. Minute 0 of a window has no prediction and counts 0."""
+    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # (B, T-1, P, N): position t predicts t + 1
+    target = x.tokens[:, 1:].index_select(2, backbone.target_index)  # (B, T-1, P)
+    valid = x.valid[:, 1:]  # (B, T-1): minute t + 1 reported
+    n_bins = logp.shape[-1]
+    tgt = target.clamp(max=n_bins - 1)
+    nll = -logp.gather(-1, tgt.unsqueeze(-1)).squeeze(-1)  # (B, T-1, P)
+    mean_bin = (logp.exp() * torch.arange(n_bins, dtype=torch.float32)).sum(-1)
+    up = (target.float() > mean_bin) & valid[..., None] & (target < n_bins)
+    s = (nll * up) @ member  # (B, T-1, G)
+    return torch.cat([s.new_zeros((s.shape[0], 1, s.shape[2])), s], dim=1)  # (B, T, G)
+
+
+def surprisal_calibration(surprisal: Callable[[np.ndarray, np.ndarray, int], np.ndarray], rows: np.ndarray,
+                          n_minutes: int, context: int, n_groups: int, scale_floor: float,
+                          keep: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-node robust location and scale, each (n, G), of the group surprisal over minutes
+    [0, n_minutes) of `rows`: median and max(1.4826 x MAD, scale_floor) over windows of `context`
+    minutes tiling the range (each window's first minute, which has no prediction, left out), over
+    the minutes `keep` (n, n_minutes) marks where given (a node with none kept uses all).
+    `surprisal(rows, starts, length)` -> (n, length, G) of that token data."""
+    parts, where = [], []
+    for s0 in range(0, n_minutes, context):
+        ln = min(context, n_minutes - s0)
+        if ln >= 2:
+            parts.append(surprisal(rows, np.full(len(rows), s0), ln)[:, 1:])
+            where.append(np.arange(s0 + 1, s0 + ln))
+    S = np.concatenate(parts, axis=1) if parts else np.zeros((len(rows), 1, n_groups))
+    if keep is not None and parts:
+        k = np.asarray(keep, dtype=bool)[:, np.concatenate(where)]
+        S = np.where((k | ~k.any(axis=1, keepdims=True))[:, :, None], S, np.nan)
+    med = np.nanmedian(S, axis=1)  # (n, G)
+    mad = np.nanmedian(np.abs(S - med[:, None]), axis=1)
+    return med, np.maximum(1.4826 * mad, scale_floor)
+
+
 class SurprisalCore:
     """Zero-label detection from the pre-trained model (SPEC 14): at minute t, per feature group g,
     S_g(t) = sum over the group's features of -log p(observed bin | minutes < t), counted only where
@@ -288,10 +354,7 @@ class SurprisalCore:
         self.alpha, self.scale_floor = float(alpha), float(scale_floor)
         self.groups = surprisal_groups(list(backbone.cfg.predicted_features))
         self.drivers = tuple(self.groups)
-        member = np.zeros((len(backbone.cfg.predicted_features), len(self.groups)), dtype=np.float32)
-        for j, idx in enumerate(self.groups.values()):
-            member[idx, j] = 1.0
-        self._member = torch.from_numpy(member)  # (P, G)
+        self._member = group_membership(self.groups, len(backbone.cfg.predicted_features))  # (P, G)
         self.calib: dict[str, np.ndarray] = {}
 
     def token_binner(self) -> Any:
@@ -302,40 +365,20 @@ class SurprisalCore:
     def group_surprisal(self, tokens: Any, rows: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
         """(B, length, G) upward surprisal per group of windows [start, start + length) (nats)."""
         x = tokens.inputs(rows, starts, length)
-        logits = self.backbone.eval()(x).float()  # (B, T, P, N): position t predicts minute t + 1
-        logp = torch.log_softmax(logits[:, :-1], dim=-1)  # (B, T-1, P, N)
-        target = x.tokens[:, 1:].index_select(2, self.backbone.target_index)  # (B, T-1, P)
-        valid = x.valid[:, 1:]  # (B, T-1): minute t + 1 reported
-        n_bins = logp.shape[-1]
-        tgt = target.clamp(max=n_bins - 1)
-        nll = -logp.gather(-1, tgt.unsqueeze(-1)).squeeze(-1)  # (B, T-1, P)
-        mean_bin = (logp.exp() * torch.arange(n_bins, dtype=torch.float32)).sum(-1)
-        up = (target.float() > mean_bin) & valid[..., None] & (target < n_bins)
-        s = (nll * up) @ self._member  # (B, T-1, G)
-        out = torch.zeros((s.shape[0], length, s.shape[2]))
-        out[:, 1:] = s
-        return out.double().numpy()
+        return upward_surprisal(self.backbone.eval(), x, self.backbone(x), self._member).double().numpy()
 
     def fit_nodes(self, data: ScoringData, rows: np.ndarray, lo: int, hi: int) -> dict[str, np.ndarray]:
         """Node map (as the transformer methods) and the median / scale of each group's surprisal over
         the nodes' minutes [lo, hi), from windows of `context` minutes tiling the range."""
         from netflowgen.tokens import TokenData
         rows = np.asarray(rows, dtype=np.int64)
-        embed, dist = nearest_training_nodes(self.binner, data.cube, rows, lo, hi)
+        embed, dist = nearest_training_nodes(self.binner, data.cube, rows, lo, hi, data.excluded)
         sub = data.cube.part(rows, lo, hi)
         tok = TokenData.build(cube_to_table(sub), self.token_binner(), None, data.time_zone,
                               {n: (int(e), int(e)) for n, e in zip(sub.nodes, embed)})
         order = np.array([tok.nodes.index(n) for n in sub.nodes])
-        T = hi - lo
-        parts = []
-        for s0 in range(0, T, self.context):
-            ln = min(self.context, T - s0)
-            if ln >= 2:
-                parts.append(self.group_surprisal(tok, order, np.full(len(order), s0), ln)[:, 1:])
-        S = np.concatenate(parts, axis=1) if parts else np.zeros((len(rows), 1, len(self.groups)))
-        med = np.median(S, axis=1)  # (n, G)
-        mad = np.median(np.abs(S - med[:, None]), axis=1)
-        scale = np.maximum(1.4826 * mad, self.scale_floor)
+        med, scale = surprisal_calibration(lambda r, s0, ln: self.group_surprisal(tok, r, s0, ln), order, hi - lo,
+                                           self.context, len(self.groups), self.scale_floor, data.kept(rows, lo, hi))
         return {"embed_row": embed, "distance": dist, "bin_row": embed.copy(), "median": med, "scale": scale}
 
     def window_fn(self, data: ScoringData, calib_rows: np.ndarray, per_driver: bool = False) -> Callable:
@@ -381,9 +424,13 @@ def load_core(meta: dict[str, Any], tensors: dict[str, torch.Tensor], folder: Pa
         from netflowgen.model.io import load_model
         model, binner, extra = load_model(Path(backbone) if backbone is not None else folder / "backbone")
         s = meta["core"]
-        head = SurvivalHead(s["head_in"], s["head_hidden"], s["head_dropout"])
-        head.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("head.")})
-        core = TransformerCore(model, binner, head, tensors["hidden_mean"], tensors["hidden_std"], extra)
+        if method in SURPRISAL_INPUT_METHODS:
+            from netflowgen.detect.surprisal_input import load_surprisal_input_core
+            core = load_surprisal_input_core(meta, tensors, model, binner, extra)
+        else:
+            head = SurvivalHead(s["head_in"], s["head_hidden"], s["head_dropout"])
+            head.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("head.")})
+            core = TransformerCore(model, binner, head, tensors["hidden_mean"], tensors["hidden_std"], extra)
         core.context, core.stride = int(meta["context"]), int(meta["stride"])
         core.own_bins = bool(s.get("own_bins", False))
         if (folder / NEW_NODE_BINS).exists():

@@ -192,14 +192,22 @@ class Detector:
         return np.asarray(own, dtype=np.float64)[np.asarray(calib_rows, dtype=np.int64)]
 
     def set_fa_budget(self, table: pl.DataFrame | NodeMinuteCube, budget: float = 1.0, per_node: bool = False,
-                      clear_after: int = 15, reference: float | None = None) -> np.ndarray:
+                      clear_after: int = 15, reference: float | None = None, known: pl.DataFrame | None = None,
+                      margin: int = 30) -> np.ndarray:
         """Choose the threshold(s) so that scoring the first `reference` share of the table's minutes
-        (default the detector's reference share; attack-free by assumption) opens at most `budget`
-        alerts per node-day (`detect.budget`). Global: sets `theta`; per node: each node of the table
-        gets its own (others keep `theta`). Returns the chosen threshold(s)."""
+        (default the detector's reference share; attack-free by assumption, or with the `known`
+        attacks masked: a truth or alert list, each attack from `margin` minutes before its onset to
+        `margin` + `length` after its end, the minutes whose score aggregates it) opens at
+        most `budget` alerts per node-day (`detect.budget`). New nodes are calibrated on that range
+        (less the known attacks). Global: sets `theta`; per node: each node of the table gets its own
+        (others keep `theta`). Returns the chosen threshold(s)."""
         from netflowgen.detect.budget import budget_thresholds
+        from netflowgen.detect.operator_metrics import attack_minutes
         cube = table if isinstance(table, NodeMinuteCube) else NodeMinuteCube.from_table(_as_polars(table))
-        self.calib_rows(ScoringData(cube, None, self.time_zone))  # new nodes: calibrated on the whole table's reference range
+        masked = None if known is None else attack_minutes(list(cube.nodes), cube.minutes, known, margin)
+        self.calib_rows(ScoringData(cube, None, self.time_zone, masked))  # new nodes: the table's reference range
+        if known is not None:  # a score aggregates its last `length` minutes: an attack shows until end + length
+            masked = attack_minutes(list(cube.nodes), cube.minutes, known, margin, margin + self.length)
         share = self.reference if reference is None else float(reference)
         hi = max(2, int(round(share * len(cube.minutes))))
         ref = cube.part(None, 0, hi)
@@ -207,7 +215,8 @@ class Detector:
         n, T = len(ref.nodes), len(ref.minutes)
         score = sc.get_column("score").to_numpy().reshape(n, T)
         miss = sc.get_column("missing").to_numpy().reshape(n, T)
-        th = budget_thresholds(score, miss, self.warmup, clear_after, budget, per_node)
+        th = budget_thresholds(score, miss, self.warmup, clear_after, budget, per_node,
+                               None if masked is None else masked[:, :hi])
         if per_node:
             rows = self.calib_rows(ScoringData(ref, None, self.time_zone))
             own = np.asarray(self.core.calib.get("theta", np.full(len(self.nodes), float(self.theta))), dtype=np.float64)
@@ -217,7 +226,8 @@ class Detector:
             self.theta = float(th)
             self.core.calib.pop("theta", None)
         self.info["fa_budget"] = {"budget_per_node_day": budget, "per_node": per_node, "clear_after": clear_after,
-                                  "reference_minutes": hi}
+                                  "reference_minutes": hi, "known_attacks_masked": 0 if masked is None
+                                  else int(masked[:, :hi].sum())}
         return th
 
     def score_file(self, path: str | Path, node_batch: int = 512,

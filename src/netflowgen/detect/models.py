@@ -26,6 +26,7 @@ class FrozenBackboneSurvival(nn.Module):
     hidden: Tensor  # buffers (registered in __init__)
     mean: Tensor
     std: Tensor
+    extra: Tensor | None
 
     """Hazards from cached hidden states of a frozen backbone.
 
@@ -35,17 +36,24 @@ class FrozenBackboneSurvival(nn.Module):
     The final LayerNorm leaves a large constant part in every dimension and a small varying one
     (std ~0.05 against a norm ~10 in our runs); standardizing lets a small head learn from a few
     hundred labels in a few hundred steps.
+    extra : optional (N, L, G) float32 inputs appended after the standardized hidden states (e.g.
+    NetFlowGen+surprisal's per-node surprisal z); the head then reads d + G values per minute.
     """
 
-    def __init__(self, hidden: Tensor, head: SurvivalHead, mean: Tensor, std: Tensor) -> None:
+    def __init__(self, hidden: Tensor, head: SurvivalHead, mean: Tensor, std: Tensor,
+                 extra: Tensor | None = None) -> None:
         super().__init__()
         self.register_buffer("hidden", hidden, persistent=False)
         self.register_buffer("mean", mean.float())
         self.register_buffer("std", std.float().clamp_min(1e-6))
+        self.register_buffer("extra", None if extra is None else extra.float(), persistent=False)
         self.head = head
 
     def forward(self, ids: Tensor) -> Tensor:
-        return self.head((self.hidden[ids] - self.mean) / self.std)  # (B, L)
+        h = (self.hidden[ids] - self.mean) / self.std  # (B, L, d)
+        if self.extra is not None:
+            h = torch.cat([h, self.extra[ids]], dim=-1)  # (B, L, d + G)
+        return self.head(h)  # (B, L)
 
 
 def causal_mean(x: Tensor, k: int) -> Tensor:

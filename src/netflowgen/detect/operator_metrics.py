@@ -62,6 +62,24 @@ def attacks_table(truth: pl.DataFrame) -> pl.DataFrame:
     return df.select(pl.col("target_ip").cast(pl.String), utc(onset).alias("onset"), utc("end").alias("end"))
 
 
+def attack_minutes(nodes: list[str], minutes_ms: np.ndarray, attacks: pl.DataFrame, margin: int = 0,
+                   after: int | None = None) -> np.ndarray:
+    """(n_nodes, T) True at the minutes of `minutes_ms` (UTC ms of each minute's start) that lie within
+    `margin` minutes of an attack of the node ([onset - margin, end + after], `after` = `margin`
+    unless given); `attacks` as `attacks_table` returns (or any truth / alert list it reads)."""
+    after = margin if after is None else after
+    att = attacks if attacks.columns[:3] == ["target_ip", "onset", "end"] else attacks_table(attacks)
+    row = {v: i for i, v in enumerate(nodes)}
+    t0, T = int(minutes_ms[0]) // 60_000, len(minutes_ms)
+    out = np.zeros((len(nodes), T), dtype=bool)
+    for ip, on, en in att.iter_rows():
+        if ip in row:
+            a = int(on.timestamp() // 60) - t0
+            b = int(en.timestamp() // 60) - t0
+            out[row[ip], max(0, a - margin):max(0, min(T, b + after + 1))] = True
+    return out
+
+
 def operator_metrics(scores: pl.DataFrame, alerts: pl.DataFrame, truth: pl.DataFrame, early: int = 5,
                      margin: int = 30) -> OperatorMetrics:
     """Metrics of `Detector.score` output `scores`, its `alerts` (`alerts_from_scores`), against
@@ -77,7 +95,7 @@ def operator_metrics(scores: pl.DataFrame, alerts: pl.DataFrame, truth: pl.DataF
     missing = s.get_column("missing").to_numpy().reshape(n, T)
     row = {v: i for i, v in enumerate(nodes)}
     t0 = int(minutes[0])
-    near = np.zeros((n, T), dtype=bool)  # within `margin` of an attack of the node
+    near = attack_minutes(nodes, minutes * 60_000, att, margin)  # within `margin` of an attack of the node
     delays: list[int] = []
     counted = 0
     for ip, on, en in att.iter_rows():
@@ -86,7 +104,6 @@ def operator_metrics(scores: pl.DataFrame, alerts: pl.DataFrame, truth: pl.DataF
         r = row[ip]
         a = int(on.timestamp() // 60) - t0
         b = int(en.timestamp() // 60) - t0
-        near[r, max(0, a - margin):max(0, min(T, b + margin + 1))] = True
         if not 0 <= a < T:
             continue
         counted += 1

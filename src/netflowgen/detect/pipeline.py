@@ -18,6 +18,7 @@ import torch
 
 from netflowgen.detect.anchored import WindowPlan, aggregate_curve, plan_windows, run_plan
 from netflowgen.detect.cores import (
+    SURPRISAL_INPUT_METHODS,
     LstmCore,
     OperatorCore,
     ScoringData,
@@ -36,7 +37,7 @@ from netflowgen.model.io import split_of
 from netflowgen.progress import progress_bar
 from netflowgen.schema import DEFAULT_SPLIT
 
-LEARNED = ("NetFlowGen", "NetFlowGen-unfrozen", "TF", "MS-LSTM")
+LEARNED = ("NetFlowGen", *SURPRISAL_INPUT_METHODS, "NetFlowGen-unfrozen", "TF", "MS-LSTM")
 OPERATOR = ("Static-EWMA", "Static-percentile", "Seasonal-band", "CUSUM")
 ZERO_LABEL = ("Surprisal",)  # no label trains them; theta from labels or a false-alarm budget
 METHODS = LEARNED + OPERATOR
@@ -131,15 +132,36 @@ class DetectionContext:
     def hidden(self, core: TransformerCore) -> torch.Tensor:
         """(N, L, d) hidden states of the frozen pre-trained backbone at every example minute (cached)."""
         if "hidden" not in self._cache:
-            plan = self.plan(core.context, core.stride)
-            tokens = self.data.tokens
-            with progress_bar("backbone hidden states", plan.n_windows) as adv:
-                @torch.no_grad()
-                def fn(rows: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
-                    adv(len(rows))
-                    return core.backbone.eval().hidden_states(tokens.inputs(rows, starts, length)).float().numpy()
-                self._cache["hidden"] = torch.from_numpy(run_plan(plan, fn))
+            self._backbone_pass(core, with_surprisal=False)
         return self._cache["hidden"]
+
+    def surprisal(self, core: Any) -> torch.Tensor:
+        """(N, L, G) upward group surprisal (nats, `SurprisalInputCore.surprisal_of`) of the frozen
+        pre-trained backbone at every example minute, from the same anchored windows as `hidden`
+        (cached; the hidden states come from the same pass)."""
+        if "surprisal" not in self._cache:
+            self._backbone_pass(core, with_surprisal=True)
+        return self._cache["surprisal"]
+
+    def _backbone_pass(self, core: Any, with_surprisal: bool) -> None:
+        """One backbone pass over the examples' anchored windows: hidden states, and with
+        `with_surprisal` the group surprisal from the same pass's logits."""
+        plan = self.plan(core.context, core.stride)
+        tokens = self.data.tokens
+        d = int(core.backbone.cfg.d_model)
+        with progress_bar("backbone hidden states" + (" + surprisal" if with_surprisal else ""), plan.n_windows) as adv:
+            @torch.no_grad()
+            def fn(rows: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
+                adv(len(rows))
+                x = tokens.inputs(rows, starts, length)
+                if not with_surprisal:
+                    return core.backbone.eval().hidden_states(x).float().numpy()
+                h, logits = core.backbone.eval().hidden_and_logits(x)
+                return torch.cat([h.float(), core.surprisal_of(x, logits)], -1).numpy()
+            out = torch.from_numpy(run_plan(plan, fn))
+        self._cache.setdefault("hidden", out[..., :d].contiguous())
+        if with_surprisal:
+            self._cache["surprisal"] = out[..., d:].contiguous()
 
     def new_detector(self, method: str, ft: FinetuneConfig, length: int | None = None) -> Detector:
         """An untrained (operator: fitted) detector of `method`, its nodes calibrated on the training range."""
@@ -155,6 +177,17 @@ class DetectionContext:
         elif method == "MS-LSTM":
             core = LstmCore(MultiScaleLSTMNet(len(self.cube.features), head_hidden=ft.head_hidden,
                                               dropout=ft.head_dropout), L, max(1, L // 2))
+        elif method in SURPRISAL_INPUT_METHODS:
+            if self.pretrained is None:
+                raise ValueError(f"{method} needs a pre-trained model (its hidden states and predictions)")
+            if ft.unfreeze:
+                raise ValueError(f"{method} keeps the backbone frozen (its surprisal calibration is a statistic "
+                                 "of it); use NetFlowGen-unfrozen to train the backbone")
+            from netflowgen.detect.surprisal_input import SurprisalInputCore
+            src = self.pretrained.model
+            d_in = SurprisalInputCore.head_inputs(src.cfg.d_model, src.cfg.predicted_features)
+            core = SurprisalInputCore(src, self.pretrained.binner, SurvivalHead(d_in, ft.head_hidden, ft.head_dropout),
+                                      torch.zeros(src.cfg.d_model), torch.ones(src.cfg.d_model), cfg)
         else:
             if self.pretrained is None:
                 raise ValueError(f"{method} needs a pre-trained model (and its binner for the tokens)")
@@ -175,7 +208,14 @@ class DetectionContext:
         det = Detector(method, core, L, 0, time_zone=self.data.time_zone, split=list(self.split),
                        base_backbone_hash=cfg.get("content_hash"))
         lo, hi = self.train_range()
-        det.calibrate(self.data, lo, hi, "training")
+        key = f"calib:{method}:{L}"  # per-node statistics use neither labels nor seed: one fit per method
+        if key not in self._cache:
+            det.calibrate(self.data, lo, hi, "training")
+            self._cache[key] = ({k: v.copy() for k, v in det.core.calib.items()}, list(det.nodes))
+        else:
+            calib, nodes = self._cache[key]
+            det.core.calib = {k: v.copy() for k, v in calib.items()}
+            det.nodes, det.node_source = list(nodes), ["training"] * len(nodes)
         return det
 
 
@@ -268,22 +308,35 @@ def example_curves(ctx: DetectionContext, det: Detector, ids: np.ndarray) -> np.
         with torch.no_grad():
             x = det.core.hazards(ctx.hidden(det.core)[torch.as_tensor(ids)]).double().numpy()
         return aggregate_curve(x, det.kind)
+    if det.method in SURPRISAL_INPUT_METHODS and "surprisal" in ctx._cache:
+        z = det.core.surprisal_z(ctx.surprisal(det.core)[torch.as_tensor(ids)],
+                                 det.calib_rows(ctx.data)[ctx.col("node_row")[ids]])
+        with torch.no_grad():
+            x = det.core.hazards(ctx.hidden(det.core)[torch.as_tensor(ids)], z).double().numpy()
+        return aggregate_curve(x, det.kind)
     calib = det.calib_rows(ctx.data)
     return det.example_curves(ctx.data, calib, ctx.col("node_row")[ids], ctx.col("start")[ids])
 
 
-def score(ctx: DetectionContext, cs: CurveSet, metric_cfg: MetricConfig = MetricConfig()) -> MethodResult:
-    """Choose theta on the tuning curves for `metric_cfg`'s bound and budget; evaluate on test. The
-    CurveSet's detector carries the chosen theta and the metric constants afterwards."""
-    choice = choose_threshold(cs.tune_curves, ctx.eval_set(cs.tune_ids, metric_cfg), metric_cfg)
-    t_det = detect(cs.test_curves, choice.theta, metric_cfg.warmup)
+def score(ctx: DetectionContext, cs: CurveSet, metric_cfg: MetricConfig = MetricConfig(),
+          theta: float | None = None) -> MethodResult:
+    """Choose theta on the tuning curves for `metric_cfg`'s bound and budget (or take the given
+    `theta`, e.g. from a false-alarm budget: no label involved); evaluate on test. The CurveSet's
+    detector carries the theta and the metric constants afterwards."""
+    if theta is None:
+        choice = choose_threshold(cs.tune_curves, ctx.eval_set(cs.tune_ids, metric_cfg), metric_cfg)
+        theta, validation = float(choice.theta), choice.validation
+    else:
+        validation = evaluate(detect(cs.tune_curves, theta, metric_cfg.warmup), ctx.eval_set(cs.tune_ids, metric_cfg),
+                              metric_cfg)
+    t_det = detect(cs.test_curves, theta, metric_cfg.warmup)
     m = evaluate(t_det, ctx.eval_set(cs.test_ids, metric_cfg), metric_cfg)
     if cs.detector is not None:
-        cs.detector.theta, cs.detector.warmup = float(choice.theta), int(metric_cfg.warmup)
+        cs.detector.theta, cs.detector.warmup = float(theta), int(metric_cfg.warmup)
         cs.detector.metric_config = dict(metric_cfg.__dict__)
         cs.detector.info["test"] = m.summary()
-    return MethodResult(cs.method, cs.labels, cs.attack_type, cs.seed, cs.regime, cs.counts, choice.theta,
-                        dict(metric_cfg.__dict__), choice.validation.summary(), m.summary(), cs.test_ids.tolist(),
+    return MethodResult(cs.method, cs.labels, cs.attack_type, cs.seed, cs.regime, cs.counts, float(theta),
+                        dict(metric_cfg.__dict__), validation.summary(), m.summary(), cs.test_ids.tolist(),
                         t_det.tolist(), m.effectiveness_per_attack, m.mitigation_time, cs.seconds, cs.history)
 
 
@@ -308,13 +361,16 @@ def _trainable(ctx: DetectionContext, det: Detector, method: str, ft: FinetuneCo
         def lstm_hazards(rows: np.ndarray, starts: np.ndarray, length: int) -> torch.Tensor:
             return core.net(core.inputs(ctx.data, calib, rows, starts, length))
         return AnchoredSurvival(plan, lstm_hazards, net=core.net), None
-    if method == "NetFlowGen" and not ft.unfreeze:
+    if (method == "NetFlowGen" and not ft.unfreeze) or method in SURPRISAL_INPUT_METHODS:
         h = ctx.hidden(core)
         train = h[torch.as_tensor(np.flatnonzero(ctx.col("split") == "train"))].reshape(-1, h.shape[-1])
         if train.shape[0] == 0:
             train = h.reshape(-1, h.shape[-1])
         core.mean, core.std = train.mean(0), train.std(0).clamp_min(1e-6)
-        return FrozenBackboneSurvival(h, core.head, core.mean, core.std), None
+        z = None  # NetFlowGen+surprisal: the per-node surprisal z (N, L, G) beside the hidden states
+        if method in SURPRISAL_INPUT_METHODS:
+            z = core.surprisal_z(ctx.surprisal(core), calib[ctx.col("node_row")])
+        return FrozenBackboneSurvival(h, core.head, core.mean, core.std, z), None
     plan = ctx.plan(core.context, core.stride)
     tokens = ctx.data.tokens
 

@@ -17,7 +17,7 @@ from netflowgen.detect.metrics import MetricConfig
 
 @dataclass
 class FinetuneRun:
-    method: str = "NetFlowGen"  # NetFlowGen, NetFlowGen-unfrozen, TF, MS-LSTM, Static-EWMA, Static-percentile, Seasonal-band, CUSUM
+    method: str = "NetFlowGen"  # or any of detect.cores.ALL_METHODS (NetFlowGen+surprisal, MS-LSTM, CUSUM, ...)
     labels: str = "360"  # "val" (the validation split), "all" (train split), or a count drawn from train
     attack_type: str = "all"
     seed: int = 0

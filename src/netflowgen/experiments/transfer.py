@@ -72,6 +72,9 @@ class TransferConfig:
     fa_budget: float = 1.0  # alerts per node-day on the reference range (global theta)
     reference: float = 0.6  # share of each node's own minutes that calibrates it and sets theta
     clear_after: int = 15
+    # leave the network's own alert list (the ISP's alerts.csv) out of its reference ranges (SPEC 14);
+    # the splice hosts have none (their reference ranges hold no spliced attack)
+    mask_known_attacks: bool = True
     isp: IspBenchmark = field(default_factory=IspBenchmark)
     splice: SpliceBenchmark = field(default_factory=SpliceBenchmark)
 
@@ -198,23 +201,38 @@ def own_ranges(cube: NodeMinuteCube, reference: float, own: bool) -> tuple[np.nd
     return first.astype(np.int64), np.minimum(hi, T).astype(np.int64)
 
 
+def test_attacks(truth: pl.DataFrame, cube: NodeMinuteCube, hi: np.ndarray) -> pl.DataFrame:
+    """The attacks of `truth` (`operator_metrics.attacks_table`) whose onset lies in their node's test
+    range (at or after minute `hi[row]` of the cube): attacks of the reference range are not scored
+    (their minutes carry no alarm), so counting them would count them as missed."""
+    from netflowgen.detect.operator_metrics import attacks_table
+    att = attacks_table(truth)
+    edges = np.append(cube.minutes, cube.minutes[-1] + 60_000)  # (T + 1,) minute starts and the end
+    test_from = pl.DataFrame({"target_ip": list(cube.nodes), "_from": edges[np.minimum(hi, len(cube.minutes))]})
+    return (att.join(test_from, on="target_ip", how="left")
+            .filter(pl.col("onset").dt.epoch("ms") >= pl.col("_from").fill_null(0)).drop("_from"))
+
+
 def evaluate(det: Any, cube: NodeMinuteCube, truth: pl.DataFrame, budget: float, reference: float,
-             own: bool, clear_after: int = 15) -> dict[str, Any]:
-    """Onboard, threshold by the budget, score, alert and measure one detector (module docstring)."""
+             own: bool, clear_after: int = 15, known: pl.DataFrame | None = None, margin: int = 30) -> dict[str, Any]:
+    """Onboard, threshold by the budget, score, alert and measure one detector (module docstring).
+    `known`: the network's own alert list; its attacks (with `margin` minutes either side) are left
+    out of the reference ranges, for calibration and budget alike (SPEC 14)."""
     from netflowgen.detect.alerts import AlertConfig, alerts_from_scores
     from netflowgen.detect.budget import budget_thresholds
     from netflowgen.detect.cores import ScoringData
-    from netflowgen.detect.operator_metrics import operator_metrics
+    from netflowgen.detect.operator_metrics import attack_minutes, operator_metrics
 
     t0 = time.time()
     lo, hi = own_ranges(cube, reference, own)
-    known = set(det.nodes)
-    data = ScoringData(cube, None, det.time_zone)
+    seen = set(det.nodes)
+    masked = None if known is None else attack_minutes(list(cube.nodes), cube.minutes, known, margin)
+    data = ScoringData(cube, None, det.time_zone, masked)
     for a, b in sorted({(int(x), int(y)) for x, y in zip(lo, hi)}):
-        rows = np.array([r for r, nd in enumerate(cube.nodes) if nd not in known and lo[r] == a and hi[r] == b],
+        rows = np.array([r for r, nd in enumerate(cube.nodes) if nd not in seen and lo[r] == a and hi[r] == b],
                         dtype=np.int64)
         det.calibrate(data, a, b, "reference", rows)
-    onboarded = sum(nd not in known for nd in cube.nodes)
+    onboarded = sum(nd not in seen for nd in cube.nodes)
     det.theta = 0.0  # alarms are recomputed below with the budget's theta
     det.core.calib.pop("theta", None)
     sc = det.score(cube)
@@ -227,20 +245,27 @@ def evaluate(det: Any, cube: NodeMinuteCube, truth: pl.DataFrame, budget: float,
     ref_w = max(hi - lo) if n else 0
     rs = np.ones((n, ref_w))
     rm = np.ones((n, ref_w), dtype=bool)
+    rk = np.zeros((n, ref_w), dtype=bool)
+    # the budget's mask: a score aggregates its last `length` minutes, so an attack shows until end + length
+    spent = None if known is None else attack_minutes(list(cube.nodes), cube.minutes, known, margin, margin + det.length)
     for r in range(n):
         w = hi[r] - lo[r]
         rs[r, :w], rm[r, :w] = score[r, lo[r]:hi[r]], miss[r, lo[r]:hi[r]]
-    theta = float(budget_thresholds(rs, rm, det.warmup, clear_after, budget, per_node=False))
+        if spent is not None:
+            rk[r, :w] = spent[r, lo[r]:hi[r]]
+    theta = float(budget_thresholds(rs, rm, det.warmup, clear_after, budget, per_node=False,
+                                    masked=rk if spent is not None else None))
     det.theta = theta
     det.info["fa_budget"] = {"budget_per_node_day": budget, "per_node": False, "clear_after": clear_after,
-                             "reference_share": reference}
+                             "reference_share": reference, "known_attacks_masked": int(rk.sum())}
     alarm = (score < theta) & (t >= np.minimum(lo[:, None] + det.warmup, T)) & ~in_ref & (t >= lo[:, None])
     ev_missing = miss | in_ref | (t < lo[:, None])
     scores = sc.with_columns(pl.Series("alarm", alarm.reshape(-1)), pl.Series("missing", ev_missing.reshape(-1)),
                              pl.Series("score", np.where(in_ref, 1.0, score).reshape(-1)))
     alerts = alerts_from_scores(scores, det.method, AlertConfig(clear_after))
-    m = operator_metrics(scores, alerts, truth)
+    m = operator_metrics(scores, alerts, test_attacks(truth, cube, hi))
     return {"method": det.method, **m.summary(), "theta": theta, "onboarded_nodes": onboarded,
+            "masked_reference_minutes": int(rk.sum()),
             "nodes": n, "minutes": T, "scoring_s": round(time.time() - t0, 1), "delays": m.delays}
 
 
@@ -267,6 +292,7 @@ def run_transfer(detectors: Sequence[str | Path], out: str | Path, cfg: Transfer
             if name == "isp":
                 feats, truth_p = build_isp(cfg.isp, out / "work" / "isp", log)
                 own = False
+                known_p = truth_p.parent / "alerts.csv" if cfg.mask_known_attacks else None
             else:  # "splice" (the names were checked above)
                 if not (Path(cfg.splice.real) / "zeek-ctu-normal").is_dir():
                     raise FileNotFoundError(f"{Path(cfg.splice.real)}: the real traces are absent "
@@ -274,15 +300,18 @@ def run_transfer(detectors: Sequence[str | Path], out: str | Path, cfg: Transfer
                 feats, truth_p, hosts = build_splice(cfg.splice, out / "work" / "splice", cfg.reference, log)
                 bench["hosts"] = hosts
                 own = True
+                known_p = None
         except FileNotFoundError as e:
             bench["skipped"] = str(e)
             log(f"{name}: skipped: {e}")
             continue
         cube = NodeMinuteCube.read(feats)
         truth = read_table(truth_p)
+        known = read_table(known_p) if known_p is not None else None
+        bench["known_attacks"] = str(known_p) if known_p is not None else None
         for d in detectors:
             det = Detector.load(d)
-            row = evaluate(det, cube, truth, cfg.fa_budget, cfg.reference, own, cfg.clear_after)
+            row = evaluate(det, cube, truth, cfg.fa_budget, cfg.reference, own, cfg.clear_after, known)
             row["detector"] = str(d)
             bench["rows"].append(row)
             log(f"  {name}: {det.method:18s} theta {row['theta']:.3g}, {row['attacks']} attacks, "

@@ -225,12 +225,17 @@ class TrafficGPT(nn.Module):
 
     def forward(self, x: ModelInputs) -> torch.Tensor:
         """Logits (B, T, P, n_bins): position t's distribution over the bins of minute t+1."""
+        return self.hidden_and_logits(x)[1]
+
+    def hidden_and_logits(self, x: ModelInputs) -> tuple[torch.Tensor, torch.Tensor]:
+        """Hidden states (B, T, d_model) and logits (B, T, P, n_bins) of one backbone pass (a
+        detector reading both, e.g. the SAFE head on hidden states and surprisal, runs it once)."""
         h = self.hidden_states(x)  # (B, T, C)
         B, T, _ = h.shape
         # Stored bins-first (B, T, N, P): the loss's softmax then runs over a strided dim with P
         # contiguous lanes, ~5x faster on CPU than over a contiguous dim of only 10.
         logits = self.head(h).view(B, T, self.cfg.n_bins, len(self.cfg.predicted_features))  # (B, T, N, P)
-        return logits.transpose(2, 3)  # (B, T, P, N) view
+        return h, logits.transpose(2, 3)  # (B, T, C), (B, T, P, N) view
 
     def targets(self, x: ModelInputs) -> tuple[torch.Tensor, torch.Tensor]:
         """Next-minute targets (B, T-1, P) and their mask (B, T-1): False where minute t+1 is missing."""
