@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo-out
 
-.PHONY: setup demo test lint bench fuzz clean system-tools browser
+.PHONY: setup demo experiment-tables test lint bench fuzz clean system-tools browser
 
 setup: $(STAMP) system-tools
 
@@ -44,6 +44,18 @@ lint: setup
 
 demo: setup
 	$(VENV)/bin/netflowgen demo --out $(DEMO_DIR)
+
+# The paper's ablations on the demo's ISP (runs `make demo` first when its output is absent): Table 8
+# (nodes unseen in pre-training), Table 9 (86 vs 6 features), Table 10 (model sizes), each backbone
+# pre-trained on a step budget (100 steps) and cached in $(DEMO_DIR)/report-tables/backbones; the three
+# parts took 78-176 s each, run separately on the shared 2-core machine (docs/model.md).
+# PARTS=labels,table8,table9,table10 adds the label-efficiency curve: every method x 7 label counts x 3
+# seeds, TF included, far longer on a CPU.
+PARTS ?= table8,table9,table10
+experiment-tables: setup
+	@test -f $(DEMO_DIR)/features.parquet || $(MAKE) demo
+	$(VENV)/bin/netflowgen experiment paper --data $(DEMO_DIR) --model $(DEMO_DIR)/model --parts $(PARTS) \
+	  --out $(DEMO_DIR)/report-tables
 
 # Throughput and memory against references measured in the same run (minutes; see docs).
 bench: setup

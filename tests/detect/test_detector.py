@@ -216,8 +216,9 @@ def test_one_alert_per_detected_attack(trained, method) -> None:
 def test_own_bins_fit_new_nodes_on_their_reference_range(trained, tmp_path) -> None:
     from netflowgen.schema import FEATURE_NAMES
     table = pl.read_parquet(trained / "features.parquet")
-    big = table.filter(pl.col("node") == "10.0.0.1").with_columns(
-        pl.lit("172.16.0.1").alias("node"), *[(pl.col(f) * 1000).alias(f) for f in FEATURE_NAMES])
+    big = table.filter(pl.col("node") == "10.0.0.1").with_columns(  # a customer the model never saw, sorted first
+        pl.lit("172.16.0.1").alias("node"), pl.lit("a-new").alias("customer"),
+        *[(pl.col(f) * 1000).alias(f) for f in FEATURE_NAMES])
     mixed = pl.concat([table, big])
     feature = FEATURE_NAMES.index("in_all_pkt")
 
@@ -234,6 +235,13 @@ def test_own_bins_fit_new_nodes_on_their_reference_range(trained, tmp_path) -> N
     assert len(np.unique(own)) >= 8  # equal-frequency bins of its own range
     m = own_det.node_mapping().filter(pl.col("node") == "172.16.0.1")
     assert m.get_column("source").to_list() == ["reference"]  # embedding still borrowed from a training node
+    # the customer vocabulary stays the model's: known nodes keep their customer rows, the new one
+    # takes its embedding node's (was: the extended binner's vocabulary, shifted and out of range)
+    data_b, _ = Detector.load(trained / "NetFlowGen").prepare(mixed)
+    data_o, _ = own_det.prepare(mixed)
+    np.testing.assert_array_equal(data_o.tokens.node_customer, data_b.tokens.node_customer)
+    assert data_o.tokens.node_customer.max() < own_det.core.backbone.customer_emb.num_embeddings
+    assert own_det.score(mixed).height == mixed.height
     own_det.save(tmp_path / "own")
     again = Detector.load(tmp_path / "own")
     np.testing.assert_array_equal(tokens_of_new(again), own)  # the fitted cut-offs travel with the detector

@@ -24,7 +24,7 @@ def test_paper_run_and_report(tmp_path) -> None:
     cfg = PaperConfig(features=str(tmp_path / "f.parquet"), alerts=str(tmp_path / "a.csv"),
                       truth=str(tmp_path / "t.csv"), length=64, seeds=[0, 1],
                       methods=["Static-EWMA", "CUSUM"], headline_labels="16", bounds=[0.5, 0.9],
-                      attack_types=["udp"], label_curve=[8, 16], label_curve_methods=["CUSUM"],
+                      attack_types=["udp"], label_curve=["8", "16"], label_curve_methods=["CUSUM"],
                       earlydetect=EarlyDetectConfig(window=64, horizon=10, margin=30, split=[0.6, 0.2]),
                       metrics=MetricConfig(warmup=8))
     run = PaperRun(cfg, log=lambda s: None)

@@ -52,11 +52,12 @@ def test_softflowd_tiny_pcap_every_version(collector: Collector, tiny_pcap, vers
     pcap, truth = tiny_pcap
     sent = run_softflowd(pcap, collector.port, version)
     rotations = collector.stop()
-    assert len(rotations) == 1 and rotations[0].error is None
+    # one file, or two when the run crossed nfcapd's 60 s rotation boundary (the stop closes the last)
+    assert 1 <= len(rotations) <= 2 and all(r.error is None for r in rotations)
     table = _read(collector)
     # every record softflowd exported arrived, nothing lost on the way
-    assert table.num_rows == sent["records"] == rotations[0].nfcapd_flows
-    assert rotations[0].kernel_drops == 0 and rotations[0].bad_packets == 0
+    assert table.num_rows == sent["records"] == sum(r.nfcapd_flows for r in rotations)
+    assert sum(r.kernel_drops for r in rotations) == 0 and sum(r.bad_packets for r in rotations) == 0
     assert pc.sum(table["packets"]).as_py() == truth["packets"] == sent["packets"]
     assert pc.sum(table["bytes"]).as_py() == truth["bytes"]
     assert set(table["proto"].to_pylist()) == truth["protos"]
@@ -74,9 +75,12 @@ def test_softflowd_tiny_pcap_every_version(collector: Collector, tiny_pcap, vers
     assert all(truth["first_ms"] - slack <= s <= e <= truth["last_ms"] for s, e in zip(starts, ends))
     if version != "9":  # exact to the ms: the TCP flow starts at the first packet
         assert min(starts) == TINY_START * 1000
-    stats = json.loads(Path(rotations[0].parquet).with_name(
-        Path(rotations[0].parquet).name.replace(".parquet", ".stats.json")).read_text())
-    assert stats["flows_written"] == table.num_rows and stats["sequence_failures"] is not None
+    written = 0
+    for r in (r for r in rotations if r.parquet):
+        stats = json.loads(Path(r.parquet).with_name(Path(r.parquet).name.replace(".parquet", ".stats.json")).read_text())
+        assert stats["sequence_failures"] is not None
+        written += stats["flows_written"]
+    assert written == table.num_rows
 
 
 @pytest.mark.real

@@ -129,7 +129,7 @@ class Detector:
         bins = self.core.calib.get("bin_row", self.core.calib["embed_row"])[calib_rows]
         node_map = {n: (int(b), int(e)) for n, b, e in zip(data.cube.nodes, bins, embed)}
         df = table if table is not None else cube_to_table(data.cube)
-        tok = TokenData.build(df, self.core.token_binner(), None, self.time_zone, node_map)
+        tok = TokenData.build(df, self.core.token_binner(), None, self.time_zone, node_map, self.core.binner.customers)
         if list(tok.nodes) != list(data.cube.nodes):
             raise InputError("token data and cube disagree on the node order")
         return tok

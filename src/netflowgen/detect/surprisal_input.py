@@ -80,7 +80,8 @@ class SurprisalInputCore(TransformerCore):
         out = super().fit_nodes(data, rows, lo, hi)
         sub = data.cube.part(rows, lo, hi)
         node_map = {n: (int(b), int(e)) for n, b, e in zip(sub.nodes, out["bin_row"], out["embed_row"])}
-        tok = TokenData.build(cube_to_table(sub), self.token_binner(), None, data.time_zone, node_map)
+        tok = TokenData.build(cube_to_table(sub), self.token_binner(), None, data.time_zone, node_map,
+                              self.binner.customers)
         order = np.array([tok.nodes.index(n) for n in sub.nodes])
         med, scale = surprisal_calibration(lambda r, s0, ln: self.group_surprisal(tok, r, s0, ln), order, hi - lo,
                                            self.context, len(self.groups), self.scale_floor, data.kept(rows, lo, hi))

@@ -1,5 +1,6 @@
 """`netflowgen experiment paper`: the paper's detection tables and figure on the simulated ISP, plus
-what the paper lacks (label-efficiency curve, survival curves over traffic, ground-truth onsets).
+what the paper lacks (label-efficiency curve, survival curves over traffic, ground-truth onsets),
+and on request the ablations of Tables 8-10, which pre-train their own backbones (`experiments.ablations`).
 
 Every learned method is trained once per (label regime, attack type, seed) and its curves are kept,
 so re-scoring at other overhead bounds (Fig. 5) costs no training. Results are reported as mean and
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -18,8 +20,21 @@ import polars as pl
 from netflowgen.detect.earlydetect import EarlyDetectConfig
 from netflowgen.detect.finetune import FinetuneConfig
 from netflowgen.detect.metrics import MetricConfig
-from netflowgen.detect.pipeline import METHODS, OPERATOR, CurveSet, DetectionContext, MethodResult, fit_curves, score
+from netflowgen.detect.pipeline import (
+    METHODS,
+    OPERATOR,
+    ZERO_LABEL,
+    CurveSet,
+    DetectionContext,
+    MethodResult,
+    fit_curves,
+    score,
+)
+from netflowgen.experiments.backbones import AblationConfig
 
+DEFAULT_PARTS = ("table5", "fig5", "table6", "labels", "truth", "operator")
+ABLATION_PARTS = ("table8", "table9", "table10")  # opt-in: each pre-trains its own backbones
+PARTS = DEFAULT_PARTS + ABLATION_PARTS
 REPORT_KEYS = ("effectiveness_pct", "overhead", "fpr_pct", "fnr_pct", "f1", "mitigation_abs_median_min")
 
 
@@ -31,7 +46,7 @@ class PaperConfig:
     model: str = ""  # pre-trained NetFlowGen folder ("" = only the methods that need none)
     length: int = 128  # minutes of each example the detectors see (the last ones; paper: 512)
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    methods: list[str] = field(default_factory=lambda: ["NetFlowGen", "TF", "MS-LSTM", "Static-EWMA",
+    methods: list[str] = field(default_factory=lambda: ["NetFlowGen", "NetFlowGen+surprisal", "TF", "MS-LSTM", "Static-EWMA",
                                                         "Static-percentile", "Seasonal-band", "CUSUM"])
     headline_labels: str = "360"  # Table 5 / Fig. 5 regime ("val" = the validation split, or a count)
     more_labels: str = "all"  # the "MoreData" regime of Table 5
@@ -42,10 +57,14 @@ class PaperConfig:
     table6_seeds: int = 3  # seeds per attack type
     bounds: list[float] = field(default_factory=lambda: [0.7, 0.8, 0.9])  # Fig. 5 overhead bounds
     attack_types: list[str] = field(default_factory=lambda: ["dns", "udp", "ntp"])  # Table 6
-    label_curve: list[int] = field(default_factory=lambda: [26, 50, 100, 200, 360, 700])
-    label_curve_methods: list[str] = field(default_factory=lambda: ["NetFlowGen", "MS-LSTM", "Static-EWMA",
-                                                                    "Static-percentile", "Seasonal-band", "CUSUM"])
+    # label-efficiency curve: label counts (examples of the train split) and "all" (the whole train split)
+    label_curve: list[str] = field(default_factory=lambda: ["10", "25", "50", "100", "200", "360", "all"])
+    label_curve_methods: list[str] = field(default_factory=lambda: list(METHODS))  # those also in `methods`
     label_curve_seeds: int = 3
+    # zero-label detectors drawn at 0 labels: theta from `fa_budget` alerts per node-day on the
+    # detector's reference range (needs a pre-trained model)
+    label_curve_zero_label: list[str] = field(default_factory=lambda: list(ZERO_LABEL))
+    fa_budget: float = 1.0
     survival_examples: int = 4  # attacks whose survival curves are drawn over their traffic
     earlydetect: EarlyDetectConfig = field(default_factory=EarlyDetectConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
@@ -53,6 +72,13 @@ class PaperConfig:
     tf_finetune: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(epochs=12, patience=3, min_epochs=4,
                                                                                lr=5e-4))
     metrics: MetricConfig = field(default_factory=MetricConfig)
+    ablations: AblationConfig = field(default_factory=AblationConfig)  # parts table8, table9, table10
+
+    def validate(self) -> None:
+        self.ablations.validate()
+        bad = [n for n in self.label_curve if n != "all" and not (n.isdigit() and int(n) > 0)]
+        if bad:
+            raise ValueError(f"label_curve = {self.label_curve}: label counts (> 0) or 'all', not {bad}")
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -74,8 +100,10 @@ def aggregate(results: list[MethodResult]) -> dict[str, Any]:
 class PaperRun:
     """Holds the context and the trained curves; `run()` fills `self.results`."""
 
-    def __init__(self, cfg: PaperConfig, log: Callable[[str], None] = print) -> None:
+    def __init__(self, cfg: PaperConfig, log: Callable[[str], None] = print, work_dir: str | Path | None = None) -> None:
         self.cfg, self.log = cfg, log
+        self.work_dir = work_dir  # the ablation parts cache their backbones under it
+        self.backbones: dict[Any, Any] = {}  # BackboneSpec -> Backbone pre-trained (or found) in this run
         self.curves: dict[tuple[str, str, str, int], CurveSet] = {}
         self.results: dict[str, Any] = {}
 
@@ -95,6 +123,7 @@ class PaperRun:
             res = build_earlydetect(cube, read_table(cfg.alerts), cfg.earlydetect, self.truth)
             examples, self.results["dropped_alerts"] = res.examples, res.dropped
         self.results["table2"] = table2(examples).to_dicts()
+        self.features, self.examples = feats, examples  # what the ablations build their own contexts from
         pre = load_pretrained(cfg.model) if cfg.model else None
         if pre is None:
             cfg.methods = [m for m in cfg.methods if m in OPERATOR or m == "MS-LSTM"]
@@ -128,7 +157,10 @@ class PaperRun:
         return out
 
     # --- the experiments -----------------------------------------------------------------------------
-    def run(self, parts: tuple[str, ...] = ("table5", "fig5", "table6", "labels", "truth", "operator")) -> dict[str, Any]:
+    def run(self, parts: tuple[str, ...] = DEFAULT_PARTS) -> dict[str, Any]:
+        unknown = [p for p in parts if p not in PARTS]
+        if unknown:
+            raise ValueError(f"unknown part(s) {unknown}; known: {', '.join(PARTS)}")
         cfg = self.cfg
         seeds = list(cfg.seeds)
         R = self.results
@@ -164,14 +196,7 @@ class PaperRun:
                         t6[f"{method}|{ty}"] = {"aggregate": aggregate(rs)}
             R["table6"] = t6
         if "labels" in parts:
-            self.log("Label efficiency: F1 vs number of labels")
-            lc: dict[str, Any] = {}
-            for n in cfg.label_curve:
-                for method in [m for m in cfg.label_curve_methods if m in cfg.methods]:
-                    rs = self.scored(method, str(n), "all", seeds[:cfg.label_curve_seeds])
-                    if rs:
-                        lc[f"{method}|{n}"] = {"n": n, "method": method, "aggregate": aggregate(rs)}
-            R["label_curve"] = lc
+            R["label_curve"] = self.label_curve(seeds[:cfg.label_curve_seeds])
         if "truth" in parts and self.truth is not None:
             R["truth"] = self.truth_comparison(seeds)
         if "operator" in parts and self.truth is not None:
@@ -179,7 +204,53 @@ class PaperRun:
             R["operator"] = self.operator_table(seeds[0])
         if "truth" in parts and self.truth is not None:
             R["fpr_audit"] = self.fpr_audit(seeds[0])
+        if any(p in parts for p in ABLATION_PARTS):
+            from netflowgen.experiments import ablations
+            for part, title in (("table8", "Table 8: nodes unseen in pre-training"),
+                                ("table9", "Table 9: 86 vs 6 input features"), ("table10", "Table 10: model sizes")):
+                if part in parts:
+                    self.log(title)
+                    R[part] = getattr(ablations, part)(self)
         return R
+
+    def label_curve(self, seeds: list[int]) -> dict[str, Any]:
+        """Test metrics of every method at every label count of `label_curve` ("all" = the whole
+        train split), and of each zero-label detector at 0 labels (theta from the false-alarm
+        budget), keyed "method|labels"; `n` = labels the regime used (fit + early stopping)."""
+        cfg = self.cfg
+        self.log("Label efficiency: F1 vs number of labels")
+        lc: dict[str, Any] = {}
+        for method in [m for m in cfg.label_curve_zero_label if m in ZERO_LABEL]:
+            if self.ctx.pretrained is None:
+                self.log(f"  skipped {method} at 0 labels: no pre-trained model (--model)")
+                continue
+            r = self.zero_label(method, seeds[0])
+            lc[f"{method}|0"] = {"labels": "0", "n": 0, "method": method, "threshold": r.regime,
+                                 "aggregate": aggregate([r]), "runs": [r.to_json()]}
+        for labels in cfg.label_curve:
+            for method in [m for m in cfg.label_curve_methods if m in cfg.methods]:
+                rs = self.scored(method, str(labels), "all", seeds)
+                if rs:
+                    c = rs[0].counts
+                    lc[f"{method}|{labels}"] = {"labels": str(labels), "n": c["fit"] + c["stop"], "method": method,
+                                                "threshold": "labels", "aggregate": aggregate(rs)}
+        return lc
+
+    def zero_label(self, method: str, seed: int) -> MethodResult:
+        """A zero-label detector with no label at all: theta from `fa_budget` alerts per node-day
+        on its reference range (`Detector.set_fa_budget`, the first share of the cube's minutes,
+        attack-free by assumption), scored on the test split with the same metrics as the others.
+        Deterministic: no seed changes it."""
+        cs = self.curveset(method, "all", "all", seed)  # the test ids (and curves) of every regime
+        det = cs.detector
+        det.warmup = int(self.cfg.metrics.warmup)  # the budget counts alerts as the metrics detect them
+        theta = float(det.set_fa_budget(self.ctx.cube, self.cfg.fa_budget))
+        r = score(self.ctx, cs, self.cfg.metrics, theta=theta)
+        r.labels, r.regime = "0", f"fa-budget[{self.cfg.fa_budget:g}/node-day]"
+        r.counts = {"fit": 0, "stop": 0, "tune": 0, "test": r.counts["test"]}
+        self.log(f"  {method:14s} labels=   0 (fa budget {self.cfg.fa_budget:g}/node-day): theta {theta:.4g}, "
+                 f"F1 {r.test['f1']:.3f}")
+        return r
 
     def fpr_audit(self, seed: int) -> list[dict[str, Any]]:
         """Every test false positive (a non-attack example detected: the alert list saw no attack)

@@ -12,10 +12,12 @@ network would run it (no labels; docs/detection.md, "Zero-label detection"):
 
 Per detector and benchmark: every node the detector never saw is calibrated on its reference range
 (the first `reference` share of its own observed minutes: the table's for the ISP, which is what
-`Detector.calib_rows` does), one global threshold is chosen by the false-alarm budget on those
-reference ranges (`detect.budget.budget_thresholds`, as `Detector.set_fa_budget`), the whole table
-is scored minute by minute (causal: a minute's score sees only its history) and the operator metrics
-(`detect.operator_metrics`) are computed against the truth over the rest (each node's last 40 %).
+`Detector.calib_rows` does; transformer methods bin it with cut-offs fitted there, `own_bins`; the
+network's own alert list, where it has one, left out: `mask_known_attacks`), one global threshold
+is chosen by the false-alarm budget on those reference ranges (`detect.budget.budget_thresholds`, as
+`Detector.set_fa_budget`), the whole table is scored minute by minute (causal: a minute's score sees
+only its history) and the operator metrics (`detect.operator_metrics`) are computed against the
+truth of the attacks that begin in the rest (each node's last 40 %).
 """
 
 from __future__ import annotations
@@ -75,6 +77,9 @@ class TransferConfig:
     # leave the network's own alert list (the ISP's alerts.csv) out of its reference ranges (SPEC 14);
     # the splice hosts have none (their reference ranges hold no spliced attack)
     mask_known_attacks: bool = True
+    # transformer methods: new nodes binned with cut-offs fitted on their own reference range (their
+    # embedding still borrowed from the nearest training node), not with the mapped node's cut-offs
+    own_bins: bool = True
     isp: IspBenchmark = field(default_factory=IspBenchmark)
     splice: SpliceBenchmark = field(default_factory=SpliceBenchmark)
 
@@ -311,6 +316,8 @@ def run_transfer(detectors: Sequence[str | Path], out: str | Path, cfg: Transfer
         bench["known_attacks"] = str(known_p) if known_p is not None else None
         for d in detectors:
             det = Detector.load(d)
+            if cfg.own_bins and hasattr(det.core, "own_bins"):
+                det.core.own_bins = True
             row = evaluate(det, cube, truth, cfg.fa_budget, cfg.reference, own, cfg.clear_after, known)
             row["detector"] = str(d)
             bench["rows"].append(row)

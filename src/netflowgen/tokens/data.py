@@ -149,7 +149,8 @@ class TokenData:
     # --- building ---------------------------------------------------------------------------------
     @classmethod
     def build(cls, features: str | Path | pl.DataFrame, binner: Binner, out_dir: str | Path | None,
-              time_zone: str = "UTC", node_map: dict[str, tuple[int, int]] | None = None) -> "TokenData":
+              time_zone: str = "UTC", node_map: dict[str, tuple[int, int]] | None = None,
+              customers: list[str] | None = None) -> "TokenData":
         """Tokenize a node-minute table with a fitted binner.
 
         Parameters
@@ -165,6 +166,10 @@ class TokenData:
             node -> (binner row whose cut-offs bin it, training node whose embedding it uses); None:
             training nodes are themselves, unseen ones map to their nearest training node over the
             whole table (`Binner.node_rows`). Detectors decide it once on a reference range.
+        customers : list or None
+            The model's customer vocabulary (default the binner's). A binner extended with rows
+            for new nodes (own cut-offs) may hold customers the model has no embedding for: give
+            the model's, and a node of an unknown customer takes its embedding node's customer.
 
         Returns
         -------
@@ -193,7 +198,7 @@ class TokenData:
         tokens[rows, cols] = binner.transform(df, {n: b for n, (b, _) in node_map.items()})
         emb = {n: e for n, (_, e) in node_map.items()}
         node_embed_row = np.array([emb[n] for n in nodes], dtype=np.int64)
-        customers = binner.customers
+        customers = list(customers) if customers is not None else binner.customers
         cust_idx = {c: i for i, c in enumerate(customers)}
         first_customer = dict(df.group_by("node", maintain_order=True).agg(pl.col("customer").first()).iter_rows())
         node_customer = np.array([cust_idx.get(first_customer[n],
