@@ -122,3 +122,42 @@ def test_masked_minutes_spend_no_budget() -> None:
     strict = float(budget_thresholds(scores, missing, 0, 15, 0.25))
     assert strict <= 1e-9  # two days, 0.25 per day: the burst's alert would overspend
     assert float(budget_thresholds(scores, missing, 0, 15, 0.25, masked=mask)) > 0.5
+
+
+def test_a_shorter_scoring_length_ends_alerts_with_the_attack(tmp_path) -> None:
+    """`set_length`: each score aggregates the last N minutes instead of the evaluated length, the
+    old per-node thresholds are dropped, and the saved detector scores with the new length; a
+    40-minute attack then alarms for about 40 + N minutes instead of 40 + 128."""
+    from typer.testing import CliRunner
+
+    from netflowgen.cli.main import app
+    from netflowgen.detect.anchored import sliding_score
+    feats, alerts, _ = make_dataset(n_nodes=3, n_minutes=2400, attacks_per_node=4, factor=30.0)
+    cube = NodeMinuteCube.from_table(feats)
+    det = Detector("Static-percentile", OperatorCore("Static-percentile", 256, 128), 128, 8, theta=0.5)
+    det.calibrate(ScoringData(cube), 0, 1440, "training")
+    det.set_fa_budget(feats, 1.0, per_node=True, known=alerts)
+    long = det.score(cube)
+    det.set_length(4)
+    assert "theta" not in det.core.calib and det.info["length_changed"] == {"evaluated_length": 128, "length": 4}
+    det.set_fa_budget(feats, 1.0, known=alerts)
+    short = det.score(cube)
+    data, rows = det.prepare(cube)
+    x = det.intensities(data, rows, np.arange(3), np.broadcast_to(np.arange(2400), (3, 2400)))
+    np.testing.assert_allclose(short["score"].to_numpy().reshape(3, 2400), sliding_score(x, 4, "max"))
+    assert short["alarm"].sum() < long["alarm"].sum() / 2 and short["alarm"].sum() >= 12 * 40
+    det.save(tmp_path / "short")
+    assert Detector.load(tmp_path / "short").score(cube)["alarm"].to_list() == short["alarm"].to_list()
+    # the CLI refuses a new length without a new threshold, in one line
+    det2 = Detector("Static-percentile", OperatorCore("Static-percentile", 256, 128), 128, 8, theta=0.5)
+    det2.calibrate(ScoringData(cube), 0, 1440, "training")
+    det2.save(tmp_path / "d")
+    feats.write_parquet(tmp_path / "f.parquet")
+    r = CliRunner().invoke(app, ["detect", "-d", str(tmp_path / "d"), str(tmp_path / "f.parquet"), "--out",
+                                 str(tmp_path / "a.csv"), "--length", "4"])
+    assert r.exit_code != 0 and "--fa-budget" in str(r.exception)  # main() prints it as one line
+    r = CliRunner().invoke(app, ["detect", "-d", str(tmp_path / "d"), str(tmp_path / "f.parquet"), "--out",
+                                 str(tmp_path / "a.csv"), "--length", "4", "--fa-budget", "1", "--calibrate-out",
+                                 str(tmp_path / "d4")])
+    assert r.exit_code == 0, r.output
+    assert Detector.load(tmp_path / "d4").length == 4

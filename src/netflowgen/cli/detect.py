@@ -38,6 +38,9 @@ def detect_cmd(
     known_attacks: Optional[Path] = typer.Option(None, "--known-attacks", help="With --fa-budget: the network's own "
                                                  "alert list (target_ip, start, end) or truth; its attacks (30 min "
                                                  "either side) are left out of the reference range."),
+    length: Optional[int] = typer.Option(None, "--length", min=1, help="Aggregate the last N minutes in each score "
+                                         "instead of the evaluated length (e.g. 16 on a new network: alerts that "
+                                         "last about as long as the attack); needs --fa-budget or --theta."),
     customers: Optional[Path] = typer.Option(None, "--customers", "-c", help="customers.csv, when INPUT is flows."),
     calibrate_out: Optional[Path] = typer.Option(None, "--calibrate-out", help="Save the detector with the nodes it "
                                                  "had never seen calibrated on this table's reference range."),
@@ -60,6 +63,11 @@ def detect_cmd(
     det = Detector.load(detector)
     if reference is not None:
         det.reference = float(reference)
+    if length is not None and length != det.length:
+        if fa_budget is None and theta is None:
+            raise InputError(f"--length {length}: theta was chosen for {det.length}-minute scores; give --fa-budget "
+                             "(or --theta) to choose one for the new length")
+        det.set_length(length)
     if theta is not None:
         det.theta = float(theta)
     if own_bins:

@@ -28,6 +28,8 @@ def evaluate_detect_cmd(
     known_attacks: Optional[Path] = typer.Option(None, "--known-attacks", help="With --fa-budget: the network's own "
                                                  "alert list (or a truth); its attacks (--margin minutes either side) "
                                                  "are left out of the reference range."),
+    length: Optional[int] = typer.Option(None, "--length", min=1, help="Aggregate the last N minutes in each score "
+                                         "instead of the evaluated length; needs --fa-budget."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the metrics as JSON."),
 ) -> None:
     """Score the table minute by minute with the detector and report what an operator would see.
@@ -44,6 +46,10 @@ def evaluate_detect_cmd(
     if known_attacks is not None and fa_budget is None:
         raise InputError("--known-attacks masks the reference range of --fa-budget; give --fa-budget too")
     det = Detector.load(detector)
+    if length is not None and length != det.length:
+        if fa_budget is None:
+            raise InputError(f"--length {length}: theta was chosen for {det.length}-minute scores; give --fa-budget")
+        det.set_length(length)
     if fa_budget is not None:
         from netflowgen.detect.io import read_parquet
         known = read_table(known_attacks) if known_attacks is not None else None
@@ -51,7 +57,7 @@ def evaluate_detect_cmd(
     scores = pl.concat(list(det.score_file(table)))
     alerts = alerts_from_scores(scores, det.method, AlertConfig(clear_after))
     m = operator_metrics(scores, alerts, read_table(truth), margin=margin)
-    summary = {"method": det.method, "theta": det.theta, "fa_budget": fa_budget, **m.summary()}
+    summary = {"method": det.method, "theta": det.theta, "fa_budget": fa_budget, "length": det.length, **m.summary()}
     print_table([summary], f"operator metrics ({det.method}, clear_after={clear_after} min, margin={margin} min)")
     if out is not None:
         out.write_text(json.dumps(summary, indent=1))

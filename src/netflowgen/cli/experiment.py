@@ -101,6 +101,8 @@ def transfer_cmd(
                                    "hosts with real attacks; skipped when ../shared/data/real is absent)."),
     fa_budget: float = typer.Option(1.0, "--fa-budget", help="False alarms per node-day on the reference range."),
     real: Optional[Path] = typer.Option(None, "--real", help="Folder of the real traces (default ../shared/data/real)."),
+    length: int = typer.Option(16, "--length", min=0, help="Minutes each score aggregates on the new networks "
+                               "(0 = each detector's evaluated length)."),
     more: Optional[list[Path]] = typer.Argument(None, help="More detector folders (`--detectors A B C`)."),
 ) -> None:
     """Score detectors on traffic they never saw: every node onboarded on its reference range (first
@@ -110,7 +112,8 @@ def transfer_cmd(
     """
     from netflowgen.experiments.transfer import TransferConfig, run_transfer, tables
 
-    cfg = TransferConfig(benchmarks=[b.strip() for b in benchmarks.split(",") if b.strip()], fa_budget=fa_budget)
+    cfg = TransferConfig(benchmarks=[b.strip() for b in benchmarks.split(",") if b.strip()], fa_budget=fa_budget,
+                         score_length=length or None)
     if real is not None:
         cfg.splice.real = str(real)
     results = run_transfer([*detectors, *(more or [])], out, cfg, log=lambda s: typer.echo(s, err=True))

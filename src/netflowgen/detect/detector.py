@@ -184,6 +184,20 @@ class Detector:
             out = out.with_columns(pl.Series("driver", np.asarray(drivers, dtype=object)[driver.reshape(-1)].tolist()))
         return out
 
+    def set_length(self, length: int) -> None:
+        """Aggregate the last `length` minutes in minute-by-minute scores instead of the evaluated
+        length (onboarding, SPEC 14: a survival score summing 128 minutes of hazards, or a maximum
+        over them, keeps a host alarmed for two hours after a burst and must sit below every busy
+        hour's accumulated hazard; a short window follows the attack). The thresholds chosen for the
+        old length do not carry over: choose new ones after (`set_fa_budget`, or a theta)."""
+        if int(length) < 1:
+            raise InputError(f"the scoring length must be >= 1 minute, got {length}")
+        if int(length) != self.length:
+            evaluated = self.info.get("length_changed", {}).get("evaluated_length", self.length)
+            self.info["length_changed"] = {"evaluated_length": evaluated, "length": int(length)}
+            self.length = int(length)
+            self.core.calib.pop("theta", None)  # per-node thresholds of the old length
+
     def thresholds(self, calib_rows: np.ndarray) -> np.ndarray:
         """(N,) the threshold of each calibration row: its own (a per-node false-alarm budget) or theta."""
         own = self.core.calib.get("theta")
