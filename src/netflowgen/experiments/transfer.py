@@ -83,6 +83,7 @@ class TransferConfig:
     # minutes each score aggregates on the new network (None = each detector's evaluated length, 128
     # for the demo's): 16 was chosen on the demo ISP, the detectors' own network (docs/detection.md)
     score_length: int | None = 16
+    per_node_budget: bool = False  # each node its own theta (its reference alerts <= fa_budget per day)
     isp: IspBenchmark = field(default_factory=IspBenchmark)
     splice: SpliceBenchmark = field(default_factory=SpliceBenchmark)
 
@@ -222,7 +223,8 @@ def test_attacks(truth: pl.DataFrame, cube: NodeMinuteCube, hi: np.ndarray) -> p
 
 
 def evaluate(det: Any, cube: NodeMinuteCube, truth: pl.DataFrame, budget: float, reference: float,
-             own: bool, clear_after: int = 15, known: pl.DataFrame | None = None, margin: int = 30) -> dict[str, Any]:
+             own: bool, clear_after: int = 15, known: pl.DataFrame | None = None, margin: int = 30,
+             per_node: bool = False) -> dict[str, Any]:
     """Onboard, threshold by the budget, score, alert and measure one detector (module docstring).
     `known`: the network's own alert list; its attacks (with `margin` minutes either side) are left
     out of the reference ranges, for calibration and budget alike (SPEC 14)."""
@@ -261,12 +263,13 @@ def evaluate(det: Any, cube: NodeMinuteCube, truth: pl.DataFrame, budget: float,
         rs[r, :w], rm[r, :w] = score[r, lo[r]:hi[r]], miss[r, lo[r]:hi[r]]
         if spent is not None:
             rk[r, :w] = spent[r, lo[r]:hi[r]]
-    theta = float(budget_thresholds(rs, rm, det.warmup, clear_after, budget, per_node=False,
-                                    masked=rk if spent is not None else None))
+    th = budget_thresholds(rs, rm, det.warmup, clear_after, budget, per_node=per_node,
+                           masked=rk if spent is not None else None)  # () or (n,) with per_node
+    theta = float(np.median(th))  # the global theta, or the median of the nodes' own
     det.theta = theta
-    det.info["fa_budget"] = {"budget_per_node_day": budget, "per_node": False, "clear_after": clear_after,
+    det.info["fa_budget"] = {"budget_per_node_day": budget, "per_node": per_node, "clear_after": clear_after,
                              "reference_share": reference, "known_attacks_masked": int(rk.sum())}
-    alarm = (score < theta) & (t >= np.minimum(lo[:, None] + det.warmup, T)) & ~in_ref & (t >= lo[:, None])
+    alarm = (score < (th[:, None] if per_node else theta)) & (t >= np.minimum(lo[:, None] + det.warmup, T)) & ~in_ref & (t >= lo[:, None])
     ev_missing = miss | in_ref | (t < lo[:, None])
     scores = sc.with_columns(pl.Series("alarm", alarm.reshape(-1)), pl.Series("missing", ev_missing.reshape(-1)),
                              pl.Series("score", np.where(in_ref, 1.0, score).reshape(-1)))
@@ -323,7 +326,8 @@ def run_transfer(detectors: Sequence[str | Path], out: str | Path, cfg: Transfer
                 det.core.own_bins = True
             if cfg.score_length is not None:
                 det.set_length(cfg.score_length)  # theta follows from the budget below
-            row = evaluate(det, cube, truth, cfg.fa_budget, cfg.reference, own, cfg.clear_after, known)
+            row = evaluate(det, cube, truth, cfg.fa_budget, cfg.reference, own, cfg.clear_after, known,
+                           per_node=cfg.per_node_budget)
             row["detector"] = str(d)
             bench["rows"].append(row)
             log(f"  {name}: {det.method:18s} theta {row['theta']:.3g}, {row['attacks']} attacks, "
