@@ -51,8 +51,16 @@ def test_paper_run_and_report(tmp_path) -> None:
         run0 = res["table5"][f"{r['method']}|16"]["runs"][0]
         assert r["fpr_vs_alerts_pct"] == pytest.approx(run0["test"]["fpr_pct"])
         assert 0 <= r["fpr_vs_truth_pct"] <= 100
+    # what the alert labels allow: here every alert is a true attack, so only negatives holding one cost
+    c = res["f1_ceiling"]
+    run0 = res["table5"]["CUSUM|16"]["runs"][0]
+    assert c["positives"] + c["negatives"] == run0["counts"]["test"]
+    assert c["positives_with_true_attack"] == c["positives"] > 0
+    assert c["f1_ceiling_vs_alerts"] == pytest.approx(2 * c["positives"] / (2 * c["positives"]
+                                                                          + c["negatives_with_true_attack"]))
     report = write_report(res, tmp_path / "rep", run)
     text = report.read_text()
+    assert "What the alert labels allow" in text
     assert "## Operator metrics" in text and "## False positives against the ground truth" in text
     assert "Table 5" in text and "overhead bound p = 80%" in text and "fig5_violins.png" in text
     assert (tmp_path / "rep" / "report.html").read_text().count("<table>") >= 3
