@@ -210,7 +210,7 @@ def own_ranges(cube: NodeMinuteCube, reference: float, own: bool) -> tuple[np.nd
     return first.astype(np.int64), np.minimum(hi, T).astype(np.int64)
 
 
-def test_attacks(truth: pl.DataFrame, cube: NodeMinuteCube, hi: np.ndarray) -> pl.DataFrame:
+def attacks_in_test_range(truth: pl.DataFrame, cube: NodeMinuteCube, hi: np.ndarray) -> pl.DataFrame:
     """The attacks of `truth` (`operator_metrics.attacks_table`) whose onset lies in their node's test
     range (at or after minute `hi[row]` of the cube): attacks of the reference range are not scored
     (their minutes carry no alarm), so counting them would count them as missed."""
@@ -274,7 +274,7 @@ def evaluate(det: Any, cube: NodeMinuteCube, truth: pl.DataFrame, budget: float,
     scores = sc.with_columns(pl.Series("alarm", alarm.reshape(-1)), pl.Series("missing", ev_missing.reshape(-1)),
                              pl.Series("score", np.where(in_ref, 1.0, score).reshape(-1)))
     alerts = alerts_from_scores(scores, det.method, AlertConfig(clear_after))
-    m = operator_metrics(scores, alerts, test_attacks(truth, cube, hi))
+    m = operator_metrics(scores, alerts, attacks_in_test_range(truth, cube, hi))
     return {"method": det.method, **m.summary(), "theta": theta, "length": det.length, "onboarded_nodes": onboarded,
             "masked_reference_minutes": int(rk.sum()),
             "nodes": n, "minutes": T, "scoring_s": round(time.time() - t0, 1), "delays": m.delays}
