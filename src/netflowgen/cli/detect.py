@@ -57,17 +57,14 @@ def detect_cmd(
 
     Example: netflowgen detect --detector ft/ features.parquet --out alerts.csv --curves scores.parquet
     """
+    from netflowgen.cli.options import onboarding
     from netflowgen.detect.detector import Detector
     from netflowgen.rejects import InputError
 
     det = Detector.load(detector)
     if reference is not None:
         det.reference = float(reference)
-    if length is not None and length != det.length:
-        if fa_budget is None and theta is None:
-            raise InputError(f"--length {length}: theta was chosen for {det.length}-minute scores; give --fa-budget "
-                             "(or --theta) to choose one for the new length")
-        det.set_length(length)
+    known = onboarding(det, length, known_attacks, fa_budget, theta, theta_flag=True)
     if theta is not None:
         det.theta = float(theta)
     if own_bins:
@@ -83,17 +80,12 @@ def detect_cmd(
         if same != n:
             raise typer.Exit(1)
         return
-    if known_attacks is not None and fa_budget is None:
-        raise InputError("--known-attacks masks the reference range of --fa-budget; give --fa-budget too")
     if table is None or out is None:
         raise InputError("give INPUT (a node-minute or flow table) and --out, or --examples with --features")
     if fa_budget is not None:
         import tempfile
 
         import polars as pl
-
-        from netflowgen.detect.io import read_table
-        known = read_table(known_attacks) if known_attacks is not None else None
         with tempfile.TemporaryDirectory() as tmp:
             th = det.set_fa_budget(pl.read_parquet(features_file(table, customers, Path(tmp))), fa_budget,
                                    per_node_budget, clear_after, known=known)

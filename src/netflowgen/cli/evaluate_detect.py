@@ -38,21 +38,15 @@ def evaluate_detect_cmd(
     """
     import polars as pl
 
+    from netflowgen.cli.options import onboarding
     from netflowgen.detect.alerts import AlertConfig, alerts_from_scores
     from netflowgen.detect.detector import Detector
     from netflowgen.detect.io import print_table, read_table
     from netflowgen.detect.operator_metrics import operator_metrics
-    from netflowgen.rejects import InputError
-    if known_attacks is not None and fa_budget is None:
-        raise InputError("--known-attacks masks the reference range of --fa-budget; give --fa-budget too")
     det = Detector.load(detector)
-    if length is not None and length != det.length:
-        if fa_budget is None:
-            raise InputError(f"--length {length}: theta was chosen for {det.length}-minute scores; give --fa-budget")
-        det.set_length(length)
+    known = onboarding(det, length, known_attacks, fa_budget)
     if fa_budget is not None:
         from netflowgen.detect.io import read_parquet
-        known = read_table(known_attacks) if known_attacks is not None else None
         det.set_fa_budget(read_parquet(table), fa_budget, per_node_budget, clear_after, known=known, margin=margin)
     scores = pl.concat(list(det.score_file(table)))
     alerts = alerts_from_scores(scores, det.method, AlertConfig(clear_after))

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from typing import Callable
+from pathlib import Path
+from typing import Any, Callable
 
 import typer
 
@@ -54,3 +55,22 @@ def start_receiver(start: Callable[[], None]) -> None:
     except CollectorError as e:
         typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from e
+
+
+def onboarding(det: Any, length: int | None, known_attacks: Path | None, fa_budget: float | None,
+               theta: float | None = None, theta_flag: bool = False) -> Any:
+    """The onboarding options of `detect` and `evaluate-detect` on a loaded Detector: `--length N`
+    (the old theta does not carry over, so it needs `--fa-budget`, or `--theta` where the command has
+    one: `theta_flag`) and `--known-attacks FILE` (masks the budget's reference range, so it needs
+    `--fa-budget`). Sets the length; returns the known attacks' table (None without the flag)."""
+    from netflowgen.detect.io import read_table
+    from netflowgen.rejects import InputError
+    if known_attacks is not None and fa_budget is None:
+        raise InputError("--known-attacks masks the reference range of --fa-budget; give --fa-budget too")
+    if length is not None and length != det.length:
+        if fa_budget is None and theta is None:
+            alt = " (or --theta)" if theta_flag else ""
+            raise InputError(f"--length {length}: theta was chosen for {det.length}-minute scores; give --fa-budget{alt}"
+                             + (" to choose one for the new length" if theta_flag else ""))
+        det.set_length(length)
+    return read_table(known_attacks) if known_attacks is not None else None
