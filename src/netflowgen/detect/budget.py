@@ -16,7 +16,12 @@ minutes of the close); missing minutes are not quiet.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    import polars as pl
 
 QUANTILES = np.concatenate([[0.0], np.geomspace(1e-6, 0.5, 120)])  # candidate thetas: score quantiles
 
@@ -40,6 +45,18 @@ def alert_openings(alarm: np.ndarray, missing: np.ndarray, clear_after: int) -> 
             last = m
         out[i] = opened
     return out
+
+
+def known_attack_masks(nodes: list[str], minutes_ms: np.ndarray, known: "pl.DataFrame", margin: int,
+                       length: int) -> tuple[np.ndarray, np.ndarray]:
+    """(calibration, budget) masks, each (n_nodes, T), of the `known` attacks (a truth or alert list)
+    over minutes `minutes_ms` (UTC ms): calibration leaves out [onset - margin, end + margin]; the
+    budget leaves out until end + margin + `length`, since a score aggregates its last `length`
+    minutes and so shows an attack that long after it ends."""
+    from netflowgen.detect.operator_metrics import attack_minutes, attacks_table
+    att = attacks_table(known)
+    return (attack_minutes(nodes, minutes_ms, att, margin),
+            attack_minutes(nodes, minutes_ms, att, margin, margin + length))
 
 
 def budget_thresholds(scores: np.ndarray, missing: np.ndarray, warmup: int, clear_after: int,

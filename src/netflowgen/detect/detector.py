@@ -215,13 +215,11 @@ class Detector:
         most `budget` alerts per node-day (`detect.budget`). New nodes are calibrated on that range
         (less the known attacks). Global: sets `theta`; per node: each node of the table gets its own
         (others keep `theta`). Returns the chosen threshold(s)."""
-        from netflowgen.detect.budget import budget_thresholds
-        from netflowgen.detect.operator_metrics import attack_minutes
+        from netflowgen.detect.budget import budget_thresholds, known_attack_masks
         cube = table if isinstance(table, NodeMinuteCube) else NodeMinuteCube.from_table(_as_polars(table))
-        masked = None if known is None else attack_minutes(list(cube.nodes), cube.minutes, known, margin)
-        self.calib_rows(ScoringData(cube, None, self.time_zone, masked))  # new nodes: the table's reference range
-        if known is not None:  # a score aggregates its last `length` minutes: an attack shows until end + length
-            masked = attack_minutes(list(cube.nodes), cube.minutes, known, margin, margin + self.length)
+        excluded, masked = (None, None) if known is None else \
+            known_attack_masks(list(cube.nodes), cube.minutes, known, margin, self.length)
+        self.calib_rows(ScoringData(cube, None, self.time_zone, excluded))  # new nodes: the table's reference range
         share = self.reference if reference is None else float(reference)
         hi = max(2, int(round(share * len(cube.minutes))))
         ref = cube.part(None, 0, hi)

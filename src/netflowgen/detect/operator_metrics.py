@@ -68,7 +68,7 @@ def attack_minutes(nodes: list[str], minutes_ms: np.ndarray, attacks: pl.DataFra
     `margin` minutes of an attack of the node ([onset - margin, end + after], `after` = `margin`
     unless given); `attacks` as `attacks_table` returns (or any truth / alert list it reads)."""
     after = margin if after is None else after
-    att = attacks if attacks.columns[:3] == ["target_ip", "onset", "end"] else attacks_table(attacks)
+    att = attacks_table(attacks)
     row = {v: i for i, v in enumerate(nodes)}
     t0, T = int(minutes_ms[0]) // 60_000, len(minutes_ms)
     out = np.zeros((len(nodes), T), dtype=bool)

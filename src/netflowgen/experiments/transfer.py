@@ -229,15 +229,17 @@ def evaluate(det: Any, cube: NodeMinuteCube, truth: pl.DataFrame, budget: float,
     `known`: the network's own alert list; its attacks (with `margin` minutes either side) are left
     out of the reference ranges, for calibration and budget alike (SPEC 14)."""
     from netflowgen.detect.alerts import AlertConfig, alerts_from_scores
-    from netflowgen.detect.budget import budget_thresholds
+    from netflowgen.detect.budget import budget_thresholds, known_attack_masks
     from netflowgen.detect.cores import ScoringData
-    from netflowgen.detect.operator_metrics import attack_minutes, operator_metrics
+    from netflowgen.detect.operator_metrics import operator_metrics
 
     t0 = time.time()
     lo, hi = own_ranges(cube, reference, own)
     seen = set(det.nodes)
-    masked = None if known is None else attack_minutes(list(cube.nodes), cube.minutes, known, margin)
-    data = ScoringData(cube, None, det.time_zone, masked)
+    # known attacks out of calibration ([onset - margin, end + margin]) and budget (to end + margin + length)
+    excluded, spent = (None, None) if known is None else \
+        known_attack_masks(list(cube.nodes), cube.minutes, known, margin, det.length)
+    data = ScoringData(cube, None, det.time_zone, excluded)
     for a, b in sorted({(int(x), int(y)) for x, y in zip(lo, hi)}):
         rows = np.array([r for r, nd in enumerate(cube.nodes) if nd not in seen and lo[r] == a and hi[r] == b],
                         dtype=np.int64)
@@ -256,8 +258,6 @@ def evaluate(det: Any, cube: NodeMinuteCube, truth: pl.DataFrame, budget: float,
     rs = np.ones((n, ref_w))
     rm = np.ones((n, ref_w), dtype=bool)
     rk = np.zeros((n, ref_w), dtype=bool)
-    # the budget's mask: a score aggregates its last `length` minutes, so an attack shows until end + length
-    spent = None if known is None else attack_minutes(list(cube.nodes), cube.minutes, known, margin, margin + det.length)
     for r in range(n):
         w = hi[r] - lo[r]
         rs[r, :w], rm[r, :w] = score[r, lo[r]:hi[r]], miss[r, lo[r]:hi[r]]
