@@ -38,14 +38,19 @@ def ewma(x: np.ndarray, alpha: float) -> np.ndarray:
     return out
 
 
+def keep_or_all(keep: np.ndarray) -> np.ndarray:
+    """(n, T) minutes a per-node statistic may use -> the same, a node with none kept using all of its
+    minutes (a node whose whole range is masked still gets a statistic)."""
+    keep = np.asarray(keep, dtype=bool)
+    return keep | ~keep.any(axis=1, keepdims=True)
+
+
 def kept_quantile(x: np.ndarray, keep: np.ndarray | None, q: float) -> np.ndarray:
-    """(n, T, c) values, (n, T) minutes to use (None = all) -> (n, c) q-quantile over kept minutes;
-    a node with no kept minute falls back to all of its minutes."""
+    """(n, T, c) values, (n, T) minutes to use (None = all) -> (n, c) q-quantile over kept minutes
+    (`keep_or_all`)."""
     if keep is None:
         return np.quantile(x, q, axis=1)
-    keep = np.asarray(keep, dtype=bool)
-    keep = keep | ~keep.any(axis=1, keepdims=True)
-    return np.nanquantile(np.where(keep[:, :, None], x, np.nan), q, axis=1)
+    return np.nanquantile(np.where(keep_or_all(keep)[:, :, None], x, np.nan), q, axis=1)
 
 
 def stat_to_curve(stat: np.ndarray) -> np.ndarray:

@@ -17,7 +17,14 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from netflowgen.detect.baselines import VOLUME_FEATURES, CusumDetector, SeasonalBand, StaticEwma, StaticPercentile
+from netflowgen.detect.baselines import (
+    VOLUME_FEATURES,
+    CusumDetector,
+    SeasonalBand,
+    StaticEwma,
+    StaticPercentile,
+    keep_or_all,
+)
 from netflowgen.detect.cube import NodeMinuteCube, cube_to_table
 from netflowgen.detect.models import MultiScaleLSTMNet
 from netflowgen.detect.safe import SurvivalHead
@@ -163,9 +170,8 @@ class LstmCore:
     def fit_nodes(self, data: ScoringData, rows: np.ndarray, lo: int, hi: int) -> dict[str, np.ndarray]:
         x = np.log1p(np.clip(data.cube.values[np.asarray(rows), lo:hi], 0, None))
         keep = data.kept(rows, lo, hi)
-        if keep is not None:  # known attacks out (a node with none left keeps all its minutes)
-            keep = keep | ~keep.any(axis=1, keepdims=True)
-            x = np.where(keep[:, :, None], x, np.nan)
+        if keep is not None:  # known attacks out
+            x = np.where(keep_or_all(keep)[:, :, None], x, np.nan)
         return {"mean": np.nanmean(x, axis=1), "std": np.maximum(np.nanstd(x, axis=1), 0.1)}  # (n, F)
 
     def inputs(self, data: ScoringData, calib_rows: np.ndarray, rows: np.ndarray, starts: np.ndarray,
@@ -326,7 +332,7 @@ def surprisal_calibration(surprisal: Callable[[np.ndarray, np.ndarray, int], np.
     S = np.concatenate(parts, axis=1) if parts else np.zeros((len(rows), 1, n_groups))
     if keep is not None and parts:
         k = np.asarray(keep, dtype=bool)[:, np.concatenate(where)]
-        S = np.where((k | ~k.any(axis=1, keepdims=True))[:, :, None], S, np.nan)
+        S = np.where(keep_or_all(k)[:, :, None], S, np.nan)
     med = np.nanmedian(S, axis=1)  # (n, G)
     mad = np.nanmedian(np.abs(S - med[:, None]), axis=1)
     return med, np.maximum(1.4826 * mad, scale_floor)
