@@ -44,6 +44,15 @@ def test_isp_benchmark_report(detector: Path, tmp_path: Path) -> None:
         assert isinstance(row[k], float) and math.isfinite(row[k]), k
     assert row["detected_within_1min_pct"] <= row["detected_within_10min_pct"] <= 100
     assert 0 <= row["theta"] <= 1
+    # the operator curve holds the budgeted operating point, and the comparison at a rate reads it
+    (point,) = [c for c in row["curve"] if c["theta"] == row["theta"]]
+    for k in ("false_alarms_per_node_day", "detected_within_2min_pct"):
+        assert point[k] == pytest.approx(row[k]), k
+    fa = row["false_alarms_per_node_day"]
+    if fa <= 2.0:
+        assert row["within_2min_at_2_fa_pct"] >= row["detected_within_2min_pct"]
+    assert "At the same false-alarm rate" in md and "![operator curves, isp](curve_isp.png)" in md
+    assert (tmp_path / "report" / "curve_isp.png").stat().st_size > 1000
 
 
 def test_theta_matches_set_fa_budget(detector: Path, tmp_path: Path) -> None:

@@ -42,6 +42,7 @@ CAPTURES = ("stopddos/nfcapd/amp.UDP.isakmp.flows.csv", "stopddos/nfcapd/amp.TCP
             "stopddos/nfcapd/amp.TCP.syn.optionallyACK.optionallysamePort.flows.csv",
             "cicddos2019-excerpts/nfcapd/CIC-DDoS-2019-SynFlood.flows.csv",
             "cicddos2019-excerpts/nfcapd/CIC-DDoS-2019-WebDDoS.flows.csv")
+CURVE_RATES = (0.5, 1.0, 2.0)  # false alarms per node-day at which the curves are compared
 TABLE_KEYS = ("attacks", "detected_within_1min_pct", "detected_within_2min_pct", "detected_within_5min_pct",
               "detected_within_10min_pct", "false_alarms_per_node_day", "alarmed_attack_free_pct")
 
@@ -224,13 +225,16 @@ def attacks_in_test_range(truth: pl.DataFrame, cube: NodeMinuteCube, hi: np.ndar
 
 def evaluate(det: Any, cube: NodeMinuteCube, truth: pl.DataFrame, budget: float, reference: float,
              own: bool, clear_after: int = 15, known: pl.DataFrame | None = None, margin: int = 30,
-             per_node: bool = False) -> dict[str, Any]:
+             per_node: bool = False, with_curve: bool = True) -> dict[str, Any]:
     """Onboard, threshold by the budget, score, alert and measure one detector (module docstring).
     `known`: the network's own alert list; its attacks (with `margin` minutes either side) are left
-    out of the reference ranges, for calibration and budget alike (SPEC 14)."""
+    out of the reference ranges, for calibration and budget alike (SPEC 14). With `with_curve`, also
+    the operator curve over the test range (`detect.operator_curve`) and its share detected within
+    2 minutes at each of `CURVE_RATES` false alarms per node-day."""
     from netflowgen.detect.alerts import AlertConfig, alerts_from_scores
     from netflowgen.detect.budget import budget_thresholds, known_attack_masks
     from netflowgen.detect.cores import ScoringData
+    from netflowgen.detect.operator_curve import at_false_alarm_rate, curve_thresholds, operator_curve
     from netflowgen.detect.operator_metrics import operator_metrics
 
     t0 = time.time()
@@ -269,15 +273,26 @@ def evaluate(det: Any, cube: NodeMinuteCube, truth: pl.DataFrame, budget: float,
     det.theta = theta
     det.info["fa_budget"] = {"budget_per_node_day": budget, "per_node": per_node, "clear_after": clear_after,
                              "reference_share": reference, "known_attacks_masked": int(rk.sum())}
-    alarm = (score < (th[:, None] if per_node else theta)) & (t >= np.minimum(lo[:, None] + det.warmup, T)) & ~in_ref & (t >= lo[:, None])
+    eligible = (t >= np.minimum(lo[:, None] + det.warmup, T)) & ~in_ref & (t >= lo[:, None])
+    alarm = (score < (th[:, None] if per_node else theta)) & eligible
     ev_missing = miss | in_ref | (t < lo[:, None])
     scores = sc.with_columns(pl.Series("alarm", alarm.reshape(-1)), pl.Series("missing", ev_missing.reshape(-1)),
-                             pl.Series("score", np.where(in_ref, 1.0, score).reshape(-1)))
+                             pl.Series("score", np.where(in_ref, 1.0, score).reshape(-1)),
+                             pl.Series("eligible", eligible.reshape(-1)))
     alerts = alerts_from_scores(scores, det.method, AlertConfig(clear_after))
-    m = operator_metrics(scores, alerts, attacks_in_test_range(truth, cube, hi))
+    attacks = attacks_in_test_range(truth, cube, hi)
+    m = operator_metrics(scores, alerts, attacks)
+    curve = None
+    if with_curve:  # the curve's thresholds hold the budget's theta: its operating point is on the curve
+        ths = curve_thresholds(score, eligible)
+        curve = operator_curve(scores, attacks, det.method, clear_after,
+                               ths if per_node else np.union1d(ths, [theta]))
     return {"method": det.method, **m.summary(), "theta": theta, "length": det.length, "onboarded_nodes": onboarded,
             "masked_reference_minutes": int(rk.sum()),
-            "nodes": n, "minutes": T, "scoring_s": round(time.time() - t0, 1), "delays": m.delays}
+            "nodes": n, "minutes": T, "scoring_s": round(time.time() - t0, 1), "delays": m.delays,
+            **({"curve": curve.to_dicts(),
+                **{f"within_2min_at_{r:g}_fa_pct": at_false_alarm_rate(curve, r) for r in CURVE_RATES}}
+               if curve is not None else {})}
 
 
 # --- the experiment ------------------------------------------------------------------------------------
@@ -333,6 +348,7 @@ def run_transfer(detectors: Sequence[str | Path], out: str | Path, cfg: Transfer
             log(f"  {name}: {det.method:18s} theta {row['theta']:.3g}, {row['attacks']} attacks, "
                 f"{row['scoring_s']:.0f} s")
     results["seconds"] = round(time.time() - t_all, 1)
+    results["plots"] = curve_plot(results, out)
     (out / "results.json").write_text(json.dumps(results, indent=1, default=json_default))
     (out / "transfer.md").write_text(report_md(results))
     return results
@@ -345,6 +361,48 @@ def table_rows(bench: dict[str, Any]) -> list[dict[str, Any]]:
     return [{"method": r["method"], **{heads[k]: r[k] for k in TABLE_KEYS}, "length": r.get("length"),
              "theta": f"{r['theta']:.4g}"}
             for r in bench["rows"]]
+
+
+def matched_rows(bench: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per detector, the share detected within 2 minutes at <= each of `CURVE_RATES` false alarms per
+    node-day on the operator curve (rows without a curve are left out)."""
+    return [{"method": r["method"], **{f"≤{x:g} FA / node-day": r[f"within_2min_at_{x:g}_fa_pct"] for x in CURVE_RATES}}
+            for r in bench["rows"] if "curve" in r]
+
+
+def curve_plot(results: dict[str, Any], out: Path) -> list[str]:
+    """out/curve_<benchmark>.png: share detected within 2 minutes against false alarms per node-day,
+    one line per detector (its operator curve) and a dot at its budgeted threshold. Returns the names."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = []
+    for name, bench in results["benchmarks"].items():
+        rows = [r for r in bench.get("rows", []) if r.get("curve")]
+        if not rows:
+            continue
+        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        for r in rows:
+            c = sorted(r["curve"], key=lambda p: p["false_alarms_per_node_day"])
+            line, = ax.step([max(p["false_alarms_per_node_day"], 0.01) for p in c],
+                            [p["detected_within_2min_pct"] for p in c], where="post", label=r["method"])
+            ax.plot([max(r["false_alarms_per_node_day"], 0.01)], [r["detected_within_2min_pct"]], "o",
+                    color=line.get_color())
+        ax.set_xscale("log")
+        ax.set_xlim(0.01, 20)
+        ax.set_ylim(0, 100)
+        ax.axvline(results["config"]["fa_budget"], color="grey", lw=0.8, ls=":")
+        ax.set_xlabel("false alarms per node-day (test range; 0 drawn at 0.01)")
+        ax.set_ylabel("attacks detected within 2 min (%)")
+        ax.set_title({"isp": "Second simulated ISP", "splice": "Real hosts, real attacks"}.get(name, name)
+                     + ": operator curves (dots: budgeted theta)", fontsize=9)
+        ax.legend(fontsize=7, loc="upper left")
+        fig.tight_layout()
+        fig.savefig(out / f"curve_{name}.png", dpi=110)
+        plt.close(fig)
+        names.append(f"curve_{name}.png")
+    return names
 
 
 def tables(results: dict[str, Any]) -> str:
@@ -365,6 +423,14 @@ def tables(results: dict[str, Any]) -> str:
             parts.append("hosts: " + ", ".join(f"{h['host']} ({h['ip']}, {h['attacks']} attacks)"
                                                for h in bench.get("hosts", [])) + ".\n")
         parts.append(markdown_table(table_rows(bench)))
+        matched = matched_rows(bench)
+        if matched:
+            parts.append("\nAt the same false-alarm rate: the share detected within 2 minutes at the best threshold "
+                         "with at most that many false alarms per node-day on this test range (the operator curve, "
+                         "`curve_" + name + ".png`; chosen with the truth, so a comparison, not a setting):\n")
+            parts.append(markdown_table(matched))
+        if f"curve_{name}.png" in results.get("plots", []):
+            parts.append(f"\n![operator curves, {name}](curve_{name}.png)\n")
     return "\n".join(parts)
 
 
