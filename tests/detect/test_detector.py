@@ -329,6 +329,19 @@ def test_evaluate_detect_command(trained, tmp_path) -> None:
     assert r.exit_code == 0, r.output
     m = json.loads((tmp_path / "m.json").read_text())
     assert m["attacks"] == 24 and m["detected_within_2min_pct"] >= 80 and "false_alarms_per_node_day" in m
+    # --curve: the theta sweep, the detector's own theta a point of it, the same-rate figures from it
+    r = CliRunner().invoke(app, ["evaluate-detect", "-d", str(trained / "Static-EWMA"), str(trained / "features.parquet"),
+                                 "--truth", str(tmp_path / "truth.csv"), "--out", str(tmp_path / "m.json"),
+                                 "--curve", str(tmp_path / "curve.csv")])
+    assert r.exit_code == 0, r.output
+    c = pl.read_csv(tmp_path / "curve.csv")
+    (own,) = c.filter(pl.col("theta") == m["theta"]).to_dicts()
+    assert own["detected_within_2min_pct"] == pytest.approx(m["detected_within_2min_pct"])
+    assert own["false_alarms_per_node_day"] == pytest.approx(m["false_alarms_per_node_day"])
+    m2 = json.loads((tmp_path / "m.json").read_text())
+    best = c.filter(pl.col("false_alarms_per_node_day") <= 1.0).get_column("detected_within_2min_pct").max()
+    assert m2["within_2min_at_1_fa_pct"] == pytest.approx(best) and (tmp_path / "curve.png").stat().st_size > 1000
+    assert "operator curve:" in r.output
     (tmp_path / "g.parquet").write_text("garbage")
     r = CliRunner().invoke(app, ["evaluate-detect", "-d", str(trained / "Static-EWMA"), str(tmp_path / "g.parquet"),
                                  "--truth", str(tmp_path / "truth.csv")])

@@ -31,6 +31,8 @@ def evaluate_detect_cmd(
     length: Optional[int] = typer.Option(None, "--length", min=1, help="Aggregate the last N minutes in each score "
                                          "instead of the evaluated length; needs --fa-budget."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the metrics as JSON."),
+    curve: Optional[Path] = typer.Option(None, "--curve", help="Also sweep theta: write the operator curve (detected "
+                                         "within k min against false alarms per node-day) as CSV, and a PNG beside it."),
 ) -> None:
     """Score the table minute by minute with the detector and report what an operator would see.
 
@@ -52,6 +54,21 @@ def evaluate_detect_cmd(
     alerts = alerts_from_scores(scores, det.method, AlertConfig(clear_after))
     m = operator_metrics(scores, alerts, read_table(truth), margin=margin)
     summary = {"method": det.method, "theta": det.theta, "fa_budget": fa_budget, "length": det.length, **m.summary()}
+    if curve is not None:
+        import numpy as np
+
+        from netflowgen.detect.operator_curve import at_false_alarm_rate, curve_thresholds, operator_curve, plot_curves
+        s = scores.sort(["node", "minute"])
+        ths = np.union1d(curve_thresholds(s.get_column("score").to_numpy(), np.ones(s.height, bool)), [det.theta])
+        c = operator_curve(s, read_table(truth), det.method, clear_after, ths, margin)
+        c.write_csv(curve)
+        plot_curves({det.method: c.to_dicts()}, curve.with_suffix(".png"), f"{det.method}: operator curve",
+                    fa_budget, {det.method: (summary["false_alarms_per_node_day"], summary["detected_within_2min_pct"])})
+        summary.update({f"within_2min_at_{r:g}_fa_pct": at_false_alarm_rate(c, r) for r in (0.5, 1.0, 2.0)})
     print_table([summary], f"operator metrics ({det.method}, clear_after={clear_after} min, margin={margin} min)")
+    if curve is not None:
+        print(f"operator curve: {curve} ({curve.with_suffix('.png')}); within 2 min at <= 0.5 / 1 / 2 false alarms "
+              "per node-day (best theta on this table, chosen with its labels): " +
+              " / ".join(f"{summary[f'within_2min_at_{r:g}_fa_pct']:.1f} %" for r in (0.5, 1.0, 2.0)))
     if out is not None:
         out.write_text(json.dumps(summary, indent=1))

@@ -14,6 +14,7 @@ comparison, not a deployable setting (that is the budget's).
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,9 +35,10 @@ def curve_thresholds(scores: np.ndarray, eligible: np.ndarray, levels: tuple[flo
 
 
 def operator_curve(scores: pl.DataFrame, truth: pl.DataFrame, method: str, clear_after: int = 15,
-                   thresholds: np.ndarray | None = None) -> pl.DataFrame:
+                   thresholds: np.ndarray | None = None, margin: int = 30) -> pl.DataFrame:
     """The operator metrics of `Detector.score` output `scores` (every node at every minute) at each
-    threshold, alarms only at minutes whose boolean column `eligible` is true (all when it is absent).
+    threshold, alarms only at minutes whose boolean column `eligible` is true (all when it is absent);
+    `margin` as `operator_metrics`.
 
     Returns
     -------
@@ -55,7 +57,7 @@ def operator_curve(scores: pl.DataFrame, truth: pl.DataFrame, method: str, clear
     for th in ths:
         framed = s.with_columns(pl.Series("alarm", elig & (score < th)))
         alerts = alerts_from_scores(framed, method, AlertConfig(clear_after))
-        m = operator_metrics(framed, alerts, truth).summary()
+        m = operator_metrics(framed, alerts, truth, margin=margin).summary()
         rows.append({"theta": float(th), **{k: v for k, v in m.items() if k.startswith(("false_alarms", "alarmed",
                                                                                          "detected_within"))}})
     return pl.DataFrame(rows, schema={"theta": pl.Float64, "false_alarms_per_node_day": pl.Float64,
@@ -71,3 +73,34 @@ def at_false_alarm_rate(curve: pl.DataFrame | list[dict[str, Any]], rate: float,
         return math.nan
     ok = df.filter(pl.col("false_alarms_per_node_day") <= rate)
     return float(ok.get_column(f"detected_within_{within}min_pct").max()) if ok.height else math.nan  # type: ignore[arg-type]
+
+
+def plot_curves(curves: dict[str, list[dict[str, Any]]], path: Path, title: str, budget: float | None = None,
+                points: dict[str, tuple[float, float]] | None = None) -> Path:
+    """PNG of operator curves (label -> `operator_curve` rows): share detected within 2 minutes against
+    false alarms per node-day (log axis, 0 drawn at 0.01), a dot per label at `points` (its operating
+    point: false alarms per node-day, share %) and a dotted line at `budget`."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for label, curve in curves.items():
+        c = sorted(curve, key=lambda p: p["false_alarms_per_node_day"])
+        line, = ax.step([max(p["false_alarms_per_node_day"], 0.01) for p in c],
+                        [p["detected_within_2min_pct"] for p in c], where="post", label=label)
+        if points and label in points:
+            ax.plot([max(points[label][0], 0.01)], [points[label][1]], "o", color=line.get_color())
+    ax.set_xscale("log")
+    ax.set_xlim(0.01, 20)
+    ax.set_ylim(0, 100)
+    if budget is not None:
+        ax.axvline(budget, color="grey", lw=0.8, ls=":")
+    ax.set_xlabel("false alarms per node-day (0 drawn at 0.01)")
+    ax.set_ylabel("attacks detected within 2 min (%)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -371,37 +371,19 @@ def matched_rows(bench: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def curve_plot(results: dict[str, Any], out: Path) -> list[str]:
-    """out/curve_<benchmark>.png: share detected within 2 minutes against false alarms per node-day,
-    one line per detector (its operator curve) and a dot at its budgeted threshold. Returns the names."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """out/curve_<benchmark>.png: every detector's operator curve (`detect.operator_curve.plot_curves`),
+    a dot at its budgeted threshold. Returns the file names."""
+    from netflowgen.detect.operator_curve import plot_curves
     names = []
     for name, bench in results["benchmarks"].items():
         rows = [r for r in bench.get("rows", []) if r.get("curve")]
-        if not rows:
-            continue
-        fig, ax = plt.subplots(figsize=(6.4, 4.2))
-        for r in rows:
-            c = sorted(r["curve"], key=lambda p: p["false_alarms_per_node_day"])
-            line, = ax.step([max(p["false_alarms_per_node_day"], 0.01) for p in c],
-                            [p["detected_within_2min_pct"] for p in c], where="post", label=r["method"])
-            ax.plot([max(r["false_alarms_per_node_day"], 0.01)], [r["detected_within_2min_pct"]], "o",
-                    color=line.get_color())
-        ax.set_xscale("log")
-        ax.set_xlim(0.01, 20)
-        ax.set_ylim(0, 100)
-        ax.axvline(results["config"]["fa_budget"], color="grey", lw=0.8, ls=":")
-        ax.set_xlabel("false alarms per node-day (test range; 0 drawn at 0.01)")
-        ax.set_ylabel("attacks detected within 2 min (%)")
-        ax.set_title({"isp": "Second simulated ISP", "splice": "Real hosts, real attacks"}.get(name, name)
-                     + ": operator curves (dots: budgeted theta)", fontsize=9)
-        ax.legend(fontsize=7, loc="upper left")
-        fig.tight_layout()
-        fig.savefig(out / f"curve_{name}.png", dpi=110)
-        plt.close(fig)
-        names.append(f"curve_{name}.png")
+        if rows:
+            title = {"isp": "Second simulated ISP", "splice": "Real hosts, real attacks"}.get(name, name)
+            plot_curves({r["method"]: r["curve"] for r in rows}, out / f"curve_{name}.png",
+                        f"{title}: operator curves on the test range (dots: budgeted theta)",
+                        results["config"]["fa_budget"],
+                        {r["method"]: (r["false_alarms_per_node_day"], r["detected_within_2min_pct"]) for r in rows})
+            names.append(f"curve_{name}.png")
     return names
 
 
