@@ -213,7 +213,8 @@ def test_one_alert_per_detected_attack(trained, method) -> None:
     assert alerts.height - sum(per_attack) <= 2, "alerts away from any attack"
 
 
-def test_own_bins_fit_new_nodes_on_their_reference_range(trained, tmp_path) -> None:
+@pytest.mark.parametrize("method", ["NetFlowGen", "Surprisal"])
+def test_own_bins_fit_new_nodes_on_their_reference_range(trained, tmp_path, method) -> None:
     from netflowgen.schema import FEATURE_NAMES
     table = pl.read_parquet(trained / "features.parquet")
     big = table.filter(pl.col("node") == "10.0.0.1").with_columns(  # a customer the model never saw, sorted first
@@ -227,8 +228,8 @@ def test_own_bins_fit_new_nodes_on_their_reference_range(trained, tmp_path) -> N
         row = data.cube.nodes.index("172.16.0.1")
         return data.tokens.tokens[row, :1440, feature]
 
-    borrowed = tokens_of_new(Detector.load(trained / "NetFlowGen"))
-    own_det = Detector.load(trained / "NetFlowGen")
+    borrowed = tokens_of_new(Detector.load(trained / method))
+    own_det = Detector.load(trained / method)
     own_det.core.own_bins = True
     own = tokens_of_new(own_det)
     assert len(np.unique(borrowed)) <= 2  # 1000x the mapped node's traffic: (almost) all in its top bin
@@ -237,7 +238,7 @@ def test_own_bins_fit_new_nodes_on_their_reference_range(trained, tmp_path) -> N
     assert m.get_column("source").to_list() == ["reference"]  # embedding still borrowed from a training node
     # the customer vocabulary stays the model's: known nodes keep their customer rows, the new one
     # takes its embedding node's (was: the extended binner's vocabulary, shifted and out of range)
-    data_b, _ = Detector.load(trained / "NetFlowGen").prepare(mixed)
+    data_b, _ = Detector.load(trained / method).prepare(mixed)
     data_o, _ = own_det.prepare(mixed)
     np.testing.assert_array_equal(data_o.tokens.node_customer, data_b.tokens.node_customer)
     assert data_o.tokens.node_customer.max() < own_det.core.backbone.customer_emb.num_embeddings
@@ -417,6 +418,44 @@ def test_surprisal_scores_round_trip_and_name_their_group(trained, tmp_path) -> 
                     want[t, j] += -float(_torch.log(p[t - 1, f, k]))
     np.testing.assert_allclose(S[0], want, rtol=1e-4, atol=1e-5)
     assert S[0, 0].sum() == 0  # no prediction for a window's first minute
+    # the top-bin tail (new detectors): + log(x / edge) / scale per feature above its top bin's edge
+    from netflowgen.detect.cores import top_bin_tail
+    assert core.tail
+    cols = [data.cube.features.index(f) for f in core.predicted]
+    tail = top_bin_tail(data.cube.values, cols, core.calib["tail_edge"], core.calib["tail_scale"])
+    St = core.group_surprisal(data.tokens, np.array([0]), np.array([10]), 6, tail, calib[[0]])
+    edge, scale = core.calib["tail_edge"][calib[0]], core.calib["tail_scale"][calib[0]]
+    for t in range(1, 6):
+        for j, idx in enumerate(core.groups.values()):
+            for f in idx:
+                v = float(data.cube.values[0, 10 + t, cols[f]])
+                if v > edge[f] and bool(x.valid[0, t]):
+                    want[t, j] += np.log(v / edge[f]) / scale[f]
+    np.testing.assert_allclose(St[0], want, rtol=1e-4, atol=1e-5)
+
+
+def test_surprisal_tail_sees_how_far_beyond_the_bins_a_flood_is(trained) -> None:
+    """Tokens saturate: a flood 100x and 10,000x a node's traffic land in the same top bins, so the
+    surprisal of the bins alone cannot tell them apart; the top-bin tail ranks the larger flood higher."""
+    from netflowgen.schema import FEATURE_NAMES
+    feats = pl.read_parquet(trained / "features.parquet")
+    part = feats.filter(pl.col("minute") >= feats.get_column("minute").max() - pl.duration(minutes=299))
+    t0 = part.get_column("minute").min()
+    at = (pl.col("node") == "10.0.0.2") & (pl.col("minute") >= t0 + pl.duration(minutes=200)) & \
+        (pl.col("minute") < t0 + pl.duration(minutes=204))
+    incoming = [f for f in FEATURE_NAMES if f.startswith("in_")]
+
+    def peak(det: Detector, k: float) -> float:
+        flood = part.with_columns([pl.when(at).then(pl.col(f) * k + 50 * k).otherwise(pl.col(f)).alias(f)
+                                   for f in incoming])
+        data, calib = det.prepare(flood)
+        r = data.cube.nodes.index("10.0.0.2")
+        return float(det.intensities(data, calib, np.array([r]), np.arange(195, 210)[None, :]).max())
+
+    det = Detector.load(trained / "Surprisal")
+    assert det.core.tail and peak(det, 10_000.0) > peak(det, 100.0) + 1.0
+    det.core.tail = False  # the bins alone
+    assert peak(det, 10_000.0) == pytest.approx(peak(det, 100.0), rel=1e-6)
 
 
 def test_surprisal_inputs_reach_the_netflowgen_head(trained) -> None:
@@ -430,11 +469,16 @@ def test_surprisal_inputs_reach_the_netflowgen_head(trained) -> None:
     assert isinstance(core, SurprisalInputCore)
     G, d = len(core.groups), core.backbone.cfg.d_model
     assert G >= 2 and core.head.net[0].in_features == d + G
-    zero = Detector.load(trained / "Surprisal")  # the same per-node statistics on the same range
-    assert det.nodes == zero.nodes
-    np.testing.assert_allclose(core.calib["surprisal_median"], zero.core.calib["median"], rtol=1e-6)
-    np.testing.assert_allclose(core.calib["surprisal_scale"], zero.core.calib["scale"], rtol=1e-6)
+    # the same per-node statistics as the Surprisal detector's on a range, with its floor and without its tail
+    from netflowgen.detect.cores import ScoringData
+    from netflowgen.detect.cube import NodeMinuteCube
+    zero = Detector.load(trained / "Surprisal").core
+    zero.tail, zero.scale_floor = False, core.scale_floor
     feats = pl.read_parquet(trained / "features.parquet")
+    on = ScoringData(NodeMinuteCube.from_table(feats))
+    ours, theirs = core.fit_nodes(on, np.arange(4), 0, 600), zero.fit_nodes(on, np.arange(4), 0, 600)
+    np.testing.assert_allclose(ours["surprisal_median"], theirs["median"], rtol=1e-6)
+    np.testing.assert_allclose(ours["surprisal_scale"], theirs["scale"], rtol=1e-6)
     part = feats.filter(pl.col("minute") >= feats.get_column("minute").max() - pl.duration(minutes=299))
     data, calib = det.prepare(part)
     rows, starts, L = np.arange(4), np.full(4, 10), 40

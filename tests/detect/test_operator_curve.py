@@ -83,5 +83,8 @@ def test_eligible_minutes_bound_the_alarms(case) -> None:
                            thresholds=np.array([1.01]))  # every eligible minute alarms
     (row,) = curve.to_dicts()
     assert row["detected_within_1min_pct"] == pytest.approx(60.0)  # the 3 of 5 attacks after the middle
-    assert curve_thresholds(scores.get_column("score").to_numpy(), elig).size > 0
+    ths = curve_thresholds(scores.get_column("score").to_numpy(), elig)
+    assert ths[0] == scores.get_column("score").to_numpy()[elig].min()  # the zero point: no alarm at all
+    (zero,) = operator_curve(scores.with_columns(pl.Series("eligible", elig)), truth, "X", thresholds=ths[:1]).to_dicts()
+    assert zero["false_alarms_per_node_day"] == 0 and zero["detected_within_10min_pct"] == 0
     assert curve_thresholds(np.ones(3), np.zeros(3, bool)).size == 0

@@ -46,8 +46,9 @@ def detect_cmd(
                                                  "had never seen calibrated on this table's reference range."),
     reference: Optional[float] = typer.Option(None, "--reference", min=0.01, max=1.0, help="Share of a new node's "
                                               "first minutes that calibrates it. [the detector's: 0.6]"),
-    own_bins: bool = typer.Option(False, "--own-bins", help="Transformer methods: bin new nodes with cut-offs "
-                                  "fitted on their own reference range (they still borrow the mapped node's embedding)."),
+    own_bins: bool = typer.Option(False, "--own-bins", help="Methods that read tokens (the transformer "
+                                  "methods, Surprisal): bin new nodes with cut-offs fitted on their own reference range "
+                                  "(they still borrow the mapped node's embedding)."),
     examples: Optional[Path] = typer.Option(None, "--examples", "-e", help="Score EarlyDetect examples instead "
                                             "(with --features) and compare with the saved evaluation."),
     features: Optional[Path] = typer.Option(None, "--features", "-f", help="The node-minute table of --examples."),
@@ -69,7 +70,7 @@ def detect_cmd(
         det.theta = float(theta)
     if own_bins:
         if not hasattr(det.core, "own_bins"):
-            raise InputError(f"--own-bins applies to the transformer methods, not {det.method}")
+            raise InputError(f"--own-bins applies to the methods that read tokens, not {det.method}")
         det.core.own_bins = True
     if examples is not None:
         if features is None:

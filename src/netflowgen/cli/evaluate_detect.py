@@ -63,7 +63,7 @@ def evaluate_detect_cmd(
         c = operator_curve(s, read_table(truth), det.method, clear_after, ths, margin)
         c.write_csv(curve)
         plot_curves({det.method: c.to_dicts()}, curve.with_suffix(".png"), f"{det.method}: operator curve",
-                    fa_budget, {det.method: (summary["false_alarms_per_node_day"], summary["detected_within_2min_pct"])})
+                    fa_budget, {det.method: (float(m.false_alarms_per_node_day), 100 * float(m.detected_within[2]))})
         summary.update({f"within_2min_at_{r:g}_fa_pct": at_false_alarm_rate(c, r) for r in (0.5, 1.0, 2.0)})
     print_table([summary], f"operator metrics ({det.method}, clear_after={clear_after} min, margin={margin} min)")
     if curve is not None:

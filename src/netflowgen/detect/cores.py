@@ -98,6 +98,30 @@ def nearest_training_nodes(binner: Any, cube: NodeMinuteCube, rows: np.ndarray, 
     return embed, dist
 
 
+def token_node_map(core: Any, data: ScoringData, rows: np.ndarray, lo: int, hi: int) -> dict[str, np.ndarray]:
+    """The node map of a core that reads tokens (`binner`, `own_bins`, `extra_binner`), for cube rows
+    `rows` calibrated on minutes [lo, hi): embed_row (the training node whose embedding each uses),
+    distance (its signature distance) and bin_row (the row of `core.token_binner()` whose cut-offs
+    bin it: the same node, or with `own_bins` a row fitted on the node's own minutes, appended to
+    `core.extra_binner`). A node with no reported minute there keeps the mapped node's cut-offs."""
+    rows = np.asarray(rows, dtype=np.int64)
+    embed, dist = nearest_training_nodes(core.binner, data.cube, rows, lo, hi, data.excluded)
+    bin_row = embed.copy()
+    new = [j for j, r in enumerate(rows) if data.cube.nodes[r] not in core.binner.node_index]
+    if core.own_bins and new:
+        from netflowgen.tokens import Binner
+        c = data.cube
+        sub = c.part(rows[new], lo, hi)
+        fitted = Binner.fit(cube_to_table(sub), core.binner.n_bins, core.binner.feature_names)
+        offset = len(core.binner.nodes) + (len(core.extra_binner.nodes) if core.extra_binner is not None else 0)
+        core.extra_binner = fitted if core.extra_binner is None else core.extra_binner.extended(fitted)
+        for j in new:
+            k = fitted.node_index.get(c.nodes[rows[j]])
+            if k is not None:
+                bin_row[j] = offset + k
+    return {"embed_row": embed, "distance": dist, "bin_row": bin_row}
+
+
 class OperatorCore:
     """Static-EWMA, Static-percentile, Seasonal-band or CUSUM on packets, bytes and flows per minute; per-node levels
     fitted on a range of each node's own minutes. Intensity = the baseline's statistic ("max")."""
@@ -221,22 +245,7 @@ class TransformerCore:
     def fit_nodes(self, data: ScoringData, rows: np.ndarray, lo: int, hi: int) -> dict[str, np.ndarray]:
         """embed_row: the training node whose embedding each node uses; bin_row: the binner row whose
         cut-offs bin it (the same node, or with `own_bins` a row fitted on its own minutes [lo, hi))."""
-        rows = np.asarray(rows, dtype=np.int64)
-        embed, dist = nearest_training_nodes(self.binner, data.cube, rows, lo, hi, data.excluded)
-        bin_row = embed.copy()
-        new = [j for j, r in enumerate(rows) if data.cube.nodes[r] not in self.binner.node_index]
-        if self.own_bins and new:
-            from netflowgen.tokens import Binner
-            c = data.cube
-            sub = c.part(rows[new], lo, hi)
-            fitted = Binner.fit(cube_to_table(sub), self.binner.n_bins, self.binner.feature_names)
-            offset = len(self.binner.nodes) + (len(self.extra_binner.nodes) if self.extra_binner is not None else 0)
-            self.extra_binner = fitted if self.extra_binner is None else self.extra_binner.extended(fitted)
-            for j in new:  # a node with no reported minute in its range keeps the mapped node's cut-offs
-                k = fitted.node_index.get(c.nodes[rows[j]])
-                if k is not None:
-                    bin_row[j] = offset + k
-        return {"embed_row": embed, "distance": dist, "bin_row": bin_row}
+        return token_node_map(self, data, rows, lo, hi)
 
     def token_binner(self) -> Any:
         """The backbone's binner, with the rows fitted for new nodes (own bins) appended."""
@@ -315,6 +324,49 @@ def upward_surprisal(backbone: Any, x: Any, logits: torch.Tensor, member: torch.
     return torch.cat([s.new_zeros((s.shape[0], 1, s.shape[2])), s], dim=1)  # (B, T, G)
 
 
+def top_bin_edges(binner: Any, bin_rows: np.ndarray, predicted: tuple[str, ...] | list[str]) -> np.ndarray:
+    """(n, P) lower edge of the top used bin of each predicted feature under the cut-offs of binner rows
+    `bin_rows` (n,): every value above it lands in that bin. A series with a single cut-off has only
+    bin 1, so its edge is that cut-off (the training maximum); with none, +inf (no tail)."""
+    r = np.asarray(bin_rows, dtype=np.int64)
+    cols = [list(binner.feature_names).index(f) for f in predicted]
+    cuts = np.asarray(binner.cuts, dtype=np.float64)[r][:, cols]  # (n, P, N-1)
+    used = np.asarray(binner.n_used, dtype=np.int64)[r][:, cols]  # (n, P)
+    at = np.clip(np.where(used >= 2, used - 2, 0), 0, cuts.shape[-1] - 1)
+    edge = np.take_along_axis(cuts, at[..., None], axis=-1)[..., 0]
+    return np.where((used >= 1) & np.isfinite(edge) & (edge > 0), edge, np.inf)
+
+
+def tail_excess(values: np.ndarray, edge: np.ndarray) -> np.ndarray:
+    """(B, T, P) log(x / edge) where a value x (B, T, P) lies above its top bin's lower edge (B, P),
+    else 0: how many e-folds beyond the bins a minute is, which the bins themselves cannot say."""
+    e = np.asarray(edge, dtype=np.float64)[:, None, :]
+    x = np.asarray(values, dtype=np.float64)
+    above = np.isfinite(e) & (x > e)
+    return np.where(above, np.log(np.where(above, x, 1.0) / np.where(above, e, 1.0)), 0.0)
+
+
+def tail_scales(excess: np.ndarray, keep: np.ndarray, prior: float = 1.0, floor: float = 0.25) -> np.ndarray:
+    """(n, P) mean excess of each node's calibration minutes beyond their top bins' edges
+    (`tail_excess` (n, T, P), over the minutes `keep` (n, T) marks): the scale of an exponential tail,
+    shrunk toward `prior` e-folds by one pseudo-observation, at least `floor`."""
+    k = np.asarray(keep, dtype=bool)[:, :, None] & (excess > 0)
+    total = np.where(k, excess, 0.0).sum(axis=1)
+    return np.maximum((total + prior) / (k.sum(axis=1) + 1.0), floor)
+
+
+def top_bin_tail(values: np.ndarray, cols: list[int], edge: np.ndarray, scale: np.ndarray) -> Callable:
+    """fn(rows, starts, length, params) -> (B, length, P) tail surprisal (nats): `tail_excess` of the
+    feature values (n, T, F), columns `cols` = the predicted features, over `tail_scales` (the negative
+    log density of an exponential tail beyond the top bin, less its constant). `params` (B,) are the
+    rows of `edge` / `scale` (n_calibrated, P) of each window's node."""
+    def fn(rows: np.ndarray, starts: np.ndarray, length: int, params: np.ndarray) -> np.ndarray:
+        span = np.asarray(starts, dtype=np.int64)[:, None] + np.arange(length)
+        v = values[np.asarray(rows, dtype=np.int64)[:, None], span][..., cols]  # (B, T, P)
+        return tail_excess(v, edge[params]) / scale[params][:, None, :]
+    return fn
+
+
 def surprisal_calibration(surprisal: Callable[[np.ndarray, np.ndarray, int], np.ndarray], rows: np.ndarray,
                           n_minutes: int, context: int, n_groups: int, scale_floor: float,
                           keep: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -345,15 +397,23 @@ class SurprisalCore:
     is not an attack). Per node, robust z-score against its reference range (median and 1.4826 x
     MAD of S_g there), smoothed by an EWMA (weight `alpha`) inside the window. Intensity = the
     largest smoothed z over the groups ("max"); `drivers` = the groups, so alerts say which group
-    drove them. Position 0 of a window has no prediction and counts 0."""
+    drove them. Position 0 of a window has no prediction and counts 0.
+
+    With `tail` (new detectors), S_g also counts how far beyond the bins a minute lies. The bins are
+    equal-frequency, so the top one holds about a ninth of a node's non-zero minutes, and a flood a
+    thousand times a host's busiest minute costs no more nats than an ordinary busy minute. Each
+    feature above its top bin's lower edge adds log(x / edge) / scale, the scale being its node's
+    mean excess there on the calibration range (`tail_scales`): the negative log density of an
+    exponential tail beyond the bins (less its constant)."""
 
     kind = "max"
     needs_tokens = True
 
     def __init__(self, backbone: Any, binner: Any, backbone_config: dict[str, Any] | None = None,
-                 context: int | None = None, stride: int | None = None, alpha: float = 0.3,
-                 scale_floor: float = 0.5) -> None:
+                 context: int | None = None, stride: int | None = None, alpha: float = 0.6,
+                 scale_floor: float = 10.0, tail: bool = True) -> None:
         self.backbone, self.binner = backbone.eval(), binner
+        self.tail = bool(tail)
         self.backbone_config = dict(backbone_config or {})
         self.context = int(context or backbone.cfg.context)
         self.stride = int(stride or max(1, self.context // 2))
@@ -362,44 +422,72 @@ class SurprisalCore:
         self.drivers = tuple(self.groups)
         self._member = group_membership(self.groups, len(backbone.cfg.predicted_features))  # (P, G)
         self.calib: dict[str, np.ndarray] = {}
+        self.own_bins = False  # new nodes: cut-offs fitted on their own reference range (as TransformerCore)
+        self.extra_binner: Any = None
 
     def token_binner(self) -> Any:
-        """New nodes are binned with their mapped training node's cut-offs (no own bins here)."""
-        return self.binner
+        """The backbone's binner, with the rows fitted for new nodes (own bins) appended."""
+        return self.binner if self.extra_binner is None else self.binner.extended(self.extra_binner)
 
     @torch.no_grad()
-    def group_surprisal(self, tokens: Any, rows: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
-        """(B, length, G) upward surprisal per group of windows [start, start + length) (nats)."""
+    def group_surprisal(self, tokens: Any, rows: np.ndarray, starts: np.ndarray, length: int,
+                        tail: Callable | None = None, params: np.ndarray | None = None) -> np.ndarray:
+        """(B, length, G) upward surprisal per group of windows [start, start + length) (nats), plus the
+        group sums of `tail(rows, starts, length, params)` (`top_bin_tail`) at reported minutes after
+        the window's first, where given."""
         x = tokens.inputs(rows, starts, length)
-        return upward_surprisal(self.backbone.eval(), x, self.backbone(x), self._member).double().numpy()
+        S = upward_surprisal(self.backbone.eval(), x, self.backbone(x), self._member).double().numpy()
+        if tail is None:
+            return S
+        t = (tail(rows, starts, length, params) * x.valid.numpy()[..., None]) @ self._member.double().numpy()
+        t[:, 0] = 0.0
+        return S + t
+
+    @property
+    def predicted(self) -> tuple[str, ...]:
+        return tuple(self.backbone.cfg.predicted_features)
 
     def fit_nodes(self, data: ScoringData, rows: np.ndarray, lo: int, hi: int) -> dict[str, np.ndarray]:
         """Node map (as the transformer methods) and the median / scale of each group's surprisal over
         the nodes' minutes [lo, hi), from windows of `context` minutes tiling the range."""
         from netflowgen.tokens import TokenData
         rows = np.asarray(rows, dtype=np.int64)
-        embed, dist = nearest_training_nodes(self.binner, data.cube, rows, lo, hi, data.excluded)
+        out = token_node_map(self, data, rows, lo, hi)
         sub = data.cube.part(rows, lo, hi)
         tok = TokenData.build(cube_to_table(sub), self.token_binner(), None, data.time_zone,
-                              {n: (int(e), int(e)) for n, e in zip(sub.nodes, embed)})
-        order = np.array([tok.nodes.index(n) for n in sub.nodes])
-        med, scale = surprisal_calibration(lambda r, s0, ln: self.group_surprisal(tok, r, s0, ln), order, hi - lo,
-                                           self.context, len(self.groups), self.scale_floor, data.kept(rows, lo, hi))
-        return {"embed_row": embed, "distance": dist, "bin_row": embed.copy(), "median": med, "scale": scale}
+                              {n: (int(b), int(e)) for n, b, e in zip(sub.nodes, out["bin_row"], out["embed_row"])},
+                              self.binner.customers)
+        order = np.array([tok.nodes.index(n) for n in sub.nodes])  # row of tok of each row of sub
+        kept = data.kept(rows, lo, hi)
+        tail, sub_row = None, np.argsort(order)  # tok row -> row of sub (and of its tail statistics)
+        if self.tail:
+            cols = [sub.features.index(f) for f in self.predicted]
+            edge = top_bin_edges(self.token_binner(), out["bin_row"], self.predicted)
+            keep = ~sub.missing if kept is None else ~sub.missing & kept
+            out["tail_edge"], out["tail_scale"] = edge, tail_scales(tail_excess(sub.values[..., cols], edge), keep)
+            tail = top_bin_tail(sub.values[sub_row], cols, out["tail_edge"], out["tail_scale"])
+        med, scale = surprisal_calibration(
+            lambda r, s0, ln: self.group_surprisal(tok, r, s0, ln, tail, sub_row[r]), order, hi - lo,
+            self.context, len(self.groups), self.scale_floor, kept)
+        return {**out, "median": med, "scale": scale}
 
     def window_fn(self, data: ScoringData, calib_rows: np.ndarray, per_driver: bool = False) -> Callable:
         """fn(rows, starts, length) -> (B, length) largest smoothed group z, or (B, length, G)."""
         from netflowgen.detect.baselines import ewma
+        tail = None
+        if self.tail:
+            tail = top_bin_tail(data.cube.values, [data.cube.features.index(f) for f in self.predicted],
+                                self.calib["tail_edge"], self.calib["tail_scale"])
 
         def fn(rows: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
-            S = self.group_surprisal(data.tokens, rows, starts, length)
             c = calib_rows[rows]
+            S = self.group_surprisal(data.tokens, rows, starts, length, tail, c)
             z = ewma((S - self.calib["median"][c][:, None]) / self.calib["scale"][c][:, None], self.alpha)
             return z if per_driver else z.max(axis=2)
         return fn
 
     def settings(self) -> dict[str, Any]:
-        return {"alpha": self.alpha, "scale_floor": self.scale_floor}
+        return {"alpha": self.alpha, "scale_floor": self.scale_floor, "own_bins": self.own_bins, "tail": self.tail}
 
     def tensors(self) -> dict[str, torch.Tensor]:
         return {}
@@ -407,7 +495,17 @@ class SurprisalCore:
     def save_backbone(self, folder: Path) -> str:
         from netflowgen.model.io import content_hash, save_model
         save_model(folder / "backbone", self.backbone, self.binner, self.backbone_config)
+        if self.extra_binner is not None:
+            self.extra_binner.save(folder / NEW_NODE_BINS)
         return content_hash(folder / "backbone")
+
+
+def load_own_bins(core: Any, settings: dict[str, Any], folder: Path) -> None:
+    """A token core's `own_bins` setting and the cut-offs it fitted for new nodes (NEW_NODE_BINS)."""
+    core.own_bins = bool(settings.get("own_bins", False))
+    if (folder / NEW_NODE_BINS).exists():
+        from netflowgen.tokens import Binner
+        core.extra_binner = Binner.load(folder / NEW_NODE_BINS)
 
 
 def load_core(meta: dict[str, Any], tensors: dict[str, torch.Tensor], folder: Path, backbone: str | Path | None) -> Any:
@@ -424,8 +522,10 @@ def load_core(meta: dict[str, Any], tensors: dict[str, torch.Tensor], folder: Pa
         from netflowgen.model.io import load_model
         model, binner, extra = load_model(Path(backbone) if backbone is not None else folder / "backbone")
         s = meta["core"]
-        return SurprisalCore(model, binner, extra, int(meta["context"]), int(meta["stride"]), float(s["alpha"]),
-                             float(s["scale_floor"]))
+        core = SurprisalCore(model, binner, extra, int(meta["context"]), int(meta["stride"]), float(s["alpha"]),
+                             float(s["scale_floor"]), bool(s.get("tail", False)))  # saved before the tail: none
+        load_own_bins(core, s, folder)
+        return core
     if method in TRANSFORMER_METHODS:
         from netflowgen.model.io import load_model
         model, binner, extra = load_model(Path(backbone) if backbone is not None else folder / "backbone")
@@ -438,9 +538,6 @@ def load_core(meta: dict[str, Any], tensors: dict[str, torch.Tensor], folder: Pa
             head.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("head.")})
             core = TransformerCore(model, binner, head, tensors["hidden_mean"], tensors["hidden_std"], extra)
         core.context, core.stride = int(meta["context"]), int(meta["stride"])
-        core.own_bins = bool(s.get("own_bins", False))
-        if (folder / NEW_NODE_BINS).exists():
-            from netflowgen.tokens import Binner
-            core.extra_binner = Binner.load(folder / NEW_NODE_BINS)
+        load_own_bins(core, s, folder)
         return core
     raise InputError(f"unknown detector method {method!r}; known: {', '.join(ALL_METHODS)}")

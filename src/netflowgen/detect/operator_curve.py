@@ -24,14 +24,15 @@ CURVE_LEVELS = tuple(float(x) for x in np.geomspace(1e-6, 0.3, 120))  # shares o
 
 
 def curve_thresholds(scores: np.ndarray, eligible: np.ndarray, levels: tuple[float, ...] = CURVE_LEVELS) -> np.ndarray:
-    """Ascending unique thresholds: the `levels` quantiles of the eligible scores (n, T), each nudged
-    just above its quantile so that the quantile's own minutes alarm (alarm = score < theta)."""
+    """Ascending unique thresholds: the lowest eligible score (nothing alarms: the curve's zero point)
+    and the `levels` quantiles of the eligible scores (n, T), each nudged just above its quantile so
+    that the quantile's own minutes alarm (alarm = score < theta)."""
     s = np.asarray(scores, dtype=np.float64)[np.asarray(eligible, dtype=bool)]
     s = s[np.isfinite(s)]
     if s.size == 0:
         return np.empty(0)
     q = np.quantile(s, np.asarray(levels))
-    return np.unique(np.nextafter(q, np.inf))
+    return np.unique(np.concatenate([[s.min()], np.nextafter(q, np.inf)]))  # s.min(): no alarm at all
 
 
 def operator_curve(scores: pl.DataFrame, truth: pl.DataFrame, method: str, clear_after: int = 15,
