@@ -35,6 +35,7 @@ TRANSFORMER_METHODS = ("NetFlowGen", *SURPRISAL_INPUT_METHODS, "NetFlowGen-unfro
 OPERATOR_METHODS = ("Static-EWMA", "Static-percentile", "Seasonal-band", "CUSUM")
 ZERO_LABEL_METHODS = ("Surprisal",)  # from what the pre-trained model knows; no label trains it
 ALL_METHODS = (*TRANSFORMER_METHODS, "MS-LSTM", *OPERATOR_METHODS, *ZERO_LABEL_METHODS)
+NO_TAIL = float(np.finfo(np.float32).max)  # a top-bin edge no value exceeds (a series with no cut-off)
 NEW_NODE_BINS = "new_node_bins.json"  # cut-offs fitted on new nodes' reference ranges (own bins)
 
 
@@ -327,14 +328,15 @@ def upward_surprisal(backbone: Any, x: Any, logits: torch.Tensor, member: torch.
 def top_bin_edges(binner: Any, bin_rows: np.ndarray, predicted: tuple[str, ...] | list[str]) -> np.ndarray:
     """(n, P) lower edge of the top used bin of each predicted feature under the cut-offs of binner rows
     `bin_rows` (n,): every value above it lands in that bin. A series with a single cut-off has only
-    bin 1, so its edge is that cut-off (the training maximum); with none, +inf (no tail)."""
+    bin 1, so its edge is that cut-off (the training maximum); with none, NO_TAIL (no value exceeds it;
+    finite, as every saved statistic must be)."""
     r = np.asarray(bin_rows, dtype=np.int64)
     cols = [list(binner.feature_names).index(f) for f in predicted]
     cuts = np.asarray(binner.cuts, dtype=np.float64)[r][:, cols]  # (n, P, N-1)
     used = np.asarray(binner.n_used, dtype=np.int64)[r][:, cols]  # (n, P)
     at = np.clip(np.where(used >= 2, used - 2, 0), 0, cuts.shape[-1] - 1)
     edge = np.take_along_axis(cuts, at[..., None], axis=-1)[..., 0]
-    return np.where((used >= 1) & np.isfinite(edge) & (edge > 0), edge, np.inf)
+    return np.where((used >= 1) & np.isfinite(edge) & (edge > 0), np.minimum(edge, NO_TAIL), NO_TAIL)
 
 
 def tail_excess(values: np.ndarray, edge: np.ndarray) -> np.ndarray:
@@ -342,7 +344,7 @@ def tail_excess(values: np.ndarray, edge: np.ndarray) -> np.ndarray:
     else 0: how many e-folds beyond the bins a minute is, which the bins themselves cannot say."""
     e = np.asarray(edge, dtype=np.float64)[:, None, :]
     x = np.asarray(values, dtype=np.float64)
-    above = np.isfinite(e) & (x > e)
+    above = (e < NO_TAIL) & (x > e)
     return np.where(above, np.log(np.where(above, x, 1.0) / np.where(above, e, 1.0)), 0.0)
 
 
