@@ -469,22 +469,24 @@ def test_surprisal_inputs_reach_the_netflowgen_head(trained) -> None:
     assert isinstance(core, SurprisalInputCore)
     G, d = len(core.groups), core.backbone.cfg.d_model
     assert G >= 2 and core.head.net[0].in_features == d + G
-    # the same per-node statistics as the Surprisal detector's on a range, with its floor and without its tail
+    # the same per-node statistics as the Surprisal detector's on a range, with its floor and tail setting
     from netflowgen.detect.cores import ScoringData
     from netflowgen.detect.cube import NodeMinuteCube
     zero = Detector.load(trained / "Surprisal").core
-    zero.tail, zero.scale_floor = False, core.scale_floor
+    zero.tail, zero.scale_floor = core.tail, core.scale_floor
     feats = pl.read_parquet(trained / "features.parquet")
     on = ScoringData(NodeMinuteCube.from_table(feats))
     ours, theirs = core.fit_nodes(on, np.arange(4), 0, 600), zero.fit_nodes(on, np.arange(4), 0, 600)
-    np.testing.assert_allclose(ours["surprisal_median"], theirs["median"], rtol=1e-6)
-    np.testing.assert_allclose(ours["surprisal_scale"], theirs["scale"], rtol=1e-6)
+    # (the head's input adds the tail in float32, the Surprisal detector in float64)
+    np.testing.assert_allclose(ours["surprisal_median"], theirs["median"], rtol=1e-5)
+    np.testing.assert_allclose(ours["surprisal_scale"], theirs["scale"], rtol=1e-5)
     part = feats.filter(pl.col("minute") >= feats.get_column("minute").max() - pl.duration(minutes=299))
     data, calib = det.prepare(part)
     rows, starts, L = np.arange(4), np.full(4, 10), 40
     base = core.window_fn(data, calib)(rows, starts, L)  # (4, L)
-    S = core.group_surprisal(data.tokens, rows, starts, L)  # (4, L, G)
     c = calib[rows]
+    assert core.tail  # new detectors: the group surprisal includes the top-bin tail
+    S = core.group_surprisal(data.tokens, rows, starts, L, core.data_tail(data), c)  # (4, L, G)
     z = compress(torch.from_numpy((S - core.calib["surprisal_median"][c][:, None])
                                   / core.calib["surprisal_scale"][c][:, None]).float())
     with torch.no_grad():

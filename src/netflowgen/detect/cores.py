@@ -369,6 +369,34 @@ def top_bin_tail(values: np.ndarray, cols: list[int], edge: np.ndarray, scale: n
     return fn
 
 
+def fit_top_bin_tail(binner: Any, bin_rows: np.ndarray, predicted: tuple[str, ...] | list[str],
+                     sub: NodeMinuteCube, kept: np.ndarray | None) -> dict[str, np.ndarray]:
+    """`tail_edge` / `tail_scale` (n, P) of the nodes of `sub` (their calibration range), binned with
+    the rows `bin_rows` of `binner`, over their reported minutes (and `kept` (n, T) where given)."""
+    cols = [sub.features.index(f) for f in predicted]
+    edge = top_bin_edges(binner, bin_rows, predicted)
+    keep = ~sub.missing if kept is None else ~sub.missing & kept
+    return {"tail_edge": edge, "tail_scale": tail_scales(tail_excess(sub.values[..., cols], edge), keep)}
+
+
+def cube_tail(cube: NodeMinuteCube, predicted: tuple[str, ...] | list[str], calib: dict[str, np.ndarray],
+              node_rows: np.ndarray | None = None) -> Callable:
+    """`top_bin_tail` of a cube's values with the tail statistics of `calib` (rows: calibration rows);
+    `node_rows` reorders the cube's rows (row r of the callers = row node_rows[r] of the cube)."""
+    values = cube.values if node_rows is None else cube.values[np.asarray(node_rows)]
+    return top_bin_tail(values, [cube.features.index(f) for f in predicted], calib["tail_edge"], calib["tail_scale"])
+
+
+def group_tail(tail: Callable, rows: np.ndarray, starts: np.ndarray, length: int, params: np.ndarray,
+               valid: np.ndarray, member: np.ndarray) -> np.ndarray:
+    """(B, length, G) group sums (membership (P, G)) of the tail surprisal `tail(rows, starts, length,
+    params)` at the reported minutes `valid` (B, length) after each window's first (0 there, as the
+    surprisal of the bins)."""
+    t = (tail(rows, starts, length, params) * np.asarray(valid, dtype=bool)[..., None]) @ member
+    t[:, 0] = 0.0
+    return t
+
+
 def surprisal_calibration(surprisal: Callable[[np.ndarray, np.ndarray, int], np.ndarray], rows: np.ndarray,
                           n_minutes: int, context: int, n_groups: int, scale_floor: float,
                           keep: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -441,9 +469,7 @@ class SurprisalCore:
         S = upward_surprisal(self.backbone.eval(), x, self.backbone(x), self._member).double().numpy()
         if tail is None:
             return S
-        t = (tail(rows, starts, length, params) * x.valid.numpy()[..., None]) @ self._member.double().numpy()
-        t[:, 0] = 0.0
-        return S + t
+        return S + group_tail(tail, rows, starts, length, np.asarray(params), x.valid.numpy(), self._member.double().numpy())
 
     @property
     def predicted(self) -> tuple[str, ...]:
@@ -463,11 +489,8 @@ class SurprisalCore:
         kept = data.kept(rows, lo, hi)
         tail, sub_row = None, np.argsort(order)  # tok row -> row of sub (and of its tail statistics)
         if self.tail:
-            cols = [sub.features.index(f) for f in self.predicted]
-            edge = top_bin_edges(self.token_binner(), out["bin_row"], self.predicted)
-            keep = ~sub.missing if kept is None else ~sub.missing & kept
-            out["tail_edge"], out["tail_scale"] = edge, tail_scales(tail_excess(sub.values[..., cols], edge), keep)
-            tail = top_bin_tail(sub.values[sub_row], cols, out["tail_edge"], out["tail_scale"])
+            out.update(fit_top_bin_tail(self.token_binner(), out["bin_row"], self.predicted, sub, kept))
+            tail = cube_tail(sub, self.predicted, out, sub_row)
         med, scale = surprisal_calibration(
             lambda r, s0, ln: self.group_surprisal(tok, r, s0, ln, tail, sub_row[r]), order, hi - lo,
             self.context, len(self.groups), self.scale_floor, kept)
@@ -476,10 +499,7 @@ class SurprisalCore:
     def window_fn(self, data: ScoringData, calib_rows: np.ndarray, per_driver: bool = False) -> Callable:
         """fn(rows, starts, length) -> (B, length) largest smoothed group z, or (B, length, G)."""
         from netflowgen.detect.baselines import ewma
-        tail = None
-        if self.tail:
-            tail = top_bin_tail(data.cube.values, [data.cube.features.index(f) for f in self.predicted],
-                                self.calib["tail_edge"], self.calib["tail_scale"])
+        tail = cube_tail(data.cube, self.predicted, self.calib) if self.tail else None
 
         def fn(rows: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
             c = calib_rows[rows]

@@ -24,6 +24,7 @@ from netflowgen.detect.cores import (
     ScoringData,
     SurprisalCore,
     TransformerCore,
+    group_tail,
     nearest_training_nodes,
 )
 from netflowgen.detect.cube import NodeMinuteCube, cube_to_table
@@ -135,13 +136,24 @@ class DetectionContext:
             self._backbone_pass(core, with_surprisal=False)
         return self._cache["hidden"]
 
-    def surprisal(self, core: Any) -> torch.Tensor:
+    def surprisal(self, core: Any, calib: np.ndarray | None = None) -> torch.Tensor:
         """(N, L, G) upward group surprisal (nats, `SurprisalInputCore.surprisal_of`) of the frozen
         pre-trained backbone at every example minute, from the same anchored windows as `hidden`
-        (cached; the hidden states come from the same pass)."""
+        (cached; the hidden states come from the same pass), plus the core's top-bin tail where it
+        has one (`calib`: the calibration row of every cube row, needed then)."""
         if "surprisal" not in self._cache:
             self._backbone_pass(core, with_surprisal=True)
-        return self._cache["surprisal"]
+        if not getattr(core, "tail", False):
+            return self._cache["surprisal"]
+        if "surprisal_tail" not in self._cache:
+            assert calib is not None, "the top-bin tail needs the calibration rows"
+            tail, tokens, member = core.data_tail(self.data), self.data.tokens, core._member.double().numpy()
+
+            def fn(rows: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
+                valid = tokens.tokens[rows[:, None], starts[:, None] + np.arange(length), 0] != tokens.missing_token
+                return group_tail(tail, rows, starts, length, calib[rows], valid, member)
+            self._cache["surprisal_tail"] = torch.from_numpy(run_plan(self.plan(core.context, core.stride), fn)).float()
+        return self._cache["surprisal"] + self._cache["surprisal_tail"]
 
     def _backbone_pass(self, core: Any, with_surprisal: bool) -> None:
         """One backbone pass over the examples' anchored windows: hidden states, and with
@@ -309,8 +321,8 @@ def example_curves(ctx: DetectionContext, det: Detector, ids: np.ndarray) -> np.
             x = det.core.hazards(ctx.hidden(det.core)[torch.as_tensor(ids)]).double().numpy()
         return aggregate_curve(x, det.kind)
     if det.method in SURPRISAL_INPUT_METHODS and "surprisal" in ctx._cache:
-        z = det.core.surprisal_z(ctx.surprisal(det.core)[torch.as_tensor(ids)],
-                                 det.calib_rows(ctx.data)[ctx.col("node_row")[ids]])
+        calib = det.calib_rows(ctx.data)
+        z = det.core.surprisal_z(ctx.surprisal(det.core, calib)[torch.as_tensor(ids)], calib[ctx.col("node_row")[ids]])
         with torch.no_grad():
             x = det.core.hazards(ctx.hidden(det.core)[torch.as_tensor(ids)], z).double().numpy()
         return aggregate_curve(x, det.kind)
@@ -369,7 +381,7 @@ def _trainable(ctx: DetectionContext, det: Detector, method: str, ft: FinetuneCo
         core.mean, core.std = train.mean(0), train.std(0).clamp_min(1e-6)
         z = None  # NetFlowGen+surprisal: the per-node surprisal z (N, L, G) beside the hidden states
         if method in SURPRISAL_INPUT_METHODS:
-            z = core.surprisal_z(ctx.surprisal(core), calib[ctx.col("node_row")])
+            z = core.surprisal_z(ctx.surprisal(core, calib), calib[ctx.col("node_row")])
         return FrozenBackboneSurvival(h, core.head, core.mean, core.std, z), None
     plan = ctx.plan(core.context, core.stride)
     tokens = ctx.data.tokens

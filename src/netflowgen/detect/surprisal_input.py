@@ -15,6 +15,8 @@ max(1.4826 MAD, floor) over the node's calibration range: the training range for
 the reference range for new ones), the log compression keeping a flood's z of a few hundred within
 a few units of the standardized hidden states. Both inputs come from one backbone pass per window
 (`TrafficGPT.hidden_and_logits`). The backbone stays frozen (the calibration is a statistic of it).
+With `tail` (new detectors), S_g includes the Surprisal detector's top-bin tail (how far beyond its
+top bin a feature lies: `cores.top_bin_tail`), so the head can tell a flood from a busy minute.
 """
 
 from __future__ import annotations
@@ -28,7 +30,10 @@ from netflowgen.detect.cores import (
     SURPRISAL_INPUT_METHODS,
     ScoringData,
     TransformerCore,
+    cube_tail,
+    fit_top_bin_tail,
     group_membership,
+    group_tail,
     surprisal_calibration,
     surprisal_groups,
     upward_surprisal,
@@ -50,9 +55,11 @@ class SurprisalInputCore(TransformerCore):
     transformer node map (embedding, cut-offs) and `surprisal_median` / `surprisal_scale` (n, G)."""
 
     def __init__(self, backbone: Any, binner: Any, head: SurvivalHead, mean: torch.Tensor, std: torch.Tensor,
-                 backbone_config: dict[str, Any] | None = None, scale_floor: float = 0.5) -> None:
+                 backbone_config: dict[str, Any] | None = None, scale_floor: float = 0.5,
+                 tail: bool = True) -> None:
         super().__init__(backbone, binner, head, mean, std, backbone_config)
         self.scale_floor = float(scale_floor)
+        self.tail = bool(tail)
         self.groups = surprisal_groups(list(backbone.cfg.predicted_features))
         self._member = group_membership(self.groups, len(backbone.cfg.predicted_features))  # (P, G)
 
@@ -66,11 +73,26 @@ class SurprisalInputCore(TransformerCore):
         """(B, T, G) float32 upward group surprisal (nats) of windows `x` from the backbone's logits on them."""
         return upward_surprisal(self.backbone, x, logits, self._member)
 
+    @property
+    def predicted(self) -> tuple[str, ...]:
+        return tuple(self.backbone.cfg.predicted_features)
+
+    def tail_of(self, x: Any, tail: Callable | None, rows: np.ndarray, starts: np.ndarray, length: int,
+                params: np.ndarray) -> torch.Tensor | float:
+        """(B, T, G) float32 group sums of the top-bin tail of windows `x` (0 without `tail`)."""
+        if tail is None:
+            return 0.0
+        member = self._member.double().numpy()
+        return torch.from_numpy(group_tail(tail, rows, starts, length, params, x.valid.numpy(), member)).float()
+
     @torch.no_grad()
-    def group_surprisal(self, tokens: Any, rows: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
-        """(B, length, G) upward surprisal per group of windows [start, start + length) (nats)."""
+    def group_surprisal(self, tokens: Any, rows: np.ndarray, starts: np.ndarray, length: int,
+                        tail: Callable | None = None, params: np.ndarray | None = None) -> np.ndarray:
+        """(B, length, G) upward surprisal per group of windows [start, start + length) (nats), with the
+        top-bin tail `tail` (`cores.cube_tail`, rows `params` of its statistics) where given."""
         x = tokens.inputs(rows, starts, length)
-        return self.surprisal_of(x, self.backbone.eval()(x)).double().numpy()
+        S = self.surprisal_of(x, self.backbone.eval()(x))
+        return (S + self.tail_of(x, tail, rows, starts, length, np.asarray(params))).double().numpy()
 
     def fit_nodes(self, data: ScoringData, rows: np.ndarray, lo: int, hi: int) -> dict[str, np.ndarray]:
         """The transformer node map of cube rows `rows` and the median / scale (n, G) of their group
@@ -82,10 +104,20 @@ class SurprisalInputCore(TransformerCore):
         node_map = {n: (int(b), int(e)) for n, b, e in zip(sub.nodes, out["bin_row"], out["embed_row"])}
         tok = TokenData.build(cube_to_table(sub), self.token_binner(), None, data.time_zone, node_map,
                               self.binner.customers)
-        order = np.array([tok.nodes.index(n) for n in sub.nodes])
-        med, scale = surprisal_calibration(lambda r, s0, ln: self.group_surprisal(tok, r, s0, ln), order, hi - lo,
-                                           self.context, len(self.groups), self.scale_floor, data.kept(rows, lo, hi))
+        order = np.array([tok.nodes.index(n) for n in sub.nodes])  # row of tok of each row of sub
+        kept = data.kept(rows, lo, hi)
+        tail, sub_row = None, np.argsort(order)  # tok row -> row of sub (and of its tail statistics)
+        if self.tail:
+            out.update(fit_top_bin_tail(self.token_binner(), out["bin_row"], self.predicted, sub, kept))
+            tail = cube_tail(sub, self.predicted, out, sub_row)
+        med, scale = surprisal_calibration(
+            lambda r, s0, ln: self.group_surprisal(tok, r, s0, ln, tail, sub_row[r]), order, hi - lo,
+            self.context, len(self.groups), self.scale_floor, kept)
         return {**out, "surprisal_median": med, "surprisal_scale": scale}
+
+    def data_tail(self, data: ScoringData) -> Callable | None:
+        """The top-bin tail of `data`'s cube with this core's statistics (None without `tail`)."""
+        return cube_tail(data.cube, self.predicted, self.calib) if self.tail else None
 
     # --- hazards ---------------------------------------------------------------------------------------
     def surprisal_z(self, surprisal: torch.Tensor, calib: np.ndarray) -> torch.Tensor:
@@ -103,16 +135,19 @@ class SurprisalInputCore(TransformerCore):
 
     def window_fn(self, data: ScoringData, calib_rows: np.ndarray) -> Callable:
         """fn(rows, starts, length) -> (B, length) hazards: one backbone pass per window."""
+        tail = self.data_tail(data)
+
         @torch.no_grad()
         def fn(rows: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
             x = data.tokens.inputs(rows, starts, length)
             h, logits = self.backbone.eval().hidden_and_logits(x)
-            z = self.surprisal_z(self.surprisal_of(x, logits), calib_rows[rows])
+            c = calib_rows[rows]
+            z = self.surprisal_z(self.surprisal_of(x, logits) + self.tail_of(x, tail, rows, starts, length, c), c)
             return self.hazards(h, z).double().numpy()
         return fn
 
     def settings(self) -> dict[str, Any]:
-        return {**super().settings(), "surprisal_scale_floor": self.scale_floor}
+        return {**super().settings(), "surprisal_scale_floor": self.scale_floor, "surprisal_tail": self.tail}
 
 
 def load_surprisal_input_core(meta: dict[str, Any], tensors: dict[str, torch.Tensor], model: Any, binner: Any,
@@ -122,4 +157,4 @@ def load_surprisal_input_core(meta: dict[str, Any], tensors: dict[str, torch.Ten
     head = SurvivalHead(s["head_in"], s["head_hidden"], s["head_dropout"])
     head.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("head.")})
     return SurprisalInputCore(model, binner, head, tensors["hidden_mean"], tensors["hidden_std"], extra,
-                              float(s["surprisal_scale_floor"]))
+                              float(s["surprisal_scale_floor"]), bool(s.get("surprisal_tail", False)))
