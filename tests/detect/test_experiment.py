@@ -45,6 +45,10 @@ def test_paper_run_and_report(tmp_path) -> None:
     op = {r["method"]: r for r in res["operator"]}
     assert set(op) == {"Static-EWMA", "CUSUM"} and op["Static-EWMA"]["attacks"] > 0
     assert op["Static-EWMA"]["detected_within_10min_pct"] >= 90
+    for r in op.values():  # the same-rate comparison from the curve, which holds the tuned theta's point
+        if r["false_alarms_per_node_day"] <= 2.0:
+            assert r["within_2min_at_2_fa_pct"] >= r["detected_within_2min_pct"]
+        assert r["within_2min_at_0.5_fa_pct"] <= r["within_2min_at_1_fa_pct"] <= r["within_2min_at_2_fa_pct"]
     # every test false positive classified against the truth; FPR against the alerts = the table's FPR
     for r in res["fpr_audit"]:
         assert r["false_positives"] == sum(r[k] for k in ("unalerted attack", "benign surge", "outage", "other"))
