@@ -397,6 +397,29 @@ def group_tail(tail: Callable, rows: np.ndarray, starts: np.ndarray, length: int
     return t
 
 
+def calibrate_group_surprisal(core: Any, data: ScoringData, rows: np.ndarray, lo: int, hi: int,
+                              node_map: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """The per-node statistics of a surprisal core (`SurprisalCore`, `SurprisalInputCore`) for cube
+    rows `rows` over minutes [lo, hi), tokenized with their `node_map` (embed_row, bin_row) as scoring
+    tokenizes them: the top-bin tail's (tail_edge, tail_scale (n, P); empty without `core.tail`) and
+    the group surprisal's median and scale (n, G) (`surprisal_calibration`, tail included)."""
+    from netflowgen.tokens import TokenData
+    sub = data.cube.part(rows, lo, hi)
+    bins = {n: (int(b), int(e)) for n, b, e in zip(sub.nodes, node_map["bin_row"], node_map["embed_row"])}
+    tok = TokenData.build(cube_to_table(sub), core.token_binner(), None, data.time_zone, bins, core.binner.customers)
+    order = np.array([tok.nodes.index(n) for n in sub.nodes])  # row of tok of each row of sub
+    kept = data.kept(rows, lo, hi)
+    stats: dict[str, np.ndarray] = {}
+    tail, sub_row = None, np.argsort(order)  # tok row -> row of sub (and of its tail statistics)
+    if core.tail:
+        stats = fit_top_bin_tail(core.token_binner(), node_map["bin_row"], core.predicted, sub, kept)
+        tail = cube_tail(sub, core.predicted, stats, sub_row)
+    med, scale = surprisal_calibration(
+        lambda r, s0, ln: core.group_surprisal(tok, r, s0, ln, tail, sub_row[r]), order, hi - lo,
+        core.context, len(core.groups), core.scale_floor, kept)
+    return stats, med, scale
+
+
 def surprisal_calibration(surprisal: Callable[[np.ndarray, np.ndarray, int], np.ndarray], rows: np.ndarray,
                           n_minutes: int, context: int, n_groups: int, scale_floor: float,
                           keep: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -478,23 +501,10 @@ class SurprisalCore:
     def fit_nodes(self, data: ScoringData, rows: np.ndarray, lo: int, hi: int) -> dict[str, np.ndarray]:
         """Node map (as the transformer methods) and the median / scale of each group's surprisal over
         the nodes' minutes [lo, hi), from windows of `context` minutes tiling the range."""
-        from netflowgen.tokens import TokenData
         rows = np.asarray(rows, dtype=np.int64)
         out = token_node_map(self, data, rows, lo, hi)
-        sub = data.cube.part(rows, lo, hi)
-        tok = TokenData.build(cube_to_table(sub), self.token_binner(), None, data.time_zone,
-                              {n: (int(b), int(e)) for n, b, e in zip(sub.nodes, out["bin_row"], out["embed_row"])},
-                              self.binner.customers)
-        order = np.array([tok.nodes.index(n) for n in sub.nodes])  # row of tok of each row of sub
-        kept = data.kept(rows, lo, hi)
-        tail, sub_row = None, np.argsort(order)  # tok row -> row of sub (and of its tail statistics)
-        if self.tail:
-            out.update(fit_top_bin_tail(self.token_binner(), out["bin_row"], self.predicted, sub, kept))
-            tail = cube_tail(sub, self.predicted, out, sub_row)
-        med, scale = surprisal_calibration(
-            lambda r, s0, ln: self.group_surprisal(tok, r, s0, ln, tail, sub_row[r]), order, hi - lo,
-            self.context, len(self.groups), self.scale_floor, kept)
-        return {**out, "median": med, "scale": scale}
+        tail_stats, med, scale = calibrate_group_surprisal(self, data, rows, lo, hi, out)
+        return {**out, **tail_stats, "median": med, "scale": scale}
 
     def window_fn(self, data: ScoringData, calib_rows: np.ndarray, per_driver: bool = False) -> Callable:
         """fn(rows, starts, length) -> (B, length) largest smoothed group z, or (B, length, G)."""

@@ -30,15 +30,13 @@ from netflowgen.detect.cores import (
     SURPRISAL_INPUT_METHODS,
     ScoringData,
     TransformerCore,
+    calibrate_group_surprisal,
     cube_tail,
-    fit_top_bin_tail,
     group_membership,
     group_tail,
-    surprisal_calibration,
     surprisal_groups,
     upward_surprisal,
 )
-from netflowgen.detect.cube import cube_to_table
 from netflowgen.detect.safe import SurvivalHead
 
 SURPRISAL_INPUT_METHOD = SURPRISAL_INPUT_METHODS[0]
@@ -97,23 +95,10 @@ class SurprisalInputCore(TransformerCore):
     def fit_nodes(self, data: ScoringData, rows: np.ndarray, lo: int, hi: int) -> dict[str, np.ndarray]:
         """The transformer node map of cube rows `rows` and the median / scale (n, G) of their group
         surprisal over minutes [lo, hi), tokenized as scoring tokenizes them (own bins included)."""
-        from netflowgen.tokens import TokenData
         rows = np.asarray(rows, dtype=np.int64)
         out = super().fit_nodes(data, rows, lo, hi)
-        sub = data.cube.part(rows, lo, hi)
-        node_map = {n: (int(b), int(e)) for n, b, e in zip(sub.nodes, out["bin_row"], out["embed_row"])}
-        tok = TokenData.build(cube_to_table(sub), self.token_binner(), None, data.time_zone, node_map,
-                              self.binner.customers)
-        order = np.array([tok.nodes.index(n) for n in sub.nodes])  # row of tok of each row of sub
-        kept = data.kept(rows, lo, hi)
-        tail, sub_row = None, np.argsort(order)  # tok row -> row of sub (and of its tail statistics)
-        if self.tail:
-            out.update(fit_top_bin_tail(self.token_binner(), out["bin_row"], self.predicted, sub, kept))
-            tail = cube_tail(sub, self.predicted, out, sub_row)
-        med, scale = surprisal_calibration(
-            lambda r, s0, ln: self.group_surprisal(tok, r, s0, ln, tail, sub_row[r]), order, hi - lo,
-            self.context, len(self.groups), self.scale_floor, kept)
-        return {**out, "surprisal_median": med, "surprisal_scale": scale}
+        tail_stats, med, scale = calibrate_group_surprisal(self, data, rows, lo, hi, out)
+        return {**out, **tail_stats, "surprisal_median": med, "surprisal_scale": scale}
 
     def data_tail(self, data: ScoringData) -> Callable | None:
         """The top-bin tail of `data`'s cube with this core's statistics (None without `tail`)."""
