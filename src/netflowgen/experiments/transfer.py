@@ -12,7 +12,7 @@ network would run it (no labels; docs/detection.md, "Zero-label detection"):
 
 Per detector and benchmark: every node the detector never saw is calibrated on its reference range
 (the first `reference` share of its own observed minutes: the table's for the ISP, which is what
-`Detector.calib_rows` does; transformer methods bin it with cut-offs fitted there, `own_bins`; the
+`Detector.calib_rows` does; token methods (transformer, Surprisal) bin it with cut-offs fitted there, `own_bins`; the
 network's own alert list, where it has one, left out: `mask_known_attacks`), one global threshold
 is chosen by the false-alarm budget on those reference ranges (`detect.budget.budget_thresholds`, as
 `Detector.set_fa_budget`), the whole table is scored minute by minute (causal: a minute's score sees
@@ -78,7 +78,7 @@ class TransferConfig:
     # leave the network's own alert list (the ISP's alerts.csv) out of its reference ranges (SPEC 14);
     # the splice hosts have none (their reference ranges hold no spliced attack)
     mask_known_attacks: bool = True
-    # transformer methods: new nodes binned with cut-offs fitted on their own reference range (their
+    # token methods (transformer, Surprisal): new nodes binned with cut-offs fitted on their own reference range (their
     # embedding still borrowed from the nearest training node), not with the mapped node's cut-offs
     own_bins: bool = True
     # minutes each score aggregates on the new network (None = each detector's evaluated length, 128
