@@ -214,6 +214,40 @@ def test_one_alert_per_detected_attack(trained, method) -> None:
 
 
 @pytest.mark.parametrize("method", ["NetFlowGen", "Surprisal"])
+def test_an_adapted_backbone_knows_the_new_network_and_travels_with_the_detector(trained, tmp_path, method) -> None:
+    """Onboarding by continued pre-training: `adopt_backbone` takes a `pretrain --init` of the detector's
+    backbone on a new network's reference minutes; its nodes then have their own embedding rows and
+    cut-offs, every per-node statistic is fitted again, and the saved detector carries that backbone."""
+    from netflowgen.detect.cube import NodeMinuteCube
+    from netflowgen.experiments.transfer import reference_table
+    from netflowgen.schema import FEATURE_NAMES
+    from netflowgen.train.pretrain import PretrainConfig, pretrain
+    table = pl.read_parquet(trained / "features.parquet")
+    new = table.with_columns(pl.col("node").str.replace("10.0.0.", "172.16.0."), pl.lit("a-new").alias("customer"),
+                             *[(pl.col(f) * 7).alias(f) for f in FEATURE_NAMES])
+    ref = reference_table(NodeMinuteCube.from_table(new), 0.6, own=False)
+    assert ref.get_column("minute").n_unique() == round(0.6 * new.get_column("minute").n_unique())
+    ref.write_parquet(tmp_path / "ref.parquet")
+    pretrain(tmp_path / "ref.parquet", tmp_path / "adapted", PretrainConfig(max_steps=2, eval_every=2),
+             log=lambda s: None, init=trained / method / "backbone", given=("max_steps", "eval_every"))
+    det = Detector.load(trained / method)
+    old_hash = det.backbone_hash
+    det.adopt_backbone(tmp_path / "adapted")
+    assert det.nodes == [] and det.core.calib == {} and det.backbone_hash != old_hash
+    det.set_fa_budget(new, 1.0)
+    m = det.node_mapping()
+    assert set(m.get_column("node")) == set(new.get_column("node")) and (m.get_column("distance") == 0).all()
+    assert {det.core.binner.nodes[i] for i in det.core.calib["embed_row"]} == set(new.get_column("node"))
+    a = det.score(new)
+    det.save(tmp_path / "det")
+    again = Detector.load(tmp_path / "det")
+    assert again.info["adapted_backbone"]["from"] == old_hash
+    assert again.score(new)["score"].to_list() == a["score"].to_list()
+    with pytest.raises(InputError, match="no pre-trained backbone"):
+        Detector.load(trained / "Static-EWMA").adopt_backbone(tmp_path / "adapted")
+
+
+@pytest.mark.parametrize("method", ["NetFlowGen", "Surprisal"])
 def test_own_bins_fit_new_nodes_on_their_reference_range(trained, tmp_path, method) -> None:
     from netflowgen.schema import FEATURE_NAMES
     table = pl.read_parquet(trained / "features.parquet")

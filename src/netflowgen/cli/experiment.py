@@ -104,6 +104,9 @@ def transfer_cmd(
     length: int = typer.Option(16, "--length", min=0, help="Minutes each score aggregates on the new networks "
                                "(0 = each detector's evaluated length)."),
     per_node_budget: bool = typer.Option(False, "--per-node-budget", help="Each node its own theta from the budget."),
+    adapt_steps: int = typer.Option(0, "--adapt-steps", min=0, help="Methods with a pre-trained backbone: first "
+                                    "continue its pre-training this many steps on the new network's reference "
+                                    "minutes (its own node embeddings and cut-offs); 0 = no."),
     more: Optional[list[Path]] = typer.Argument(None, help="More detector folders (`--detectors A B C`)."),
 ) -> None:
     """Score detectors on traffic they never saw: every node onboarded on its reference range (first
@@ -114,7 +117,7 @@ def transfer_cmd(
     from netflowgen.experiments.transfer import TransferConfig, run_transfer, tables
 
     cfg = TransferConfig(benchmarks=[b.strip() for b in benchmarks.split(",") if b.strip()], fa_budget=fa_budget,
-                         score_length=length or None, per_node_budget=per_node_budget)
+                         score_length=length or None, per_node_budget=per_node_budget, adapt_steps=adapt_steps)
     if real is not None:
         cfg.splice.real = str(real)
     results = run_transfer([*detectors, *(more or [])], out, cfg, log=lambda s: typer.echo(s, err=True))

@@ -184,6 +184,28 @@ class Detector:
             out = out.with_columns(pl.Series("driver", np.asarray(drivers, dtype=object)[driver.reshape(-1)].tolist()))
         return out
 
+    def adopt_backbone(self, model: str | Path) -> None:
+        """Swap in a continued pre-training of this detector's backbone on a new network's unlabelled
+        minutes (`netflowgen pretrain --init <this detector>/backbone`): its own embeddings and cut-offs
+        for that network's nodes; the head and its standardization stay. Every node's statistics and
+        thresholds are dropped (nodes are onboarded again on their reference ranges), and the old theta
+        no longer holds: set a new one (`set_fa_budget`). The architecture must be the same."""
+        from netflowgen.model.io import content_hash, load_model
+        if not isinstance(self.core, (TransformerCore, SurprisalCore)):
+            raise InputError(f"{self.method} has no pre-trained backbone to adapt")
+        new, binner, extra = load_model(Path(model))
+        old = self.core.backbone.cfg
+        for what in ("d_model", "n_layers", "context", "predicted_features"):
+            if getattr(new.cfg, what) != getattr(old, what):
+                raise InputError(f"{model}: {what} {getattr(new.cfg, what)!r} differs from the detector's backbone "
+                                 f"({getattr(old, what)!r}): continue its pre-training with --init instead")
+        self.core.backbone, self.core.binner, self.core.backbone_config = new.eval(), binner, extra
+        self.core.extra_binner = None
+        self.core.calib = {}
+        self.nodes, self.node_source = [], []
+        self.info["adapted_backbone"] = {"from": self.backbone_hash, "model": str(model)}
+        self.backbone_hash = content_hash(Path(model))
+
     def set_length(self, length: int) -> None:
         """Aggregate the last `length` minutes in minute-by-minute scores instead of the evaluated
         length (onboarding, SPEC 14: a survival score summing 128 minutes of hazards, or a maximum

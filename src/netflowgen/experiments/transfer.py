@@ -85,6 +85,9 @@ class TransferConfig:
     # for the demo's): 16 was chosen on the demo ISP, the detectors' own network (docs/detection.md)
     score_length: int | None = 16
     per_node_budget: bool = False  # each node its own theta (its reference alerts <= fa_budget per day)
+    # methods with a pre-trained backbone: first continue its pre-training for this many steps on the new
+    # network's reference minutes (`pretrain --init`: its own node embeddings and cut-offs), 0 = not
+    adapt_steps: int = 0
     isp: IspBenchmark = field(default_factory=IspBenchmark)
     splice: SpliceBenchmark = field(default_factory=SpliceBenchmark)
 
@@ -209,6 +212,41 @@ def own_ranges(cube: NodeMinuteCube, reference: float, own: bool) -> tuple[np.nd
     last = np.where(rep.any(axis=1), T - 1 - rep[:, ::-1].argmax(axis=1), T - 1)
     hi = first + np.maximum(2, np.round(reference * (last - first + 1)).astype(np.int64))
     return first.astype(np.int64), np.minimum(hi, T).astype(np.int64)
+
+
+def reference_table(cube: NodeMinuteCube, reference: float, own: bool) -> pl.DataFrame:
+    """The node-minute table of the reference ranges only (`own_ranges`): every other minute of a node
+    is missing, and the table ends with the last reference minute. What a new network lends to
+    continued pre-training: no test minute, no label."""
+    from netflowgen.detect.cube import cube_to_table
+    lo, hi = own_ranges(cube, reference, own)
+    t = np.arange(len(cube.minutes))[None, :]
+    outside = (t < lo[:, None]) | (t >= hi[:, None])
+    end = int(hi.max()) if len(hi) else 0
+    values = np.where(outside[:, :, None], 0.0, cube.values).astype(np.float32)
+    part = NodeMinuteCube(list(cube.nodes), list(cube.customers), cube.minutes, values, cube.missing | outside,
+                          tuple(cube.features)).part(None, 0, end)
+    return cube_to_table(part)
+
+
+def adapted_backbone(det: Any, cube: NodeMinuteCube, reference: float, own: bool, steps: int, work: Path,
+                     log: Callable[[str], None] = print) -> Path:
+    """The detector's backbone after `steps` steps of continued pre-training on the reference minutes
+    of `cube` (`train.pretrain(init=...)`), cached in work/adapted-<backbone hash>-<steps>."""
+    from netflowgen.model.io import save_model
+    from netflowgen.train.pretrain import PretrainConfig, pretrain
+    out = work / f"adapted-{det.backbone_hash}-{steps}"
+    if (out / "model.safetensors").exists():
+        return out
+    work.mkdir(parents=True, exist_ok=True)
+    base, ref = work / f"base-{det.backbone_hash}", work / "reference.parquet"
+    save_model(base, det.core.backbone, det.core.binner, det.core.backbone_config)
+    reference_table(cube, reference, own).write_parquet(ref)
+    t0 = time.time()
+    r = pretrain(ref, out, PretrainConfig(max_steps=steps), log=lambda s: None, init=base, given=("max_steps",))
+    log(f"  adapted backbone {det.backbone_hash}: {r.get('steps')} steps on the reference minutes, best val loss "
+        f"{r.get('best_val_loss', float('nan')):.4f} ({time.time() - t0:.0f} s)")
+    return out
 
 
 def attacks_in_test_range(truth: pl.DataFrame, cube: NodeMinuteCube, hi: np.ndarray) -> pl.DataFrame:
@@ -339,6 +377,9 @@ def run_transfer(detectors: Sequence[str | Path], out: str | Path, cfg: Transfer
             det = Detector.load(d)
             if cfg.own_bins and hasattr(det.core, "own_bins"):
                 det.core.own_bins = True
+            if cfg.adapt_steps > 0 and det.backbone_hash is not None:
+                det.adopt_backbone(adapted_backbone(det, cube, cfg.reference, own, cfg.adapt_steps,
+                                                    out / "work" / name, log))
             if cfg.score_length is not None:
                 det.set_length(cfg.score_length)  # theta follows from the budget below
             row = evaluate(det, cube, truth, cfg.fa_budget, cfg.reference, own, cfg.clear_after, known,
