@@ -245,6 +245,19 @@ def test_an_adapted_backbone_knows_the_new_network_and_travels_with_the_detector
     assert again.score(new)["score"].to_list() == a["score"].to_list()
     with pytest.raises(InputError, match="no pre-trained backbone"):
         Detector.load(trained / "Static-EWMA").adopt_backbone(tmp_path / "adapted")
+    # the command: `detect --adapted-backbone` needs a new theta, and saves the onboarded detector
+    from typer.testing import CliRunner
+
+    from netflowgen.cli.main import app
+    new.write_parquet(tmp_path / "new.parquet")
+    args = ["detect", "-d", str(trained / method), str(tmp_path / "new.parquet"), "--adapted-backbone",
+            str(tmp_path / "adapted"), "--out", str(tmp_path / "alerts.csv")]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code != 0 and "give --fa-budget" in str(r.exception)
+    r = CliRunner().invoke(app, args + ["--fa-budget", "1", "--calibrate-out", str(tmp_path / "ours")])
+    assert r.exit_code == 0, r.output
+    ours = Detector.load(tmp_path / "ours")
+    assert ours.backbone_hash == det.backbone_hash and set(ours.nodes) == set(new.get_column("node"))
 
 
 @pytest.mark.parametrize("method", ["NetFlowGen", "Surprisal"])

@@ -38,6 +38,10 @@ def detect_cmd(
     known_attacks: Optional[Path] = typer.Option(None, "--known-attacks", help="With --fa-budget: the network's own "
                                                  "alert list (target_ip, start, end) or truth; its attacks (30 min "
                                                  "either side) are left out of the reference range."),
+    adapted_backbone: Optional[Path] = typer.Option(None, "--adapted-backbone", help="A continued pre-training of the "
+                                                    "detector's backbone on this network (`netflowgen pretrain --init "
+                                                    "DETECTOR/backbone`): its nodes get their own embeddings and "
+                                                    "cut-offs; needs --fa-budget."),
     length: Optional[int] = typer.Option(None, "--length", min=1, help="Aggregate the last N minutes in each score "
                                          "instead of the evaluated length (e.g. 16 on a new network: alerts that "
                                          "last about as long as the attack); needs --fa-budget or --theta."),
@@ -65,7 +69,7 @@ def detect_cmd(
     det = Detector.load(detector)
     if reference is not None:
         det.reference = float(reference)
-    known = onboarding(det, length, known_attacks, fa_budget, theta, theta_flag=True)
+    known = onboarding(det, length, known_attacks, fa_budget, theta, theta_flag=True, adapted=adapted_backbone)
     if theta is not None:
         det.theta = float(theta)
     if own_bins:

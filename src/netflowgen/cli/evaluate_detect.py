@@ -28,6 +28,10 @@ def evaluate_detect_cmd(
     known_attacks: Optional[Path] = typer.Option(None, "--known-attacks", help="With --fa-budget: the network's own "
                                                  "alert list (or a truth); its attacks (--margin minutes either side) "
                                                  "are left out of the reference range."),
+    adapted_backbone: Optional[Path] = typer.Option(None, "--adapted-backbone", help="A continued pre-training of the "
+                                                    "detector's backbone on this network (`netflowgen pretrain --init "
+                                                    "DETECTOR/backbone`): its nodes get their own embeddings and "
+                                                    "cut-offs; needs --fa-budget."),
     length: Optional[int] = typer.Option(None, "--length", min=1, help="Aggregate the last N minutes in each score "
                                          "instead of the evaluated length; needs --fa-budget."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the metrics as JSON."),
@@ -46,7 +50,7 @@ def evaluate_detect_cmd(
     from netflowgen.detect.io import print_table, read_table
     from netflowgen.detect.operator_metrics import operator_metrics
     det = Detector.load(detector)
-    known = onboarding(det, length, known_attacks, fa_budget)
+    known = onboarding(det, length, known_attacks, fa_budget, adapted=adapted_backbone)
     if fa_budget is not None:
         from netflowgen.detect.io import read_parquet
         det.set_fa_budget(read_parquet(table), fa_budget, per_node_budget, clear_after, known=known, margin=margin)

@@ -58,15 +58,21 @@ def start_receiver(start: Callable[[], None]) -> None:
 
 
 def onboarding(det: Any, length: int | None, known_attacks: Path | None, fa_budget: float | None,
-               theta: float | None = None, theta_flag: bool = False) -> Any:
-    """The onboarding options of `detect` and `evaluate-detect` on a loaded Detector: `--length N`
-    (the old theta does not carry over, so it needs `--fa-budget`, or `--theta` where the command has
-    one: `theta_flag`) and `--known-attacks FILE` (masks the budget's reference range, so it needs
-    `--fa-budget`). Sets the length; returns the known attacks' table (None without the flag)."""
+               theta: float | None = None, theta_flag: bool = False, adapted: Path | None = None) -> Any:
+    """The onboarding options of `detect` and `evaluate-detect` on a loaded Detector: `--adapted-backbone
+    MODEL` (`Detector.adopt_backbone`) and `--length N` (the old theta does not carry over either way,
+    so they need `--fa-budget`, or `--theta` where the command has one: `theta_flag`) and
+    `--known-attacks FILE` (masks the budget's reference range, so it needs `--fa-budget`). Applies
+    them; returns the known attacks' table (None without the flag)."""
     from netflowgen.detect.io import read_table
     from netflowgen.rejects import InputError
     if known_attacks is not None and fa_budget is None:
         raise InputError("--known-attacks masks the reference range of --fa-budget; give --fa-budget too")
+    if adapted is not None:
+        if fa_budget is None and theta is None:
+            alt = " (or --theta)" if theta_flag else ""
+            raise InputError(f"--adapted-backbone {adapted}: theta was chosen on the old backbone; give --fa-budget{alt}")
+        det.adopt_backbone(adapted)
     if length is not None and length != det.length:
         if fa_budget is None and theta is None:
             alt = " (or --theta)" if theta_flag else ""
