@@ -467,5 +467,8 @@ def report_md(results: dict[str, Any]) -> str:
             f"the rest (alerts close after {cfg['clear_after']} quiet minutes; detected = first alarm from 5 minutes "
             "before the onset to the end; false alarms = alerts opened in attack-free time, more than 30 minutes from "
             "any attack of the node).", "",
+            *([f"Methods with a pre-trained backbone were first adapted: {cfg['adapt_steps']} steps (at most) of "
+               "continued pre-training on each network's reference minutes (`--adapt-steps`).", ""]
+              if cfg.get("adapt_steps") else []),
             "Detectors: " + ", ".join(f"`{d}`" for d in results["detectors"]), ""]
     return "\n".join(head) + "\n" + tables(results) + f"\n({results['seconds']:.0f} s)\n"
