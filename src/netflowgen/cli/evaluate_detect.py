@@ -58,21 +58,19 @@ def evaluate_detect_cmd(
     alerts = alerts_from_scores(scores, det.method, AlertConfig(clear_after))
     m = operator_metrics(scores, alerts, read_table(truth), margin=margin)
     summary = {"method": det.method, "theta": det.theta, "fa_budget": fa_budget, "length": det.length, **m.summary()}
+    shares: dict[str, float] = {}
     if curve is not None:
-        import numpy as np
-
-        from netflowgen.detect.operator_curve import at_false_alarm_rate, curve_thresholds, operator_curve, plot_curves
-        s = scores.sort(["node", "minute"])
-        ths = np.union1d(curve_thresholds(s.get_column("score").to_numpy(), np.ones(s.height, bool)), [det.theta])
-        c = operator_curve(s, read_table(truth), det.method, clear_after, ths, margin)
+        from netflowgen.detect.operator_curve import CURVE_RATES, operator_curve, plot_curves, same_rate_shares
+        c = operator_curve(scores, read_table(truth), det.method, clear_after, margin=margin, also=[det.theta])
         c.write_csv(curve)
         plot_curves({det.method: c.to_dicts()}, curve.with_suffix(".png"), f"{det.method}: operator curve",
                     fa_budget, {det.method: (float(m.false_alarms_per_node_day), 100 * float(m.detected_within[2]))})
-        summary.update({f"within_2min_at_{r:g}_fa_pct": at_false_alarm_rate(c, r) for r in (0.5, 1.0, 2.0)})
+        shares = same_rate_shares(c)
+        summary.update(shares)
     print_table([summary], f"operator metrics ({det.method}, clear_after={clear_after} min, margin={margin} min)")
     if curve is not None:
-        print(f"operator curve: {curve} ({curve.with_suffix('.png')}); within 2 min at <= 0.5 / 1 / 2 false alarms "
-              "per node-day (best theta on this table, chosen with its labels): " +
-              " / ".join(f"{summary[f'within_2min_at_{r:g}_fa_pct']:.1f} %" for r in (0.5, 1.0, 2.0)))
+        print(f"operator curve: {curve} ({curve.with_suffix('.png')}); within 2 min at <= "
+              + " / ".join(f"{r:g}" for r in CURVE_RATES) + " false alarms per node-day (best theta on this table, "
+              "chosen with its labels): " + " / ".join(f"{v:.1f} %" for v in shares.values()))
     if out is not None:
         out.write_text(json.dumps(summary, indent=1))

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import polars as pl
 
 CURVE_LEVELS = tuple(float(x) for x in np.geomspace(1e-6, 0.3, 120))  # shares of the eligible minutes alarmed
+CURVE_RATES = (0.5, 1.0, 2.0)  # false alarms per node-day at which the reports compare curves
 
 
 def curve_thresholds(scores: np.ndarray, eligible: np.ndarray, levels: tuple[float, ...] = CURVE_LEVELS) -> np.ndarray:
@@ -36,10 +37,11 @@ def curve_thresholds(scores: np.ndarray, eligible: np.ndarray, levels: tuple[flo
 
 
 def operator_curve(scores: pl.DataFrame, truth: pl.DataFrame, method: str, clear_after: int = 15,
-                   thresholds: np.ndarray | None = None, margin: int = 30) -> pl.DataFrame:
+                   thresholds: np.ndarray | None = None, margin: int = 30, also: Sequence[float] = ()) -> pl.DataFrame:
     """The operator metrics of `Detector.score` output `scores` (every node at every minute) at each
     threshold, alarms only at minutes whose boolean column `eligible` is true (all when it is absent);
-    `margin` as `operator_metrics`.
+    `margin` as `operator_metrics`; `also`: thresholds added to the default ones (a detector's own
+    theta, so that its operating point lies on the curve).
 
     Returns
     -------
@@ -54,6 +56,7 @@ def operator_curve(scores: pl.DataFrame, truth: pl.DataFrame, method: str, clear
     score = s.get_column("score").to_numpy()
     elig = s.get_column("eligible").to_numpy().astype(bool) if "eligible" in s.columns else np.ones(len(score), bool)
     ths = curve_thresholds(score, elig) if thresholds is None else np.asarray(thresholds, dtype=np.float64)
+    ths = np.union1d(ths, np.asarray(also, dtype=np.float64)) if len(also) else ths
     rows: list[dict[str, Any]] = []
     for th in ths:
         framed = s.with_columns(pl.Series("alarm", elig & (score < th)))
@@ -74,6 +77,12 @@ def at_false_alarm_rate(curve: pl.DataFrame | list[dict[str, Any]], rate: float,
         return math.nan
     ok = df.filter(pl.col("false_alarms_per_node_day") <= rate)
     return float(ok.get_column(f"detected_within_{within}min_pct").max()) if ok.height else math.nan  # type: ignore[arg-type]
+
+
+def same_rate_shares(curve: pl.DataFrame | list[dict[str, Any]], rates: Sequence[float] = CURVE_RATES
+                     ) -> dict[str, float]:
+    """`within_2min_at_<r>_fa_pct` -> `at_false_alarm_rate(curve, r)` for each rate r: what the reports print."""
+    return {f"within_2min_at_{r:g}_fa_pct": at_false_alarm_rate(curve, r) for r in rates}
 
 
 def plot_curves(curves: dict[str, list[dict[str, Any]]], path: Path, title: str, budget: float | None = None,

@@ -350,7 +350,7 @@ class PaperRun:
         alarms per node-day (the best threshold on the test range: a comparison at the same rate)."""
         from netflowgen.detect.alerts import AlertConfig, alerts_from_scores
         from netflowgen.detect.earlydetect import split_bounds
-        from netflowgen.detect.operator_curve import at_false_alarm_rate, curve_thresholds, operator_curve
+        from netflowgen.detect.operator_curve import operator_curve, same_rate_shares
         from netflowgen.detect.operator_metrics import operator_metrics
 
         cube = self.ctx.cube
@@ -368,11 +368,8 @@ class PaperRun:
             scores = det.score(sub).filter(pl.col("minute") >= first)
             alerts = alerts_from_scores(scores, method, AlertConfig(clear_after))
             m = operator_metrics(scores, alerts, self.truth)
-            s = scores.sort(["node", "minute"])
-            ths = np.union1d(curve_thresholds(s.get_column("score").to_numpy(), np.ones(s.height, bool)), [det.theta])
-            curve = operator_curve(s, self.truth, method, clear_after, ths)
-            rows.append({"method": method, **m.summary(),
-                         **{f"within_2min_at_{r:g}_fa_pct": at_false_alarm_rate(curve, r) for r in (0.5, 1.0, 2.0)},
+            curve = operator_curve(scores, self.truth, method, clear_after, also=[det.theta])
+            rows.append({"method": method, **m.summary(), **same_rate_shares(curve),
                          "scoring_s": round(time.time() - t0, 1)})
         return rows
 

@@ -33,6 +33,7 @@ import numpy as np
 import polars as pl
 
 from netflowgen.detect.cube import NodeMinuteCube
+from netflowgen.detect.operator_curve import CURVE_RATES
 from netflowgen.experiments.report import json_default
 
 REAL = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "real"
@@ -42,7 +43,6 @@ CAPTURES = ("stopddos/nfcapd/amp.UDP.isakmp.flows.csv", "stopddos/nfcapd/amp.TCP
             "stopddos/nfcapd/amp.TCP.syn.optionallyACK.optionallysamePort.flows.csv",
             "cicddos2019-excerpts/nfcapd/CIC-DDoS-2019-SynFlood.flows.csv",
             "cicddos2019-excerpts/nfcapd/CIC-DDoS-2019-WebDDoS.flows.csv")
-CURVE_RATES = (0.5, 1.0, 2.0)  # false alarms per node-day at which the curves are compared
 TABLE_KEYS = ("attacks", "detected_within_1min_pct", "detected_within_2min_pct", "detected_within_5min_pct",
               "detected_within_10min_pct", "false_alarms_per_node_day", "alarmed_attack_free_pct")
 
@@ -272,7 +272,7 @@ def evaluate(det: Any, cube: NodeMinuteCube, truth: pl.DataFrame, budget: float,
     from netflowgen.detect.alerts import AlertConfig, alerts_from_scores
     from netflowgen.detect.budget import budget_thresholds, known_attack_masks
     from netflowgen.detect.cores import ScoringData
-    from netflowgen.detect.operator_curve import at_false_alarm_rate, curve_thresholds, operator_curve
+    from netflowgen.detect.operator_curve import operator_curve, same_rate_shares
     from netflowgen.detect.operator_metrics import operator_metrics
 
     t0 = time.time()
@@ -320,17 +320,13 @@ def evaluate(det: Any, cube: NodeMinuteCube, truth: pl.DataFrame, budget: float,
     alerts = alerts_from_scores(scores, det.method, AlertConfig(clear_after))
     attacks = attacks_in_test_range(truth, cube, hi)
     m = operator_metrics(scores, alerts, attacks)
-    curve = None
-    if with_curve:  # the curve's thresholds hold the budget's theta: its operating point is on the curve
-        ths = curve_thresholds(score, eligible)
-        curve = operator_curve(scores, attacks, det.method, clear_after,
-                               ths if per_node else np.union1d(ths, [theta]))
+    # the curve's thresholds hold the budget's theta: its operating point is on the curve
+    curve = operator_curve(scores, attacks, det.method, clear_after, also=[] if per_node else [theta]) \
+        if with_curve else None
     return {"method": det.method, **m.summary(), "theta": theta, "length": det.length, "onboarded_nodes": onboarded,
             "masked_reference_minutes": int(rk.sum()),
             "nodes": n, "minutes": T, "scoring_s": round(time.time() - t0, 1), "delays": m.delays,
-            **({"curve": curve.to_dicts(),
-                **{f"within_2min_at_{r:g}_fa_pct": at_false_alarm_rate(curve, r) for r in CURVE_RATES}}
-               if curve is not None else {})}
+            **({"curve": curve.to_dicts(), **same_rate_shares(curve)} if curve is not None else {})}
 
 
 # --- the experiment ------------------------------------------------------------------------------------
