@@ -14,6 +14,8 @@ from typing import Any, Optional
 import numpy as np
 import typer
 
+from netflowgen.cli.options import ADAPTED_BACKBONE
+
 
 def register(app: typer.Typer) -> None:
     app.command("detect", no_args_is_help=True)(detect_cmd)
@@ -38,10 +40,7 @@ def detect_cmd(
     known_attacks: Optional[Path] = typer.Option(None, "--known-attacks", help="With --fa-budget: the network's own "
                                                  "alert list (target_ip, start, end) or truth; its attacks (30 min "
                                                  "either side) are left out of the reference range."),
-    adapted_backbone: Optional[Path] = typer.Option(None, "--adapted-backbone", help="A continued pre-training of the "
-                                                    "detector's backbone on this network (`netflowgen pretrain --init "
-                                                    "DETECTOR/backbone`): its nodes get their own embeddings and "
-                                                    "cut-offs; needs --fa-budget."),
+    adapted_backbone: Optional[Path] = ADAPTED_BACKBONE,
     length: Optional[int] = typer.Option(None, "--length", min=1, help="Aggregate the last N minutes in each score "
                                          "instead of the evaluated length (e.g. 16 on a new network: alerts that "
                                          "last about as long as the attack); needs --fa-budget or --theta."),

@@ -10,6 +10,8 @@ from typing import Optional
 
 import typer
 
+from netflowgen.cli.options import ADAPTED_BACKBONE
+
 
 def register(app: typer.Typer) -> None:
     app.command("evaluate-detect", no_args_is_help=True)(evaluate_detect_cmd)
@@ -28,10 +30,7 @@ def evaluate_detect_cmd(
     known_attacks: Optional[Path] = typer.Option(None, "--known-attacks", help="With --fa-budget: the network's own "
                                                  "alert list (or a truth); its attacks (--margin minutes either side) "
                                                  "are left out of the reference range."),
-    adapted_backbone: Optional[Path] = typer.Option(None, "--adapted-backbone", help="A continued pre-training of the "
-                                                    "detector's backbone on this network (`netflowgen pretrain --init "
-                                                    "DETECTOR/backbone`): its nodes get their own embeddings and "
-                                                    "cut-offs; needs --fa-budget."),
+    adapted_backbone: Optional[Path] = ADAPTED_BACKBONE,
     length: Optional[int] = typer.Option(None, "--length", min=1, help="Aggregate the last N minutes in each score "
                                          "instead of the evaluated length; needs --fa-budget."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the metrics as JSON."),

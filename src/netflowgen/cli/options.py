@@ -57,6 +57,12 @@ def start_receiver(start: Callable[[], None]) -> None:
         raise typer.Exit(2) from e
 
 
+# `--adapted-backbone` of the commands that onboard a detector (`detect`, `evaluate-detect`; see `onboarding`)
+ADAPTED_BACKBONE = typer.Option(None, "--adapted-backbone", help="A continued pre-training of the detector's "
+                                "backbone on this network (`netflowgen pretrain --init DETECTOR/backbone`): its nodes "
+                                "get their own embeddings and cut-offs; needs a new theta (--fa-budget).")
+
+
 def onboarding(det: Any, length: int | None, known_attacks: Path | None, fa_budget: float | None,
                theta: float | None = None, theta_flag: bool = False, adapted: Path | None = None) -> Any:
     """The onboarding options of `detect` and `evaluate-detect` on a loaded Detector: `--adapted-backbone
@@ -68,15 +74,15 @@ def onboarding(det: Any, length: int | None, known_attacks: Path | None, fa_budg
     from netflowgen.rejects import InputError
     if known_attacks is not None and fa_budget is None:
         raise InputError("--known-attacks masks the reference range of --fa-budget; give --fa-budget too")
-    if adapted is not None:
+
+    def needs_new_theta(why: str, tail: str = "") -> None:
         if fa_budget is None and theta is None:
-            alt = " (or --theta)" if theta_flag else ""
-            raise InputError(f"--adapted-backbone {adapted}: theta was chosen on the old backbone; give --fa-budget{alt}")
+            raise InputError(f"{why}; give --fa-budget" + (" (or --theta)" + tail if theta_flag else ""))
+    if adapted is not None:
+        needs_new_theta(f"--adapted-backbone {adapted}: theta was chosen on the old backbone")
         det.adopt_backbone(adapted)
     if length is not None and length != det.length:
-        if fa_budget is None and theta is None:
-            alt = " (or --theta)" if theta_flag else ""
-            raise InputError(f"--length {length}: theta was chosen for {det.length}-minute scores; give --fa-budget{alt}"
-                             + (" to choose one for the new length" if theta_flag else ""))
+        needs_new_theta(f"--length {length}: theta was chosen for {det.length}-minute scores",
+                        " to choose one for the new length")
         det.set_length(length)
     return read_table(known_attacks) if known_attacks is not None else None
