@@ -229,22 +229,21 @@ def reference_table(cube: NodeMinuteCube, reference: float, own: bool) -> pl.Dat
     return cube_to_table(part)
 
 
-def adapted_backbone(det: Any, cube: NodeMinuteCube, reference: float, own: bool, steps: int, work: Path,
-                     log: Callable[[str], None] = print) -> Path:
-    """The detector's backbone after `steps` steps of continued pre-training on the reference minutes
-    of `cube` (`train.pretrain(init=...)`), cached in work/adapted-<backbone hash>-<steps>."""
-    from netflowgen.model.io import save_model
+def adapted_backbone(backbone: Path, backbone_hash: str, cube: NodeMinuteCube, reference: float, own: bool,
+                     steps: int, work: Path, log: Callable[[str], None] = print) -> Path:
+    """A detector's backbone (its model folder, content hash `backbone_hash`) after `steps` steps of
+    continued pre-training on the reference minutes of `cube` (`train.pretrain(init=...)`), cached in
+    work/adapted-<backbone hash>-<steps>."""
     from netflowgen.train.pretrain import PretrainConfig, pretrain
-    out = work / f"adapted-{det.backbone_hash}-{steps}"
+    out = work / f"adapted-{backbone_hash}-{steps}"
     if (out / "model.safetensors").exists():
         return out
     work.mkdir(parents=True, exist_ok=True)
-    base, ref = work / f"base-{det.backbone_hash}", work / "reference.parquet"
-    save_model(base, det.core.backbone, det.core.binner, det.core.backbone_config)
+    ref = work / "reference.parquet"
     reference_table(cube, reference, own).write_parquet(ref)
     t0 = time.time()
-    r = pretrain(ref, out, PretrainConfig(max_steps=steps), log=lambda s: None, init=base, given=("max_steps",))
-    log(f"  adapted backbone {det.backbone_hash}: {r.get('steps')} steps on the reference minutes, best val loss "
+    r = pretrain(ref, out, PretrainConfig(max_steps=steps), log=lambda s: None, init=backbone, given=("max_steps",))
+    log(f"  adapted backbone {backbone_hash}: {r.get('steps')} steps on the reference minutes, best val loss "
         f"{r.get('best_val_loss', float('nan')):.4f} ({time.time() - t0:.0f} s)")
     return out
 
@@ -374,8 +373,8 @@ def run_transfer(detectors: Sequence[str | Path], out: str | Path, cfg: Transfer
             if cfg.own_bins and hasattr(det.core, "own_bins"):
                 det.core.own_bins = True
             if cfg.adapt_steps > 0 and det.backbone_hash is not None:
-                det.adopt_backbone(adapted_backbone(det, cube, cfg.reference, own, cfg.adapt_steps,
-                                                    out / "work" / name, log))
+                det.adopt_backbone(adapted_backbone(Path(d) / "backbone", det.backbone_hash, cube, cfg.reference,
+                                                    own, cfg.adapt_steps, out / "work" / name, log))
             if cfg.score_length is not None:
                 det.set_length(cfg.score_length)  # theta follows from the budget below
             row = evaluate(det, cube, truth, cfg.fa_budget, cfg.reference, own, cfg.clear_after, known,
