@@ -219,19 +219,18 @@ def test_an_adapted_backbone_knows_the_new_network_and_travels_with_the_detector
     backbone on a new network's reference minutes; its nodes then have their own embedding rows and
     cut-offs, every per-node statistic is fitted again, and the saved detector carries that backbone."""
     from netflowgen.detect.cube import NodeMinuteCube
-    from netflowgen.experiments.transfer import reference_table
+    from netflowgen.experiments.transfer import adapted_backbone, reference_table
     from netflowgen.schema import FEATURE_NAMES
-    from netflowgen.train.pretrain import PretrainConfig, pretrain
     table = pl.read_parquet(trained / "features.parquet")
     new = table.with_columns(pl.col("node").str.replace("10.0.0.", "172.16.0."), pl.lit("a-new").alias("customer"),
                              *[(pl.col(f) * 7).alias(f) for f in FEATURE_NAMES])
     ref = reference_table(NodeMinuteCube.from_table(new), 0.6, own=False)
     assert ref.get_column("minute").n_unique() == round(0.6 * new.get_column("minute").n_unique())
-    ref.write_parquet(tmp_path / "ref.parquet")
-    pretrain(tmp_path / "ref.parquet", tmp_path / "adapted", PretrainConfig(max_steps=2, eval_every=2),
-             log=lambda s: None, init=trained / method / "backbone", given=("max_steps", "eval_every"))
     det = Detector.load(trained / method)
     old_hash = det.backbone_hash
+    adapted = adapted_backbone(trained / method / "backbone", old_hash, NodeMinuteCube.from_table(new), 0.6, False, 2,
+                               tmp_path / "work", log=lambda s: None)  # what `experiment transfer --adapt-steps` runs
+    (tmp_path / "adapted").symlink_to(adapted)
     det.adopt_backbone(tmp_path / "adapted")
     assert det.nodes == [] and det.core.calib == {} and det.backbone_hash != old_hash
     det.set_fa_budget(new, 1.0)
