@@ -78,3 +78,33 @@ def test_earlydetect_and_finetune_commands_then_api_detect(workdir) -> None:
 def test_dump_prints_settings() -> None:
     r = CliRunner().invoke(app(), ["finetune", "-e", "x", "-f", "y", "-o", "z", "--dump"])
     assert r.exit_code == 0 and "overhead_bound = 0.8" in r.output and "[finetune]" in r.output
+
+
+def test_finetune_takes_the_examples_own_window_and_refuses_another(workdir) -> None:
+    """`earlydetect --window 64` then `finetune` without a window: the examples are cropped at their own
+    minutes (the old default of 512 shifted every example 448 minutes late, silently for most methods)."""
+    from netflowgen.detect.stages import FinetuneRun, fit_detector, run_finetune
+    from netflowgen.rejects import InputError
+
+    d = workdir
+    r = CliRunner().invoke(app(), ["earlydetect", "-f", str(d / "features.parquet"), "-a", str(d / "alerts.csv"),
+                                   "-o", str(d / "ed64"), "--window", "64", "--horizon", "10", "--margin", "30"])
+    assert r.exit_code == 0, r.output
+    (d / "ft64.toml").write_text("length = 32\nsplit = [0.6, 0.2]\n[metrics]\nwarmup = 8\n")
+    r = CliRunner().invoke(app(), ["finetune", "-e", str(d / "ed64" / "examples.parquet"), "-f", str(d / "features.parquet"),
+                                   "-o", str(d / "ft64"), "--method", "Static-percentile", "--labels", "val",
+                                   "-c", str(d / "ft64.toml")])
+    assert r.exit_code == 0, r.output
+    assert "window = 64" in (d / "ft64" / "config.toml").read_text()  # the resolved window is what was run
+    cli = json.loads((d / "ft64" / "result.json").read_text())["test"]
+    api = fit_detector("Static-percentile", d / "features.parquet", d / "ed64" / "examples.parquet", labels="val",
+                       window=64, length=32, split=[0.6, 0.2], metrics={"warmup": 8}).info["test"]
+    assert cli == pytest.approx(api)
+
+    ex, feats = d / "ed64" / "examples.parquet", d / "features.parquet"
+    with pytest.raises(InputError, match="examples are 64-minute windows"):
+        run_finetune(FinetuneRun(method="Static-percentile", window=128, length=32), ex, feats, d / "x")
+    short = pl.read_parquet(feats)
+    short.filter(pl.col("minute") < short.get_column("minute").min() + pl.duration(minutes=1200)).write_parquet(d / "short.parquet")
+    with pytest.raises(InputError, match="built from another table"):
+        run_finetune(FinetuneRun(method="Static-percentile", length=32), ex, d / "short.parquet", d / "x")

@@ -21,7 +21,7 @@ class FinetuneRun:
     labels: str = "360"  # "val" (the validation split), "all" (train split), or a count drawn from train
     attack_type: str = "all"
     seed: int = 0
-    window: int = 512  # minutes per example in the examples file
+    window: int = 0  # minutes per example in the examples file; 0 = the examples' own (earlydetect's window)
     length: int = 128  # minutes each detector sees (the last ones)
     split: list[float] = field(default_factory=list)  # [] = the pre-trained model's (or the default)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
@@ -31,8 +31,8 @@ class FinetuneRun:
         from netflowgen.detect.cores import ALL_METHODS
         if self.method not in ALL_METHODS:
             raise ValueError(f"method = {self.method!r}; known: {', '.join(ALL_METHODS)}")
-        if not 1 <= self.length <= self.window:
-            raise ValueError(f"length ({self.length}) must be in 1..window ({self.window})")
+        if self.window < 0 or not 1 <= self.length <= (self.window or self.length):
+            raise ValueError(f"length ({self.length}) must be in 1..window ({self.window}), window >= 0")
         if self.split and len(self.split) != 2:
             raise ValueError(f"split = {self.split}: [train, validation] fractions")
         self.finetune.validate()
@@ -109,9 +109,7 @@ def fit_detector(method: str, features: str | Path | pl.DataFrame, examples: str
     from netflowgen.detect.io import read_parquet
     feats = features if isinstance(features, pl.DataFrame) else read_parquet(features)
     ex = examples if isinstance(examples, pl.DataFrame) else read_parquet(examples)
-    if window is None:  # the examples' own window: their onsets and labels are indexes into it
-        window = int(ex.get_column("label_t").to_numpy().max()) + 1
-    cfg = cfgmod.load(FinetuneRun, None, {"method": method, "labels": str(labels), "seed": seed, "window": window,
+    cfg = cfgmod.load(FinetuneRun, None, {"method": method, "labels": str(labels), "seed": seed, "window": window or 0,
                                           "length": length, **settings})
     return _fit_and_score(cfg, feats, ex, model)[0].detector
 
@@ -122,8 +120,28 @@ def _fit_and_score(cfg: FinetuneRun, feats: pl.DataFrame, examples: pl.DataFrame
     `finetune` and the notebook (split [] or None: the pre-trained model's)."""
     from netflowgen.detect.cube import NodeMinuteCube
     from netflowgen.detect.pipeline import DetectionContext, fit_curves, load_pretrained, score
+    cfg.window = examples_fit_features(cfg.window, cfg.length, examples, feats)
     pre = load_pretrained(model) if model else None
     ctx = DetectionContext.build(NodeMinuteCube.from_table(feats), examples, cfg.window, cfg.length, pre,
                                  cfg.split or None, feats)
     cs = fit_curves(ctx, cfg.method, cfg.labels, cfg.seed, cfg.attack_type, cfg.finetune)
     return cs, score(ctx, cs, cfg.metrics)
+
+
+def examples_fit_features(window: int, length: int, examples: pl.DataFrame, feats: pl.DataFrame) -> int:
+    """The examples' window (`window`, or 0 = their own), checked against their labels and against
+    the node-minute table they index: a wrong window would crop every example at the wrong minutes."""
+    from netflowgen.detect.earlydetect import example_window
+    from netflowgen.rejects import InputError
+    own = example_window(examples)
+    if window and window != own:
+        raise InputError(f"window = {window}, but the examples are {own}-minute windows (earlydetect's window); "
+                         "leave window unset (0) to use theirs")
+    if length > own:
+        raise InputError(f"length = {length} minutes is longer than the examples' {own}-minute windows")
+    n_minutes = feats.get_column("minute").n_unique()
+    last = int(examples.get_column("start").max()) + own
+    if last > n_minutes:
+        raise InputError(f"the examples reach minute {last} but the features table has {n_minutes} minutes: "
+                         "they were built from another table")
+    return own
