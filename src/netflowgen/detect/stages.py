@@ -140,7 +140,7 @@ def examples_fit_features(window: int, length: int, examples: pl.DataFrame, feat
     if length > own:
         raise InputError(f"length = {length} minutes is longer than the examples' {own}-minute windows")
     n_minutes = feats.get_column("minute").n_unique()
-    last = int(examples.get_column("start").max()) + own
+    last = int(examples.get_column("start").to_numpy().max()) + own
     if last > n_minutes:
         raise InputError(f"the examples reach minute {last} but the features table has {n_minutes} minutes: "
                          "they were built from another table")
