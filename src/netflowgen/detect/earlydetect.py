@@ -213,14 +213,14 @@ def _truth_onset_lookup(truth: pl.DataFrame | None, t0: int, step: int) -> Calla
     return lookup
 
 
-def example_window(examples: pl.DataFrame, source: str = "examples") -> int:
+def example_window(examples: pl.DataFrame) -> int:
     """Minutes per example of an examples table: a non-attack example's label time is its window's
     last minute (`label_t` = window - 1). Raises InputError when the table has no non-attack example
     or its non-attack examples disagree."""
     from netflowgen.rejects import InputError
     t = examples.filter(pl.col("label") == 0).get_column("label_t").unique().to_list()
     if len(t) != 1 or int(t[0]) < 0:
-        raise InputError(f"{source}: cannot tell the examples' window from their non-attack examples' label_t "
+        raise InputError(f"examples: cannot tell the examples' window from their non-attack examples' label_t "
                          f"({sorted(t)[:5]}); give `window` in the settings")
     return int(t[0]) + 1
 

@@ -120,17 +120,18 @@ def _fit_and_score(cfg: FinetuneRun, feats: pl.DataFrame, examples: pl.DataFrame
     `finetune` and the notebook (split [] or None: the pre-trained model's)."""
     from netflowgen.detect.cube import NodeMinuteCube
     from netflowgen.detect.pipeline import DetectionContext, fit_curves, load_pretrained, score
-    cfg.window = examples_fit_features(cfg.window, cfg.length, examples, feats)
+    cube = NodeMinuteCube.from_table(feats)
+    cfg.window = examples_fit_features(cfg.window, cfg.length, examples, len(cube.minutes))
     pre = load_pretrained(model) if model else None
-    ctx = DetectionContext.build(NodeMinuteCube.from_table(feats), examples, cfg.window, cfg.length, pre,
+    ctx = DetectionContext.build(cube, examples, cfg.window, cfg.length, pre,
                                  cfg.split or None, feats)
     cs = fit_curves(ctx, cfg.method, cfg.labels, cfg.seed, cfg.attack_type, cfg.finetune)
     return cs, score(ctx, cs, cfg.metrics)
 
 
-def examples_fit_features(window: int, length: int, examples: pl.DataFrame, feats: pl.DataFrame) -> int:
+def examples_fit_features(window: int, length: int, examples: pl.DataFrame, n_minutes: int) -> int:
     """The examples' window (`window`, or 0 = their own), checked against their labels and against
-    the node-minute table they index: a wrong window would crop every example at the wrong minutes."""
+    the `n_minutes` of the node-minute table they index: a wrong window would crop every example at the wrong minutes."""
     from netflowgen.detect.earlydetect import example_window
     from netflowgen.rejects import InputError
     own = example_window(examples)
@@ -139,7 +140,6 @@ def examples_fit_features(window: int, length: int, examples: pl.DataFrame, feat
                          "leave window unset (0) to use theirs")
     if length > own:
         raise InputError(f"length = {length} minutes is longer than the examples' {own}-minute windows")
-    n_minutes = feats.get_column("minute").n_unique()
     last = int(examples.get_column("start").to_numpy().max()) + own
     if last > n_minutes:
         raise InputError(f"the examples reach minute {last} but the features table has {n_minutes} minutes: "
