@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from netflowgen import nodes as nodes_mod
 from netflowgen.features.dense import OwnRange, write_dense
 from netflowgen.features.settings import FeatureConfig
-from netflowgen.features.timeline import Survey, attribute_exporters, resolve_range
+from netflowgen.features.timeline import LongFlows, Survey, attribute_exporters, long_flows, resolve_range
 from netflowgen.progress import progress_bar
 from netflowgen.rejects import InputError, RejectCounter
 
@@ -54,6 +54,7 @@ class FeatureSummary:
     phases: dict[str, tuple[float, float]] = field(default_factory=dict)  # name -> (wall s, CPU s)
     node_range: str = "union"  # "own": minutes outside a node's own observed range are missing
     outside_node_range: int = 0  # node-minutes "own" marked missing (not missing by missing_by already)
+    long_flows: LongFlows | None = None  # start-minute attribution only: records lasting > 5 minutes
 
     def lines(self) -> list[str]:
         return [f"engine {self.engine}: {self.flows:,} flows read in {self.seconds:.1f} s "
@@ -65,6 +66,11 @@ class FeatureSummary:
                    if self.node_range == "own" else ")"),
                 *([f"flows starting outside --start/--end (not counted): {self.outside_range:,}"]
                   if self.outside_range else []),
+                *([f"warning: {self.long_flows.flows:,} flow records last over {self.long_flows.minutes} minutes and "
+                   f"carry {100 * self.long_flows.packet_share:.0f} % of the packets, each counted in its start "
+                   "minute only; --spread-over-minutes spreads them (needed for sources that log a connection "
+                   "once, at its end, such as Zeek conn.log)"]
+                  if self.long_flows is not None and self.long_flows.worth_spreading() else []),
                 f"rows {self.rows:,} -> {self.out}"]
 
 
@@ -170,6 +176,7 @@ def build_features(paths: Sequence[str | Path], out: str | Path, cfg: FeatureCon
         rows = write_dense(out, node_tab, rng, chunks, cfg.chunk_rows, cfg.compression,
                            node_missing, own)
         phase("write")
+        longs = None if cfg.spread_over_minutes else long_flows(flow_paths)
     first = pl.Series([rng.first * 60_000]).cast(pl.Datetime("ms", "UTC"))[0]
     return FeatureSummary(out, cfg.engine, surv.n_flows, node_tab.height,
                           node_tab["customer"].n_unique() if node_tab.height else 0, rng.n,
@@ -178,7 +185,7 @@ def build_features(paths: Sequence[str | Path], out: str | Path, cfg: FeatureCon
                           "exporter" if by_exporter else ("none" if cfg.missing_by == "none" else "global"),
                           int(node_missing[0].sum(axis=1)[node_missing[1]].sum())
                           + (own.added if own else 0), phase.done, cfg.node_range,
-                          own.added if own else 0)
+                          own.added if own else 0, longs)
 
 
 def _warm_scatter() -> None:

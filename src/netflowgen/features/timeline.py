@@ -15,7 +15,9 @@ no record in it. Nodes without an exporter (null in every record) keep the globa
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -151,6 +153,33 @@ def _covered(events: pl.DataFrame, first: int, n: int) -> np.ndarray:
     keep = (~before) & (m <= n)
     np.add.at(diff, m[keep], d[keep])
     return np.cumsum(diff[:n]) > 0
+
+
+@dataclass
+class LongFlows:
+    """Flow records that last longer than `minutes` minutes, and their share of the recorded packets.
+    Under start-minute attribution all of such a record's traffic lands in one minute: sources that
+    log a connection once, at its end (Zeek conn.log, Argus without status records), turn an hour-long
+    call into one minute of a million packets, which a per-minute detector reads as a flood."""
+
+    minutes: int
+    flows: int
+    packet_share: float  # of all recorded packets (0..1)
+
+    def worth_spreading(self, share: float = 0.1) -> bool:
+        return self.packet_share >= share
+
+
+def long_flows(paths: Sequence[Path], minutes: int = 5) -> LongFlows:
+    """`LongFlows` of canonical flow Parquet files: one lazy pass over ts_start, ts_end and packets."""
+    dur_ms = pl.col("ts_end").dt.epoch("ms") - pl.col("ts_start").dt.epoch("ms")
+    long = dur_ms > minutes * 60_000
+    row = (pl.scan_parquet([str(p) for p in paths])
+           .select(flows=long.sum(), long_packets=pl.col("packets").filter(long).sum(),
+                   packets=pl.col("packets").sum())
+           .collect().row(0, named=True))
+    total = int(row["packets"] or 0)
+    return LongFlows(minutes, int(row["flows"] or 0), int(row["long_packets"] or 0) / total if total else 0.0)
 
 
 def attribute_exporters(nodes: pl.DataFrame, counts: pl.DataFrame | None) -> pl.DataFrame:
