@@ -67,7 +67,7 @@ class SpliceBenchmark:
     duration_min: tuple[float, float] = (5.0, 10.0)
     gap_min: int = 75  # least minutes between two insertions on a host (> 2 x the metrics' margin)
     # Zeek's conn.log reports a connection once, at its end, with no active timeout: counted in its start
-    # minute, a 56-minute call of 1.08 M packets on host 010 became one minute 1,000x the host's
+    # minute, a 56-minute call of 1.08 M packets on host 011 became one minute 1,000x the host's
     # busiest (docs/detection.md); spread over the minutes it covers, it is what a router would export
     spread_over_minutes: bool = True
     seed: int = 0
