@@ -177,6 +177,7 @@ def build_features(paths: Sequence[str | Path], out: str | Path, cfg: FeatureCon
                            node_missing, own)
         phase("write")
         longs = None if cfg.spread_over_minutes else long_flows(flow_paths)
+        phase("long flows")
     first = pl.Series([rng.first * 60_000]).cast(pl.Datetime("ms", "UTC"))[0]
     return FeatureSummary(out, cfg.engine, surv.n_flows, node_tab.height,
                           node_tab["customer"].n_unique() if node_tab.height else 0, rng.n,
