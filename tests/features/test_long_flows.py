@@ -35,7 +35,7 @@ def test_features_warns_when_long_records_carry_the_traffic(tmp_path, call_packe
     lines = [s for s in summary.lines() if s.startswith("warning:")]
     assert bool(lines) == warned
     if warned:
-        assert "1 flow records last over 5 minutes" in lines[0] and "--spread-over-minutes" in lines[0]
+        assert "lasting over 5 minutes: 1, with 83 % of the packets" in lines[0] and "--spread-over-minutes" in lines[0]
         # what the warning is about: the whole call sits in its start minute
         pk = pl.read_parquet(tmp_path / "f.parquet").sort("minute")["in_all_pkt"].to_list()
         assert pk[2] == 10 + call_packets and pk[3] == 10

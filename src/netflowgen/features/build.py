@@ -66,8 +66,8 @@ class FeatureSummary:
                    if self.node_range == "own" else ")"),
                 *([f"flows starting outside --start/--end (not counted): {self.outside_range:,}"]
                   if self.outside_range else []),
-                *([f"warning: {self.long_flows.flows:,} flow records last over {self.long_flows.minutes} minutes and "
-                   f"carry {100 * self.long_flows.packet_share:.0f} % of the packets, each counted in its start "
+                *([f"warning: flow records lasting over {self.long_flows.minutes} minutes: {self.long_flows.flows:,}, "
+                   f"with {100 * self.long_flows.packet_share:.0f} % of the packets, each counted in its start "
                    "minute only; --spread-over-minutes spreads them (needed for sources that log a connection "
                    "once, at its end, such as Zeek conn.log)"]
                   if self.long_flows is not None and self.long_flows.worth_spreading() else []),
