@@ -123,3 +123,49 @@ def transfer_cmd(
     results = run_transfer([*detectors, *(more or [])], out, cfg, log=lambda s: typer.echo(s, err=True))
     typer.echo(tables(results))
     typer.echo(f"report: {out / 'transfer.md'}")
+
+
+@experiment_app.command("noise-floor", no_args_is_help=True)
+def noise_floor_cmd(
+    sim: Path = typer.Option(..., "--sim", help="The `netflowgen simulate --out` folder the features were built from."),
+    features: Path = typer.Option(..., "--features", "-f", help="Its node-minute table (settings file beside it)."),
+    model: Path = typer.Option(..., "--model", "-m", help="Pre-trained model folder: its cut-offs, split and "
+                               "predicted features; the model itself is scored on the same targets."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder: noise_floor.md, noise_floor.json, config.toml."),
+    replicates: Optional[int] = typer.Option(None, "--replicates", "-k", help="Redraws of the split's minutes "
+                                             "(default 64; ~5 s each for a day of the default ISP)."),
+    split: Optional[str] = typer.Option(None, "--split", help="val (default) or test."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML settings (see --dump)."),
+    dump: bool = typer.Option(False, "--dump", help="Print the resolved settings as TOML and exit."),
+) -> None:
+    """The lowest next-minute loss any model can reach on a simulated ISP: the split's minutes redrawn
+    K times from the simulator's own rates (same plan, new per-minute draws), binned with the model's
+    cut-offs; per feature group beside the bigrams and the model on the same targets (docs/model.md).
+
+    Example: netflowgen experiment noise-floor --sim sim --features feats.parquet -m model -o floor/
+    """
+    import json
+
+    from netflowgen import config as cfgmod
+    from netflowgen.experiments.noise_floor import NoiseFloorConfig, floor_table, noise_floor
+    from netflowgen.model.io import load_pretrained
+    from netflowgen.progress import progress_bar
+
+    cfg = cfgmod.load(NoiseFloorConfig, config, {"replicates": replicates, "split": split})
+    if dump:
+        typer.echo(cfgmod.to_toml(cfg), nl=False)
+        raise typer.Exit()
+    pre = load_pretrained(model)
+    train, val = pre.split
+    with progress_bar("noise floor: replicates", total=cfg.replicates) as advance:
+        result = noise_floor(sim, features, pre.binner, tuple(pre.model.cfg.predicted_features), (train, val),
+                             str(pre.config.get("time_zone", "UTC")), cfg, pre.model, advance)
+    result["model"] = {"path": str(model), "content_hash": pre.config["content_hash"]}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "noise_floor.json").write_text(json.dumps(result, indent=1))
+    table = floor_table(result)
+    (out / "noise_floor.md").write_text(f"# Noise floor of {features} ({cfg.split}, {result['targets']:,} targets)\n\n"
+                                        f"{table}\n")
+    cfgmod.save_beside(out, cfg)
+    typer.echo(table)
+    typer.echo(f"report: {out / 'noise_floor.md'}", err=True)

@@ -203,11 +203,15 @@ class ChunkGenerator:
         return [bulk, answer]
 
     # --- the chunk -------------------------------------------------------------------------------
-    def chunk(self, index: int, t0: int, t1: int) -> tuple["ChunkRecords", np.ndarray]:
+    def chunk(self, index: int, t0: int, t1: int, replicate: int | None = None) -> tuple["ChunkRecords", np.ndarray]:
         """Records of minutes [t0, t1) (call `.table()` for the FLOW_SCHEMA table sorted by
         ts_start) and the (2, V, M) estimated (sampling-scaled) incoming packets and bytes per
-        node-minute. Building the table is left to the caller so that a writer thread can do it."""
-        rng = np.random.default_rng([self.seed, 7, index])
+        node-minute. Building the table is left to the caller so that a writer thread can do it.
+
+        `replicate` k >= 0 redraws the chunk from its own random stream: the same topology, day
+        factors, events and outages (all fixed by the seed), every per-minute draw (rate jitter,
+        sessions, attack records, sampling) new. None is the simulation's own draw."""
+        rng = np.random.default_rng([self.seed, 7, index] + ([] if replicate is None else [1 << 20, replicate]))
         topo, M = self.topo, t1 - t0
         # exporter outages: the exporter sent nothing at all for these minutes
         down = np.zeros((len(topo.exporter_ip), M), bool)
