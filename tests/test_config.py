@@ -145,6 +145,25 @@ def test_the_spark_engine_without_pyspark_is_one_clear_error(monkeypatch) -> Non
         spark_session(FeatureConfig(engine="spark"))
 
 
+def test_auto_precision_is_bf16_only_where_it_is_not_emulated(monkeypatch, tmp_path) -> None:
+    import torch
+
+    from netflowgen.model import device as dev
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    for flags, native in (("fpu sse2 avx2 fma", False), ("fpu avx2 avx512f avx512_bf16", True),
+                          ("fp asimd bf16 i8mm", True)):
+        info = tmp_path / "cpuinfo"
+        info.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+        real_path = dev.Path
+        monkeypatch.setattr(dev, "Path", lambda p, _i=info: _i if p == "/proc/cpuinfo" else real_path(p))
+        dev.cpu_has_native_bf16.cache_clear()
+        assert dev.cpu_has_native_bf16() is native
+        assert dev.resolve_precision(cpu, "auto") == ("bf16" if native else "fp32")
+        assert dev.resolve_precision(cuda, "auto") == "bf16"
+        assert dev.resolve_precision(cpu, "bf16") == "bf16" and dev.resolve_precision(cpu, "fp32") == "fp32"
+    dev.cpu_has_native_bf16.cache_clear()
+
+
 def test_a_gpu_asked_for_where_there_is_none_is_one_clear_error(monkeypatch) -> None:
     import pytest
     import torch

@@ -25,7 +25,7 @@ def pretrain_command(
     patience: Optional[int] = typer.Option(None, help="Validations without improvement before stopping."),
     eval_every: Optional[int] = typer.Option(None, help="Steps between validations (0 = once per epoch)."),
     device: Optional[str] = typer.Option(None, help="auto, cpu or cuda."),
-    precision: Optional[str] = typer.Option(None, help="auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16."),
+    precision: Optional[str] = typer.Option(None, help="auto (bf16 on CUDA and on CPUs with bf16 instructions, else fp32), fp32 or bf16."),
     seed: Optional[int] = typer.Option(None, help="Random seed."),
     threads: Optional[int] = typer.Option(None, help="Torch threads per process (0 = default)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoint.pt if present."),

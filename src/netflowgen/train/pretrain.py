@@ -42,7 +42,7 @@ import torch.distributed as dist
 from netflowgen.config import ConfigError, save_beside, to_dict
 from netflowgen.evaluate.pretrain_metrics import score_model
 from netflowgen.model import TrafficGPT, model_config, next_minute_loss
-from netflowgen.model.device import autocast, resolve_device
+from netflowgen.model.device import autocast, cpu_has_native_bf16, resolve_device, resolve_precision
 from netflowgen.model.io import save_model
 from netflowgen.progress import progress_bar
 from netflowgen.schema import FEATURE_NAMES, LIGHT_FEATURE_NAMES
@@ -86,7 +86,7 @@ class PretrainConfig:
     log_every: int = 10
     seed: int = 0
     device: str = "auto"  # auto, cpu, cuda
-    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU), fp32, bf16
+    precision: str = "auto"  # auto (bf16 on CUDA and on CPUs with bf16 instructions, else fp32), fp32, bf16
     threads: int = 0  # torch intra-op threads, 0 = torch default
 
     def __post_init__(self) -> None:
@@ -107,10 +107,10 @@ class PretrainConfig:
 
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
-    # minutes on a 2-core CPU: the paper's model, shorter windows, bf16, frequent validation
+    # minutes on a 2-core CPU: the paper's model, shorter windows, bf16 where the CPU has it, frequent validation
     # (450 steps ~ 2 epochs of a 7-day, 120-node ISP: beats the per-node bigram on the simulated ISP)
     "demo": {"context": 256, "batch_size": 16, "max_steps": 450, "max_minutes": 8.0, "eval_every": 100,
-             "eval_max_windows": 256, "patience": 4, "precision": "bf16", "log_every": 10},
+             "eval_max_windows": 256, "patience": 4, "precision": "auto", "log_every": 10},
     # seconds: for tests and CI
     "tiny": {"model": "paper", "n_layers": 1, "d_model": 32, "d_ff": 64, "n_heads": 2, "dropout": 0.0,
              "context": 64, "batch_size": 8, "max_steps": 20, "eval_every": 10, "eval_max_windows": 16},
@@ -427,7 +427,10 @@ def pretrain(features: str | Path, out: str | Path, cfg: PretrainConfig, resume:
     raw.train()
     log(f"pre-training {raw.num_parameters():,} parameters on {len(data.nodes)} nodes x {tr_hi - tr_lo} "
         f"training minutes ({steps_per_epoch} steps/epoch, batch {cfg.batch_size} x {T}, {d.world} "
-        f"process(es), {device.type}, precision {cfg.precision})")
+        f"process(es), {device.type}, precision {resolve_precision(device, cfg.precision)})")
+    if device.type == "cpu" and cfg.precision == "bf16" and not cpu_has_native_bf16():
+        log("warning: this CPU has no bf16 instructions, so bf16 is emulated (about 6 x slower than fp32 here); "
+            "use --precision auto or fp32")
     with progress_bar("pre-training", total=max_steps) if d.main else nullcontext(lambda *a, **k: None) as advance:
         advance(state["step"])
         try:
