@@ -30,9 +30,11 @@ class DemoConfig:
     customers: int = 10
     attacks_per_day: float = 70.0  # the simulator's default 140 is for 120 nodes
     seed: int = 0
-    # wall-clock cap of pre-training: the demo preset's 450 steps take ~2.5 minutes on an idle 2-core CPU and
-    # ~7 with another job on it; a 3-minute cap stopped them at 192 (a weaker backbone, other figures)
-    pretrain_minutes: float = 8.0
+    # wall-clock cap of pre-training: the demo preset's 450 steps take ~2.5 minutes on an idle 2-core CPU with
+    # bf16 instructions and ~7 with another job on it; in fp32 on an AVX2-only CPU with the other core busy,
+    # 8 minutes stopped them at ~330 (2026-12-03). A 3-minute cap stopped them at 192 (a weaker backbone,
+    # other figures)
+    pretrain_minutes: float = 12.0
     window: int = 256  # EarlyDetect minutes per example
     length: int = 128  # minutes the detectors see
     labels: str = "360"
