@@ -117,7 +117,12 @@ def test_label_curve_has_counts_all_and_a_zero_label_point(ablated) -> None:
     run = PaperRun(cfg, log=lambda s: None)
     run.prepare()
     lc = run.run(("labels",))["label_curve"]
-    assert set(lc) == {"Surprisal|0"} | {f"{m}|{n}" for m in ("NetFlowGen", "CUSUM") for n in ("8", "16", "all")}
+    assert set(lc) == {"Surprisal|0", "Surprisal|8", "Surprisal|16"} | {
+        f"{m}|{n}" for m in ("NetFlowGen", "CUSUM") for n in ("8", "16", "all")}
+    # at a count the zero-label detector is untrained: the labels set its theta only, seed by seed
+    for n in ("8", "16"):
+        s = lc[f"Surprisal|{n}"]
+        assert s["n"] == int(n) and s["threshold"] == "labels" and s["aggregate"]["seeds"] == [0, 1]
     assert lc["NetFlowGen|8"]["n"] == 8 and lc["NetFlowGen|16"]["n"] == 16
     assert lc["NetFlowGen|all"]["n"] > 16 and lc["CUSUM|8"]["aggregate"]["seeds"] == [0, 1]
     zero = lc["Surprisal|0"]

@@ -217,7 +217,8 @@ class PaperRun:
     def label_curve(self, seeds: list[int]) -> dict[str, Any]:
         """Test metrics of every method at every label count of `label_curve` ("all" = the whole
         train split), and of each zero-label detector at 0 labels (theta from the false-alarm
-        budget), keyed "method|labels"; `n` = labels the regime used (fit + early stopping)."""
+        budget) and at every count (theta from the labels), keyed "method|labels"; `n` = labels the
+        regime used (fit + early stopping)."""
         cfg = self.cfg
         self.log("Label efficiency: F1 vs number of labels")
         lc: dict[str, Any] = {}
@@ -228,8 +229,12 @@ class PaperRun:
             r = self.zero_label(method, seeds[0])
             lc[f"{method}|0"] = {"labels": "0", "n": 0, "method": method, "threshold": r.regime,
                                  "aggregate": aggregate([r]), "runs": [r.to_json()]}
+        # the zero-label detectors also at every count: nothing trains them, the labels set theta only
+        zero = [m for m in cfg.label_curve_zero_label if m in ZERO_LABEL and m not in cfg.label_curve_methods
+                and self.ctx.pretrained is not None]
         for labels in cfg.label_curve:
-            for method in [m for m in cfg.label_curve_methods if m in cfg.methods]:
+            # (not at "all": that regime's curves are the 0-label point's, whose detector keeps its budget theta)
+            for method in [m for m in cfg.label_curve_methods if m in cfg.methods] + (zero if labels != "all" else []):
                 rs = self.scored(method, str(labels), "all", seeds)
                 if rs:
                     c = rs[0].counts

@@ -102,13 +102,17 @@ def _label_plot(lc: dict[str, Any], path: Path, plt: Any) -> None:
     pos = label_positions(lc)
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     for m in sorted({e["method"] for e in lc.values()}):
-        pts = sorted((pos[e["labels"]], e["aggregate"]["f1"]) for e in lc.values() if e["method"] == m)
-        x = [p[0] for p in pts]
-        mu = np.array([p[1][0] for p in pts])
-        sd = np.array([p[1][1] for p in pts])
-        zero = all(e["labels"] == "0" for e in lc.values() if e["method"] == m)
-        ax.errorbar(x, mu, yerr=sd, marker="*" if zero else "o", ms=12 if zero else 5, ls="none" if zero else "-",
-                    capsize=3, label=f"{m} (0 labels, false-alarm budget)" if zero else m)
+        color = None
+        for zero in (False, True):  # the counts as a line, the zero-label point as a star of the same colour
+            pts = sorted((pos[e["labels"]], e["aggregate"]["f1"]) for e in lc.values()
+                         if e["method"] == m and (e["labels"] == "0") == zero)
+            if not pts:
+                continue
+            mu, sd = np.array([p[1][0] for p in pts]), np.array([p[1][1] for p in pts])
+            drawn = ax.errorbar([p[0] for p in pts], mu, yerr=sd, marker="*" if zero else "o", ms=12 if zero else 5,
+                                ls="none" if zero else "-", capsize=3, color=color,
+                                label=f"{m} (0 labels, false-alarm budget)" if zero else m)
+            color = drawn[0].get_color()
     shown = sorted({e["labels"] for e in lc.values()}, key=lambda k: pos[k])
     n_all = max((e["n"] for e in lc.values() if e["labels"] == "all"), default=0)
     ax.set_xscale("log")
@@ -198,7 +202,8 @@ def write_report(results: dict[str, Any], out: Path, run: Any = None, title: str
                "whole train split, validation for early stopping and the threshold), the same test split and metrics "
                "for every method. " + (f"{zero} at 0 labels: no label trains it or sets its threshold; theta from a "
                                        f"false-alarm budget of {cfg.get('fa_budget', 1.0):g} alert(s) per node-day on "
-                                       "its reference range (first 60 % of the minutes), deterministic (one run). "
+                                       "its reference range (first 60 % of the minutes), deterministic (one run); at a "
+                                       "label count, nothing is trained and the labels choose its threshold only. "
                                        if zero else "") + "\n\n",
                markdown_table(metric_rows(results["label_curve"], "labels"))]
         if "labels" in files:
