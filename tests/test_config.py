@@ -146,6 +146,8 @@ def test_the_spark_engine_without_pyspark_is_one_clear_error(monkeypatch) -> Non
 
 
 def test_auto_precision_is_bf16_only_where_it_is_not_emulated(monkeypatch, tmp_path) -> None:
+    from pathlib import Path
+
     import torch
 
     from netflowgen.model import device as dev
@@ -154,8 +156,7 @@ def test_auto_precision_is_bf16_only_where_it_is_not_emulated(monkeypatch, tmp_p
                           ("fp asimd bf16 i8mm", True)):
         info = tmp_path / "cpuinfo"
         info.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
-        real_path = dev.Path
-        monkeypatch.setattr(dev, "Path", lambda p, _i=info: _i if p == "/proc/cpuinfo" else real_path(p))
+        monkeypatch.setattr(dev, "Path", lambda p, _i=info, _real=Path: _i if p == "/proc/cpuinfo" else _real(p))
         dev.cpu_has_native_bf16.cache_clear()
         assert dev.cpu_has_native_bf16() is native
         assert dev.resolve_precision(cpu, "auto") == ("bf16" if native else "fp32")
