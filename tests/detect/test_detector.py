@@ -478,6 +478,25 @@ def test_surprisal_scores_round_trip_and_name_their_group(trained, tmp_path) -> 
                 if v > edge[f] and bool(x.valid[0, t]):
                     want[t, j] += np.log(v / edge[f]) / scale[f]
     np.testing.assert_allclose(St[0], want, rtol=1e-4, atol=1e-5)
+    # reduce = "max": per feature (bins + tail), the group's largest instead of its sum
+    per_feature = np.zeros((6, len(core.predicted)))
+    for t in range(1, 6):
+        for f in range(len(core.predicted)):
+            k, v = int(tgt[t, f]), float(data.cube.values[0, 10 + t, cols[f]])
+            mean = float((p[t - 1, f] * _torch.arange(p.shape[-1])).sum())
+            if k < p.shape[-1] and k > mean and bool(x.valid[0, t]):
+                per_feature[t, f] += -float(_torch.log(p[t - 1, f, k]))
+            if v > edge[f] and bool(x.valid[0, t]):
+                per_feature[t, f] += np.log(v / edge[f]) / scale[f]
+    core.reduce = "max"
+    Sm = core.group_surprisal(data.tokens, np.array([0]), np.array([10]), 6, tail, calib[[0]])
+    core.reduce = "sum"
+    want_max = np.stack([per_feature[:, idx].max(-1) for idx in core.groups.values()], axis=-1)
+    np.testing.assert_allclose(Sm[0], want_max, rtol=1e-4, atol=1e-5)
+    assert (Sm[0] <= St[0] + 1e-9).all() and (Sm[0] < St[0] - 1e-6).any()  # the max is not the sum
+    core.reduce = "max"  # the setting travels with the saved detector
+    det.save(tmp_path / "max")
+    assert Detector.load(tmp_path / "max").core.reduce == "max" and Detector.load(trained / "Surprisal").core.reduce == "sum"
 
 
 def test_surprisal_tail_sees_how_far_beyond_the_bins_a_flood_is(trained) -> None:

@@ -308,11 +308,11 @@ def group_membership(groups: dict[str, list[int]], n_predicted: int) -> torch.Te
     return torch.from_numpy(member)
 
 
-def upward_surprisal(backbone: Any, x: Any, logits: torch.Tensor, member: torch.Tensor) -> torch.Tensor:
-    """(B, T, G) float32 upward surprisal per group (nats) of windows `x` (ModelInputs, T minutes)
-    from the backbone's logits (B, T, P, N) on them: at minute t, the sum over the group's features
-    of -log p(observed bin | minutes < t), counted where the observed bin is above the predicted
-    mean bin and minute t is reported. Minute 0 of a window has no prediction and counts 0."""
+def upward_feature_surprisal(backbone: Any, x: Any, logits: torch.Tensor) -> torch.Tensor:
+    """(B, T, P) float32 upward surprisal per predicted feature (nats) of windows `x` (ModelInputs, T
+    minutes) from the backbone's logits (B, T, P, N) on them: at minute t, -log p(observed bin |
+    minutes < t), counted where the observed bin is above the predicted mean bin and minute t is
+    reported, else 0. Minute 0 of a window has no prediction and counts 0."""
     logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # (B, T-1, P, N): position t predicts t + 1
     target = x.tokens[:, 1:].index_select(2, backbone.target_index)  # (B, T-1, P)
     valid = x.valid[:, 1:]  # (B, T-1): minute t + 1 reported
@@ -321,8 +321,28 @@ def upward_surprisal(backbone: Any, x: Any, logits: torch.Tensor, member: torch.
     nll = -logp.gather(-1, tgt.unsqueeze(-1)).squeeze(-1)  # (B, T-1, P)
     mean_bin = (logp.exp() * torch.arange(n_bins, dtype=torch.float32)).sum(-1)
     up = (target.float() > mean_bin) & valid[..., None] & (target < n_bins)
-    s = (nll * up) @ member  # (B, T-1, G)
-    return torch.cat([s.new_zeros((s.shape[0], 1, s.shape[2])), s], dim=1)  # (B, T, G)
+    s = nll * up
+    return torch.cat([s.new_zeros((s.shape[0], 1, s.shape[2])), s], dim=1)  # (B, T, P)
+
+
+def upward_surprisal(backbone: Any, x: Any, logits: torch.Tensor, member: torch.Tensor) -> torch.Tensor:
+    """(B, T, G) float32 upward surprisal per group (nats): the sum over each group's features
+    (membership (P, G)) of `upward_feature_surprisal`."""
+    return upward_feature_surprisal(backbone, x, logits) @ member
+
+
+GROUP_REDUCTIONS = ("sum", "max")
+
+
+def reduce_groups(per_feature: np.ndarray, groups: dict[str, list[int]], how: str) -> np.ndarray:
+    """(B, T, P) per-feature scores -> (B, T, G) per group (`surprisal_groups` order): the sum over the
+    group's features, or the largest of them ("max": a change in many correlated features of one
+    group counts as much as its most surprising one)."""
+    if how == "sum":
+        return np.stack([per_feature[..., idx].sum(-1) for idx in groups.values()], axis=-1)
+    if how == "max":
+        return np.stack([per_feature[..., idx].max(-1) for idx in groups.values()], axis=-1)
+    raise ValueError(f"group reduction {how!r}: use one of {GROUP_REDUCTIONS}")
 
 
 def top_bin_edges(binner: Any, bin_rows: np.ndarray, predicted: tuple[str, ...] | list[str]) -> np.ndarray:
@@ -387,14 +407,19 @@ def cube_tail(cube: NodeMinuteCube, predicted: tuple[str, ...] | list[str], cali
     return top_bin_tail(values, [cube.features.index(f) for f in predicted], calib["tail_edge"], calib["tail_scale"])
 
 
-def group_tail(tail: Callable, rows: np.ndarray, starts: np.ndarray, length: int, params: np.ndarray,
-               valid: np.ndarray, member: np.ndarray) -> np.ndarray:
-    """(B, length, G) group sums (membership (P, G)) of the tail surprisal `tail(rows, starts, length,
-    params)` at the reported minutes `valid` (B, length) after each window's first (0 there, as the
-    surprisal of the bins)."""
-    t = (tail(rows, starts, length, params) * np.asarray(valid, dtype=bool)[..., None]) @ member
+def feature_tail(tail: Callable, rows: np.ndarray, starts: np.ndarray, length: int, params: np.ndarray,
+                 valid: np.ndarray) -> np.ndarray:
+    """(B, length, P) tail surprisal `tail(rows, starts, length, params)` at the reported minutes
+    `valid` (B, length) after each window's first (0 there, as the surprisal of the bins)."""
+    t = tail(rows, starts, length, params) * np.asarray(valid, dtype=bool)[..., None]
     t[:, 0] = 0.0
     return t
+
+
+def group_tail(tail: Callable, rows: np.ndarray, starts: np.ndarray, length: int, params: np.ndarray,
+               valid: np.ndarray, member: np.ndarray) -> np.ndarray:
+    """(B, length, G) group sums (membership (P, G)) of `feature_tail`."""
+    return feature_tail(tail, rows, starts, length, params, valid) @ member
 
 
 def calibrate_group_surprisal(core: Any, data: ScoringData, rows: np.ndarray, lo: int, hi: int,
@@ -445,7 +470,8 @@ def surprisal_calibration(surprisal: Callable[[np.ndarray, np.ndarray, int], np.
 
 class SurprisalCore:
     """Zero-label detection from the pre-trained model (SPEC 14): at minute t, per feature group g,
-    S_g(t) = sum over the group's features of -log p(observed bin | minutes < t), counted only where
+    S_g(t) = sum (or, with `reduce` = "max", the largest) over the group's features of
+    -log p(observed bin | minutes < t), counted only where
     the observed bin is above the predicted mean bin (traffic higher than expected; a quiet minute
     is not an attack). Per node, robust z-score against its reference range (median and 1.4826 x
     MAD of S_g there), smoothed by an EWMA (weight `alpha`) inside the window. Intensity = the
@@ -464,9 +490,12 @@ class SurprisalCore:
 
     def __init__(self, backbone: Any, binner: Any, backbone_config: dict[str, Any] | None = None,
                  context: int | None = None, stride: int | None = None, alpha: float = 0.6,
-                 scale_floor: float = 10.0, tail: bool = True) -> None:
+                 scale_floor: float = 10.0, tail: bool = True, reduce: str = "sum") -> None:
         self.backbone, self.binner = backbone.eval(), binner
         self.tail = bool(tail)
+        if reduce not in GROUP_REDUCTIONS:
+            raise ValueError(f"group reduction {reduce!r}: use one of {GROUP_REDUCTIONS}")
+        self.reduce = reduce
         self.backbone_config = dict(backbone_config or {})
         self.context = int(context or backbone.cfg.context)
         self.stride = int(stride or max(1, self.context // 2))
@@ -485,14 +514,14 @@ class SurprisalCore:
     @torch.no_grad()
     def group_surprisal(self, tokens: Any, rows: np.ndarray, starts: np.ndarray, length: int,
                         tail: Callable | None = None, params: np.ndarray | None = None) -> np.ndarray:
-        """(B, length, G) upward surprisal per group of windows [start, start + length) (nats), plus the
-        group sums of `tail(rows, starts, length, params)` (`top_bin_tail`) at reported minutes after
-        the window's first, where given."""
+        """(B, length, G) upward surprisal of windows [start, start + length) (nats) per feature, plus
+        `tail(rows, starts, length, params)` (`top_bin_tail`) at reported minutes after the window's
+        first where given, reduced over each group's features (`reduce`: sum or max)."""
         x = tokens.inputs(rows, starts, length)
-        S = upward_surprisal(self.backbone.eval(), x, self.backbone(x), self._member).double().numpy()
-        if tail is None:
-            return S
-        return S + group_tail(tail, rows, starts, length, np.asarray(params), x.valid.numpy(), self._member.double().numpy())
+        per_feature = upward_feature_surprisal(self.backbone.eval(), x, self.backbone(x)).double().numpy()
+        if tail is not None:
+            per_feature = per_feature + feature_tail(tail, rows, starts, length, np.asarray(params), x.valid.numpy())
+        return reduce_groups(per_feature, self.groups, self.reduce)
 
     @property
     def predicted(self) -> tuple[str, ...]:
@@ -519,7 +548,8 @@ class SurprisalCore:
         return fn
 
     def settings(self) -> dict[str, Any]:
-        return {"alpha": self.alpha, "scale_floor": self.scale_floor, "own_bins": self.own_bins, "tail": self.tail}
+        return {"alpha": self.alpha, "scale_floor": self.scale_floor, "own_bins": self.own_bins, "tail": self.tail,
+                "reduce": self.reduce}
 
     def tensors(self) -> dict[str, torch.Tensor]:
         return {}
@@ -555,7 +585,8 @@ def load_core(meta: dict[str, Any], tensors: dict[str, torch.Tensor], folder: Pa
         model, binner, extra = load_model(Path(backbone) if backbone is not None else folder / "backbone")
         s = meta["core"]
         core = SurprisalCore(model, binner, extra, int(meta["context"]), int(meta["stride"]), float(s["alpha"]),
-                             float(s["scale_floor"]), bool(s.get("tail", False)))  # saved before the tail: none
+                             float(s["scale_floor"]), bool(s.get("tail", False)),  # saved before the tail: none
+                             str(s.get("reduce", "sum")))
         load_own_bins(core, s, folder)
         return core
     if method in TRANSFORMER_METHODS:
