@@ -86,14 +86,16 @@ def feature_config_beside(features: Path, sim_dir: Path) -> FeatureConfig:
 
 
 def replicate_tokens(sim: Simulation, t0: int, t1: int, replicate: int | None, fcfg: FeatureConfig,
-                     binner: Binner, nodes: list[str], time_zone: str, work: Path) -> np.ndarray:
+                     binner: Binner, nodes: list[str], time_zone: str, work: Path,
+                     bin_rows: dict[str, int] | None = None) -> np.ndarray:
     """(n_nodes, t1 - t0, F) uint8 tokens of a replicate of simulation minutes [t0, t1): its flows,
-    features built with `fcfg`, binned with each node's own cut-offs (`nodes` order; a node or
-    minute the replicate lacks is the missing token)."""
+    features built with `fcfg`, each node binned with the binner row `bin_rows` gives it (default:
+    its own, a training node's), in `nodes` order; a node or minute the replicate lacks is the
+    missing token."""
     pq.write_table(replicate_flows(sim, t0, t1, replicate), work / "flows.parquet")
     build_features([work / "flows.parquet"], work / "features.parquet", fcfg)
     df = pl.read_parquet(work / "features.parquet").filter(pl.col("node").is_in(nodes))
-    rows = {n: binner.node_index[n] for n in df["node"].unique().to_list()}
+    rows = {n: (bin_rows[n] if bin_rows is not None else binner.node_index[n]) for n in df["node"].unique().to_list()}
     tok = TokenData.build(df, binner, None, time_zone, {n: (r, r) for n, r in rows.items()})
     out = np.full((len(nodes), t1 - t0, len(binner.feature_names)), binner.missing_token, dtype=np.uint8)
     first = (tok.minute0_ms - int(sim.start.timestamp() * 1000)) // MS_PER_MINUTE - t0
@@ -166,7 +168,8 @@ def noise_floor(sim_dir: str | Path, features: str | Path, binner: Binner, predi
     sim = Simulation(C.load(SimConfig, sim_dir / "config.toml"))
     fcfg = feature_config_beside(features, sim_dir)
     df = pl.read_parquet(features)
-    data = TokenData.build(df, binner, None, time_zone)
+    bin_rows = binner.training_rows_of(df)  # unseen nodes: their nearest training node's cut-offs, as Table 4
+    data = TokenData.build(df, binner, None, time_zone, {n: (r, r) for n, r in bin_rows.items()})
     lo, hi = time_splits(data.n_minutes, *split_fractions)[cfg.split]
     offset = (data.minute0_ms - int(sim.start.timestamp() * 1000)) // MS_PER_MINUTE  # sim minute of table minute 0
     if offset < 0 or offset + hi > sim.minutes:
@@ -181,7 +184,7 @@ def noise_floor(sim_dir: str | Path, features: str | Path, binner: Binner, predi
     with tempfile.TemporaryDirectory(prefix="netflowgen-floor-") as tmp:
         for r in range(cfg.replicates):
             tok = replicate_tokens(sim, offset + lo, offset + hi, r, fcfg, binner, data.nodes, time_zone,
-                                   Path(tmp))[..., cols]
+                                   Path(tmp), bin_rows)[..., cols]
             seen = tok < N
             idx = (flat_base + np.minimum(tok, N - 1))[seen]
             counts += np.bincount(idx, minlength=counts.size).reshape(counts.shape).astype(np.uint16)
