@@ -133,7 +133,7 @@ def noise_floor_cmd(
                                "predicted features; the model itself is scored on the same targets."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder: noise_floor.md, noise_floor.json, config.toml."),
     replicates: Optional[int] = typer.Option(None, "--replicates", "-k", help="Redraws of the split's minutes "
-                                             "(default 64; ~5 s each for a day of the default ISP)."),
+                                             "(default 64; ~6 s each for the default ISP's 806 validation minutes)."),
     split: Optional[str] = typer.Option(None, "--split", help="val (default) or test."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML settings (see --dump)."),
     dump: bool = typer.Option(False, "--dump", help="Print the resolved settings as TOML and exit."),
